@@ -1,0 +1,45 @@
+import { z } from 'zod';
+import { byteSize } from './durations.js';
+import { bool, int, list } from './primitives.js';
+import { clamdSchema } from './clamd.js';
+import { ptSandboxSchema } from './pt-sandbox.js';
+
+/** The embedded rules engine: needs no server. */
+export const rulesSchema = z
+  .object({
+    /** File extensions (lower case, without the dot) that make an attachment malicious. */
+    blockedExtensions: list(z.string()).default([
+      'exe', 'scr', 'com', 'pif', 'bat', 'cmd', 'vbs', 'vbe', 'js', 'jse', 'wsf', 'wsh', 'hta', 'cpl', 'msi', 'msp', 'lnk', 'jar', 'ps1', 'reg', 'iso', 'img', 'vhd', 'vhdx',
+    ]),
+    /** A double extension such as invoice.pdf.exe is malicious. */
+    blockDoubleExtensions: bool.default(true),
+    /** Office documents with VBA macros are suspicious. */
+    macrosSuspicious: bool.default(true),
+    /** SHA-256 hashes (hex) of attachments to treat as malicious. */
+    blockedSha256: list(z.string().regex(/^[0-9a-fA-F]{64}$/, 'not a SHA-256 hex digest')).default([]),
+    /** SHA-256 hashes (hex) of attachments always allowed (operator-released false positives). */
+    allowedSha256: list(z.string().regex(/^[0-9a-fA-F]{64}$/, 'not a SHA-256 hex digest')).default([]),
+    /** Limits of the MIME and archive walker: exceeding one makes the message failed(too-large) or suspicious (bomb). */
+    limits: z
+      .object({
+        maxDepth: int.pipe(z.number().int().min(1).max(32)).default(8),
+        maxParts: int.pipe(z.number().int().min(1)).default(1000),
+        maxArchiveMembers: int.pipe(z.number().int().min(1)).default(1000),
+        maxExpansionRatio: int.pipe(z.number().int().min(1)).default(100),
+        maxTotalBytes: byteSize.prefault('512M'),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export const scannersSchema = z
+  .object({
+    rules: rulesSchema.prefault({}),
+    clamd: clamdSchema.prefault({}),
+    ptSandbox: ptSandboxSchema.prefault({}),
+  })
+  .strict();
+
+export const SCANNER_NAMES = ['rules', 'clamd', 'pt-sandbox'] as const;
+export type ScannerName = (typeof SCANNER_NAMES)[number];

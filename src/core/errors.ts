@@ -1,0 +1,50 @@
+/**
+ * One error class for everything sandgate raises on purpose. Branch on `code`, never on message text.
+ * docs/errors.md lists every code; test/unit/core/errors.test.ts fails when the two disagree.
+ */
+export const ErrorCodes = {
+  ERR_CONFIG_INVALID: 'the configuration failed validation; the message names the path',
+  ERR_CONFIG_FILE: 'the configuration file could not be read or parsed',
+  ERR_SECRET_FILE: 'a secret file named in the configuration could not be read',
+  ERR_INPUT_NOT_FOUND: 'the message file to scan does not exist or cannot be read',
+  ERR_MESSAGE_TOO_LARGE: 'the message exceeds the configured size limit',
+  ERR_MESSAGE_MALFORMED: 'the message or its envelope could not be parsed',
+  ERR_SCANNER_TIMEOUT: 'a scanner did not answer within the message deadline',
+  ERR_SCANNER_UNAVAILABLE: 'a scanner could not be reached or refused our credentials',
+  ERR_SCANNER_PROTOCOL: 'a scanner answered something we do not understand',
+  ERR_SCANNER_TOO_LARGE: 'a scanner refused the content as too large',
+  ERR_SCANNER_ENCRYPTED: 'content is encrypted and could not be inspected',
+  ERR_SCANNER_INTERNAL: 'a scanner failed in an unexpected way',
+  ERR_SCANNER_UNKNOWN: 'the configuration names a scanner sandgate does not know',
+  ERR_STATE_DB: 'the state database could not be opened or migrated',
+  ERR_QUARANTINE_WRITE: 'a message could not be written to the quarantine',
+  ERR_QUARANTINE_NOT_FOUND: 'no quarantine item has that id',
+  ERR_MARK_INVALID: 'an X-Sandgate-Mark header did not verify',
+  ERR_SPOOL_WRITE: 'a message could not be written to the spool',
+  ERR_ABORTED: 'the operation was aborted',
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export type ErrorDetails = Readonly<Record<string, string | number | boolean | null | undefined>>;
+
+export class SandgateError extends Error {
+  override readonly name = 'SandgateError';
+  readonly code: ErrorCode;
+  readonly details: ErrorDetails;
+
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; details?: ErrorDetails } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.details = options.details ?? {};
+  }
+}
+
+export function isSandgateError(err: unknown, code?: ErrorCode): err is SandgateError {
+  return (
+    err instanceof Error &&
+    (err as Partial<SandgateError>).name === 'SandgateError' &&
+    typeof (err as Partial<SandgateError>).code === 'string' &&
+    (code === undefined || (err as SandgateError).code === code)
+  );
+}

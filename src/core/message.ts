@@ -1,0 +1,25 @@
+import type { Readable } from 'node:stream';
+
+/** The SMTP or CommuniGate envelope of a message, as the front end received it. */
+export interface Envelope {
+  /** Envelope sender; '' for the null sender (<>, bounces and DSNs). */
+  readonly sender: string;
+  readonly recipients: readonly string[];
+  readonly clientAddress?: string;
+  readonly heloName?: string;
+  /** Which front end received it: 'relay', 'helper', 'cli', ... */
+  readonly frontEnd: string;
+}
+
+/**
+ * A message read once into a spool. Each consumer calls open() and gets its own fresh stream
+ * over the same bytes, so scanners never compete for one stream.
+ */
+export interface MessageSource {
+  /** Our id for this message: in logs, headers, spool and quarantine names. */
+  readonly msgId: string;
+  readonly envelope: Envelope;
+  /** Size in bytes of the message as open() returns it. */
+  readonly size: number;
+  open(range?: { start?: number; end?: number }): Readable;
+}

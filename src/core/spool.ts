@@ -1,0 +1,216 @@
+import { createReadStream, createWriteStream, mkdirSync, rmSync, statSync, type WriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { SandgateError } from './errors.js';
+import type { Envelope, MessageSource } from './message.js';
+
+export interface SpoolOptions {
+  readonly msgId: string;
+  readonly envelope: Envelope;
+  /** Directory for file spools (created if missing). */
+  readonly dir: string;
+  /** Up to this many bytes stay in memory; beyond it the spool moves to a file. */
+  readonly memoryThreshold: number;
+  /** Bytes beyond this are counted but not kept; `sizeExceeded` is then true. */
+  readonly maxBytes?: number;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * A message read once and kept for several readers: in memory below a threshold, in a file
+ * above it. Has one owner that calls dispose() in `finally`; retain() lets a background task
+ * (monitor mode, a sandbox poll) keep the bytes until it is done.
+ */
+export class Spool implements MessageSource {
+  readonly msgId: string;
+  readonly envelope: Envelope;
+  private chunks: Buffer[] = [];
+  private file: string | undefined;
+  private bytes = 0;
+  private received = 0;
+  private refs = 1;
+  private deleted = false;
+
+  private constructor(options: SpoolOptions) {
+    this.msgId = options.msgId;
+    this.envelope = options.envelope;
+  }
+
+  /** Bytes kept (at most maxBytes). */
+  get size(): number {
+    return this.bytes;
+  }
+
+  /** Bytes the sender sent, including any beyond maxBytes. */
+  get receivedBytes(): number {
+    return this.received;
+  }
+
+  get sizeExceeded(): boolean {
+    return this.received > this.bytes;
+  }
+
+  /** Path of the spool file, or undefined while the message is held in memory. */
+  get path(): string | undefined {
+    return this.file;
+  }
+
+  /**
+   * Reads `input` to its end into a new spool. The input is always read to the end, even past
+   * maxBytes, so a protocol peer gets its reply after the last byte. A write failure rejects with
+   * ERR_SPOOL_WRITE after the input has been drained and the partial file removed.
+   */
+  static async fromStream(input: Readable, options: SpoolOptions): Promise<Spool> {
+    const spool = new Spool(options);
+    const max = options.maxBytes ?? Number.POSITIVE_INFINITY;
+    let out: WriteStream | undefined;
+    let writeError: unknown;
+
+    const sink = new Writable({
+      highWaterMark: 64 * 1024,
+      write(chunk: Buffer, _enc, done) {
+        spool.received += chunk.length;
+        const room = max - spool.bytes;
+        const keep = room >= chunk.length ? chunk : room > 0 ? chunk.subarray(0, room) : undefined;
+        if (keep === undefined || writeError !== undefined) return done();
+        spool.bytes += keep.length;
+        if (out === undefined && spool.bytes <= options.memoryThreshold) {
+          spool.chunks.push(keep);
+          return done();
+        }
+        if (out === undefined) {
+          try {
+            mkdirSync(options.dir, { recursive: true });
+            spool.file = join(options.dir, `${options.msgId}.eml`);
+            out = createWriteStream(spool.file, { flags: 'wx', mode: 0o600 });
+            out.on('error', (err) => {
+              writeError ??= err;
+            });
+          } catch (err) {
+            writeError = err;
+            return done();
+          }
+          for (const c of spool.chunks) out.write(c);
+          spool.chunks = [];
+        }
+        // Keep reading after a write error (the peer must reach its final byte), but stop writing.
+        if (out.write(keep)) return done();
+        const onDrain = () => {
+          out?.off('error', onError);
+          done();
+        };
+        const onError = () => {
+          out?.off('drain', onDrain);
+          done();
+        };
+        out.once('drain', onDrain);
+        out.once('error', onError);
+      },
+      final(done) {
+        if (out === undefined) return done();
+        out.end(() => done());
+      },
+    });
+
+    try {
+      await pipeline(input, sink, options.signal ? { signal: options.signal } : {});
+    } catch (err) {
+      spool.dispose();
+      throw err;
+    }
+    if (writeError !== undefined) {
+      spool.dispose();
+      throw new SandgateError('ERR_SPOOL_WRITE', 'cannot write the message to the spool', {
+        cause: writeError,
+        details: { dir: options.dir },
+      });
+    }
+    return spool;
+  }
+
+  open(range: { start?: number; end?: number } = {}): Readable {
+    if (this.deleted) throw new Error(`spool ${this.msgId} was read after dispose()`);
+    if (this.file !== undefined) {
+      return createReadStream(this.file, {
+        highWaterMark: 64 * 1024,
+        ...(range.start !== undefined ? { start: range.start } : {}),
+        ...(range.end !== undefined ? { end: range.end - 1 } : {}),
+      });
+    }
+    return Readable.from(sliceChunks(this.chunks, range.start ?? 0, range.end ?? this.bytes), { objectMode: false });
+  }
+
+  /** Keeps the bytes alive for another holder; call the returned function when done. */
+  retain(): () => void {
+    this.refs++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.dispose();
+    };
+  }
+
+  /** Releases the owner's reference; the bytes are removed when the last holder is done. */
+  dispose(): void {
+    if (this.deleted) return;
+    this.refs--;
+    if (this.refs > 0) return;
+    this.deleted = true;
+    this.chunks = [];
+    if (this.file !== undefined) rmSync(this.file, { force: true });
+  }
+}
+
+function* sliceChunks(chunks: readonly Buffer[], start: number, end: number): Generator<Buffer> {
+  let offset = 0;
+  for (const c of chunks) {
+    const cStart = offset;
+    const cEnd = offset + c.length;
+    offset = cEnd;
+    if (cEnd <= start) continue;
+    if (cStart >= end) break;
+    yield c.subarray(Math.max(0, start - cStart), Math.min(c.length, end - cStart));
+  }
+}
+
+/**
+ * A message that already sits in a file we do not own (CommuniGate's queue file, a file given to
+ * `sandgate scan`): never modified, never deleted. `start` skips a leading envelope block.
+ */
+export class FileMessage implements MessageSource {
+  readonly size: number;
+
+  constructor(
+    readonly msgId: string,
+    readonly envelope: Envelope,
+    private readonly path: string,
+    private readonly start = 0,
+    size?: number,
+  ) {
+    this.size = size ?? statSync(path).size - start;
+  }
+
+  open(range: { start?: number; end?: number } = {}): Readable {
+    const s = this.start + (range.start ?? 0);
+    const e = this.start + (range.end ?? this.size);
+    if (e <= s) return Readable.from([]);
+    return createReadStream(this.path, { start: s, end: e - 1, highWaterMark: 64 * 1024 });
+  }
+}
+
+/** A message held in memory (tests, small generated messages). */
+export class BufferMessage implements MessageSource {
+  readonly size: number;
+  constructor(
+    readonly msgId: string,
+    readonly envelope: Envelope,
+    private readonly bytes: Buffer,
+  ) {
+    this.size = bytes.length;
+  }
+  open(range: { start?: number; end?: number } = {}): Readable {
+    return Readable.from([this.bytes.subarray(range.start ?? 0, range.end ?? this.bytes.length)]);
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * Versioned schema migrations of the state database, applied in order, each once, inside a
+ * transaction. Append new entries; never edit or reorder one that has shipped.
+ */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'verdict cache, in-flight scans, first failures',
+    sql: `
+      CREATE TABLE verdict_cache (
+        scanner     TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        content_key TEXT NOT NULL,
+        finding     TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        PRIMARY KEY (scanner, fingerprint, content_key)
+      );
+      CREATE INDEX verdict_cache_expires ON verdict_cache (expires_at);
+      CREATE TABLE inflight_scan (
+        scanner     TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        content_key TEXT NOT NULL,
+        owner       TEXT NOT NULL,
+        started_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        PRIMARY KEY (scanner, fingerprint, content_key)
+      );
+      CREATE TABLE first_failure (
+        content_key TEXT PRIMARY KEY,
+        first_at    INTEGER NOT NULL,
+        last_at     INTEGER NOT NULL
+      );
+      CREATE INDEX first_failure_last ON first_failure (last_at);
+    `,
+  },
+  {
+    version: 2,
+    name: 'quarantine index',
+    sql: `
+      CREATE TABLE quarantine (
+        id          TEXT PRIMARY KEY,
+        msg_id      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        front_end   TEXT NOT NULL,
+        sender      TEXT NOT NULL,
+        recipients  TEXT NOT NULL,
+        client      TEXT,
+        helo        TEXT,
+        subject     TEXT,
+        verdict     TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        threats     TEXT NOT NULL,
+        outcomes    TEXT NOT NULL,
+        content_key TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        stored_size INTEGER NOT NULL,
+        file        TEXT NOT NULL,
+        released_at INTEGER,
+        released_by TEXT,
+        released_to TEXT
+      );
+      CREATE INDEX quarantine_created ON quarantine (created_at);
+      CREATE INDEX quarantine_content ON quarantine (content_key);
+    `,
+  },
+];
