@@ -22,6 +22,8 @@ export const ErrorCodes = {
   ERR_MARK_INVALID: 'an X-Sandgate-Mark header did not verify',
   ERR_SPOOL_WRITE: 'a message could not be written to the spool',
   ERR_ABORTED: 'the operation was aborted',
+  ERR_NEXT_HOP_UNAVAILABLE: 'the relay could not reach the next hop, or it refused our session',
+  ERR_NEXT_HOP_PROTOCOL: 'the next hop answered something that is not SMTP',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

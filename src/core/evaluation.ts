@@ -13,6 +13,8 @@ export interface EvaluateOptions {
   readonly deadline: number;
   /** Aborts the evaluation (client went away, shutdown). */
   readonly signal?: AbortSignal;
+  /** Called as each scanner starts and finishes (progress display). */
+  readonly onProgress?: (event: { readonly scanner: string; readonly phase: 'start' | 'done' }) => void;
 }
 
 /** Everything a front end needs to answer its peer for one message. */

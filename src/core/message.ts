@@ -22,4 +22,9 @@ export interface MessageSource {
   /** Size in bytes of the message as open() returns it. */
   readonly size: number;
   open(range?: { start?: number; end?: number }): Readable;
+  /**
+   * Keeps the bytes readable after the owner is done (a scan that continues in the background).
+   * Returns the release function. Sources that are never deleted under us may omit it.
+   */
+  retain?(): () => void;
 }

@@ -1,6 +1,13 @@
 /** What one scanner concluded about one piece of content. Tri-state plus skipped and failed. */
 
-export const FAILURE_REASONS = ['timeout', 'unavailable', 'too-large', 'encrypted', 'protocol', 'internal'] as const;
+export const FAILURE_REASONS = [
+  'timeout',
+  'unavailable',
+  'too-large',
+  'encrypted',
+  'protocol',
+  'internal',
+] as const;
 export type FailureReason = (typeof FAILURE_REASONS)[number];
 
 export const SKIP_REASONS = ['bypass', 'prefilter', 'not-applicable', 'monitor'] as const;

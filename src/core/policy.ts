@@ -93,7 +93,8 @@ export function decide(outcomes: readonly Outcome[], policy: PolicyConfig, ctx: 
         break;
       case 'clean':
         scanned = true;
-        if (o.partial && policy.partialClean === 'suspicious') suspicious.push(`${o.scanner}:partial-analysis`);
+        if (o.partial && policy.partialClean === 'suspicious')
+          suspicious.push(`${o.scanner}:partial-analysis`);
         break;
       case 'failed':
         failures.push(o.reason);
@@ -114,9 +115,23 @@ export function decide(outcomes: readonly Outcome[], policy: PolicyConfig, ctx: 
   }
   if (!scanned) {
     // Every scanner skipped the message (prefilter, not applicable): delivered, and said so in the header.
-    return { action: 'deliver', keepCopy: false, verdict: 'unscanned', reason: 'skipped', threats: [], failOpen: false };
+    return {
+      action: 'deliver',
+      keepCopy: false,
+      verdict: 'unscanned',
+      reason: 'skipped',
+      threats: [],
+      failOpen: false,
+    };
   }
-  return { action: 'deliver', keepCopy: false, verdict: 'clean', reason: 'clean', threats: [], failOpen: false };
+  return {
+    action: 'deliver',
+    keepCopy: false,
+    verdict: 'clean',
+    reason: 'clean',
+    threats: [],
+    failOpen: false,
+  };
 }
 
 function verdictDecision(
@@ -135,7 +150,11 @@ function verdictDecision(
   };
 }
 
-function failureDecision(failures: readonly FailureReason[], policy: PolicyConfig, ctx: PolicyContext): Decision {
+function failureDecision(
+  failures: readonly FailureReason[],
+  policy: PolicyConfig,
+  ctx: PolicyContext,
+): Decision {
   // The strictest configured action among the failures decides; the first failure with it names the reason.
   let reason: FailureReason = failures[0] ?? 'internal';
   let action: Action = policy.failure[reason];

@@ -138,7 +138,9 @@ export class Spool implements MessageSource {
         ...(range.end !== undefined ? { end: range.end - 1 } : {}),
       });
     }
-    return Readable.from(sliceChunks(this.chunks, range.start ?? 0, range.end ?? this.bytes), { objectMode: false });
+    return Readable.from(sliceChunks(this.chunks, range.start ?? 0, range.end ?? this.bytes), {
+      objectMode: false,
+    });
   }
 
   /** Keeps the bytes alive for another holder; call the returned function when done. */

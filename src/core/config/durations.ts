@@ -16,7 +16,15 @@ export const duration = z.union([z.number().int().nonnegative(), z.string()]).tr
   return Math.round(Number(m[1]) * (UNITS[m[2] ?? 'ms'] ?? 1));
 });
 
-const SIZE_UNITS: Readonly<Record<string, number>> = { b: 1, k: 1024, kb: 1024, m: 1024 ** 2, mb: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3 };
+const SIZE_UNITS: Readonly<Record<string, number>> = {
+  b: 1,
+  k: 1024,
+  kb: 1024,
+  m: 1024 ** 2,
+  mb: 1024 ** 2,
+  g: 1024 ** 3,
+  gb: 1024 ** 3,
+};
 
 /** A byte size: a number of bytes or "512k", "25M", "1G" (binary units). */
 export const byteSize = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {

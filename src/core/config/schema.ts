@@ -45,7 +45,9 @@ export const configSchema = z
     scan: z
       .object({
         /** Scanners in order, cheap first; the chain stops at the first malicious verdict. */
-        chain: list(z.enum(SCANNER_NAMES)).pipe(z.array(z.enum(SCANNER_NAMES)).min(1)).default(['rules']),
+        chain: list(z.enum(SCANNER_NAMES))
+          .pipe(z.array(z.enum(SCANNER_NAMES)).min(1))
+          .default(['rules']),
         /** enforce: act on verdicts. monitor: deliver at once, scan in the background, log what would have happened. */
         mode: z.enum(['enforce', 'monitor']).prefault('enforce'),
         /** Deadline for one message when the front end has none of its own (the CLI). */
@@ -99,7 +101,10 @@ export const configSchema = z
     metrics: z
       .object({
         /** Prefix of every Prometheus metric name. */
-        prefix: z.string().regex(/^[a-zA-Z_][a-zA-Z0-9_]*$/).prefault('sandgate_'),
+        prefix: z
+          .string()
+          .regex(/^[a-zA-Z_][a-zA-Z0-9_]*$/)
+          .prefault('sandgate_'),
       })
       .strict()
       .prefault({}),

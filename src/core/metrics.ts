@@ -1,0 +1,100 @@
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Every metric sandgate exports, defined once; front ends expose `registry` on /metrics. */
+export interface Metrics {
+  readonly registry: Registry;
+  /** Messages by final action and reason (clean, malicious, failure:timeout, window-expired:..., bypass:..., marked). */
+  readonly messages: Counter<'front_end' | 'action' | 'reason'>;
+  readonly messageSeconds: Histogram<'front_end'>;
+  readonly scannerOutcomes: Counter<'scanner' | 'outcome' | 'reason'>;
+  readonly scannerSeconds: Histogram<'scanner'>;
+  readonly cacheHits: Counter<'scanner'>;
+  /** Scans answered by another caller's identical scan: in this process, or in another process via the state database. */
+  readonly singleFlightJoins: Counter<'scanner' | 'scope'>;
+  /** Messages delivered unscanned because the operator chose fail-open. */
+  readonly failOpen: Counter<'reason'>;
+  /** Messages that skipped scanning because a bypass list matched. */
+  readonly bypass: Counter<'list'>;
+  /** Monitor mode: the action that would have applied. */
+  readonly monitorWouldBe: Counter<'action'>;
+  readonly quarantineWrites: Counter<'result'>;
+  readonly marks: Counter<'result'>;
+}
+
+export function createMetrics(options: { prefix?: string; defaultMetrics?: boolean } = {}): Metrics {
+  const p = options.prefix ?? 'sandgate_';
+  const registry = new Registry();
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: p });
+  const registers = [registry];
+  return {
+    registry,
+    messages: new Counter({
+      name: `${p}messages_total`,
+      help: 'Messages by front end, action and reason',
+      labelNames: ['front_end', 'action', 'reason'],
+      registers,
+    }),
+    messageSeconds: new Histogram({
+      name: `${p}message_seconds`,
+      help: 'Time to a decision per message',
+      labelNames: ['front_end'],
+      buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300],
+      registers,
+    }),
+    scannerOutcomes: new Counter({
+      name: `${p}scanner_outcomes_total`,
+      help: 'Scanner outcomes (clean, suspicious, malicious, skipped, failed) with the failure or skip reason',
+      labelNames: ['scanner', 'outcome', 'reason'],
+      registers,
+    }),
+    scannerSeconds: new Histogram({
+      name: `${p}scanner_seconds`,
+      help: 'Scanner latency, cache hits included',
+      labelNames: ['scanner'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600],
+      registers,
+    }),
+    cacheHits: new Counter({
+      name: `${p}cache_hits_total`,
+      help: 'Verdicts answered from the verdict cache',
+      labelNames: ['scanner'],
+      registers,
+    }),
+    singleFlightJoins: new Counter({
+      name: `${p}single_flight_joins_total`,
+      help: 'Scans that joined an identical scan already running (scope: process or shared)',
+      labelNames: ['scanner', 'scope'],
+      registers,
+    }),
+    failOpen: new Counter({
+      name: `${p}fail_open_total`,
+      help: 'Messages delivered unscanned because the policy chose deliver for a failure',
+      labelNames: ['reason'],
+      registers,
+    }),
+    bypass: new Counter({
+      name: `${p}bypass_total`,
+      help: 'Messages that skipped scanning because a bypass list matched',
+      labelNames: ['list'],
+      registers,
+    }),
+    monitorWouldBe: new Counter({
+      name: `${p}monitor_would_be_total`,
+      help: 'Monitor mode: the action that enforce mode would have taken',
+      labelNames: ['action'],
+      registers,
+    }),
+    quarantineWrites: new Counter({
+      name: `${p}quarantine_writes_total`,
+      help: 'Quarantine writes by result (ok, error)',
+      labelNames: ['result'],
+      registers,
+    }),
+    marks: new Counter({
+      name: `${p}marks_total`,
+      help: 'Inbound X-Sandgate-Mark headers by check result (ok, syntax, mac, expired, future)',
+      labelNames: ['result'],
+      registers,
+    }),
+  };
+}

@@ -1,0 +1,423 @@
+import { analyseMessage, OUR_HEADER_PREFIX, type HeaderLine } from './content-key.js';
+import type { EvaluateOptions, Evaluation, Evaluator, HeaderField } from './evaluation.js';
+import type { Logger } from './logger.js';
+import { createMark, MARK_HEADER, verifyMark, VERDICT_HEADER, type MarkKind } from './mark.js';
+import type { MessageSource } from './message.js';
+import type { Metrics } from './metrics.js';
+import { describeFinding, type Finding, type Outcome } from './outcome.js';
+import { decide, type Decision, type PolicyConfig } from './policy.js';
+import type { BypassMatcher, FirstFailureStore, QuarantineWriter } from './ports.js';
+import type { Scanner, ScanContext } from './scanner.js';
+import { Semaphore } from './semaphore.js';
+import { failureFromError, type VerdictMemo } from './verdict-memo.js';
+
+export interface ScanServiceOptions {
+  readonly frontEnd: string;
+  readonly scanners: readonly Scanner[];
+  readonly policy: PolicyConfig;
+  readonly memo: VerdictMemo;
+  readonly firstFailures: FirstFailureStore;
+  /** Omitted by report-only callers (`sandgate scan` of a local file): decisions are reported, no copy is kept. */
+  readonly quarantine?: QuarantineWriter;
+  readonly markKey: Buffer;
+  readonly markMaxAgeMs: number;
+  readonly headersEnabled: boolean;
+  readonly bypass?: BypassMatcher;
+  readonly mode: 'enforce' | 'monitor';
+  readonly concurrency: number;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly now?: () => number;
+}
+
+/**
+ * The verdict core: runs the scanner chain under one deadline, with cache and single-flight,
+ * applies the policy, keeps quarantine copies, and says which headers a front end adds.
+ */
+export class ScanService implements Evaluator {
+  private readonly slots: Semaphore;
+  private readonly now: () => number;
+  private readonly background = new Set<Promise<unknown>>();
+
+  constructor(private readonly o: ScanServiceOptions) {
+    if (o.scanners.length === 0) throw new Error('ScanService needs at least one scanner');
+    this.slots = new Semaphore(o.concurrency);
+    this.now = o.now ?? Date.now;
+  }
+
+  /** Waits for monitor-mode scans and background scanner work (tests, graceful shutdown). */
+  async settle(): Promise<void> {
+    while (this.background.size > 0) await Promise.allSettled([...this.background]);
+    await this.o.memo.settle();
+  }
+
+  async evaluate(message: MessageSource, options: EvaluateOptions): Promise<Evaluation> {
+    const started = this.now();
+    const log = this.o.log.child({ msgId: message.msgId });
+    const analysis = await analyseMessage(message);
+    const { contentKey, headers } = analysis;
+    const stripHeaders = unique(
+      headers.filter((h) => h.name.startsWith(OUR_HEADER_PREFIX)).map((h) => canonicalName(h.name)),
+    );
+
+    const mark = this.checkMarks(headers, contentKey, log);
+    if (mark !== undefined) {
+      const decision: Decision = {
+        action: 'deliver',
+        keepCopy: false,
+        verdict: 'clean',
+        reason: mark.kind === 'released' ? 'released' : 'marked',
+        threats: [],
+        failOpen: false,
+      };
+      return this.finish(message, log, started, {
+        decision,
+        outcomes: [],
+        contentKey,
+        stripHeaders,
+        alreadyJudged: true,
+        headers,
+      });
+    }
+
+    const bypass = this.o.bypass?.(message.envelope);
+    if (bypass !== undefined) {
+      this.o.metrics.bypass.inc({ list: bypass });
+      const outcomes = this.o.scanners.map((s): Outcome => ({
+        scanner: s.name,
+        kind: 'skipped',
+        reason: 'bypass',
+        cached: false,
+        ms: 0,
+      }));
+      const decision: Decision = {
+        action: 'deliver',
+        keepCopy: false,
+        verdict: 'unscanned',
+        reason: `bypass:${bypass}`,
+        threats: [],
+        failOpen: false,
+        bypass,
+      };
+      return this.finish(message, log, started, {
+        decision,
+        outcomes,
+        contentKey,
+        stripHeaders,
+        alreadyJudged: false,
+        headers,
+      });
+    }
+
+    if (this.o.mode === 'monitor') {
+      this.monitorInBackground(message, contentKey, log);
+      const decision: Decision = {
+        action: 'deliver',
+        keepCopy: false,
+        verdict: 'unscanned',
+        reason: 'monitor',
+        threats: [],
+        failOpen: false,
+      };
+      return this.finish(message, log, started, {
+        decision,
+        outcomes: [],
+        contentKey,
+        stripHeaders,
+        alreadyJudged: false,
+        headers,
+      });
+    }
+
+    const outcomes = await this.scanChain(message, contentKey, options, log);
+    let decision = this.decideFor(contentKey, outcomes);
+    let quarantineId: string | undefined;
+    if (decision.keepCopy && this.o.quarantine !== undefined) {
+      try {
+        quarantineId = await this.o.quarantine.put({
+          message,
+          contentKey,
+          decision,
+          outcomes,
+          subject: subjectOf(headers),
+        });
+        this.o.metrics.quarantineWrites.inc({ result: 'ok' });
+      } catch (err) {
+        // No copy, no drop: the sender's MTA keeps the message and retries.
+        this.o.metrics.quarantineWrites.inc({ result: 'error' });
+        log.error(
+          { event: 'quarantine.write_failed', err, action: decision.action },
+          'quarantine write failed; answering tempfail',
+        );
+        decision = { ...decision, action: 'tempfail', keepCopy: false, reason: 'quarantine-failed' };
+      }
+    }
+    return this.finish(message, log, started, {
+      decision,
+      outcomes,
+      contentKey,
+      stripHeaders,
+      alreadyJudged: false,
+      headers,
+      ...(quarantineId !== undefined ? { quarantineId } : {}),
+    });
+  }
+
+  private decideFor(contentKey: string, outcomes: readonly Outcome[]): Decision {
+    const now = this.now();
+    const failed = outcomes.some((o) => o.kind === 'failed');
+    let firstFailureAt: number | undefined;
+    if (failed) firstFailureAt = this.o.firstFailures.touch(contentKey, now);
+    else this.o.firstFailures.clear(contentKey);
+    return decide(outcomes, this.o.policy, {
+      now,
+      ...(firstFailureAt !== undefined ? { firstFailureAt } : {}),
+    });
+  }
+
+  /** Runs the chain in order, cheap first; stops at the first malicious verdict. */
+  private async scanChain(
+    message: MessageSource,
+    contentKey: string,
+    options: EvaluateOptions,
+    log: Logger,
+  ): Promise<Outcome[]> {
+    let release: (() => void) | undefined;
+    try {
+      release = await this.slots.acquire(
+        options.signal ?? AbortSignal.timeout(Math.max(1, options.deadline - this.now())),
+      );
+    } catch {
+      return this.o.scanners.map((s) => ({
+        scanner: s.name,
+        kind: 'failed',
+        reason: 'timeout',
+        message: 'waited for a scan slot until the deadline',
+        cached: false,
+        ms: 0,
+      }));
+    }
+    try {
+      const outcomes: Outcome[] = [];
+      for (const scanner of this.o.scanners) {
+        options.onProgress?.({ scanner: scanner.name, phase: 'start' });
+        const outcome = await this.runScanner(scanner, message, contentKey, options, log);
+        options.onProgress?.({ scanner: scanner.name, phase: 'done' });
+        outcomes.push(outcome);
+        this.o.metrics.scannerOutcomes.inc({
+          scanner: scanner.name,
+          outcome: outcome.kind,
+          reason: outcome.kind === 'failed' || outcome.kind === 'skipped' ? outcome.reason : '',
+        });
+        this.o.metrics.scannerSeconds.observe({ scanner: scanner.name }, outcome.ms / 1000);
+        if (outcome.kind === 'malicious') break;
+      }
+      return outcomes;
+    } finally {
+      release();
+    }
+  }
+
+  private async runScanner(
+    scanner: Scanner,
+    message: MessageSource,
+    contentKey: string,
+    options: EvaluateOptions,
+    parentLog: Logger,
+  ): Promise<Outcome> {
+    const log = parentLog.child({ scanner: scanner.name });
+    const started = this.now();
+    const done = (finding: Finding, cached: boolean): Outcome => {
+      const outcome: Outcome = { ...finding, scanner: scanner.name, cached, ms: this.now() - started };
+      log.debug(
+        { event: 'scan.scanner_done', outcome: describeFinding(finding), cached, ms: outcome.ms },
+        'scanner done',
+      );
+      return outcome;
+    };
+    if (this.now() >= options.deadline) {
+      return done({ kind: 'failed', reason: 'timeout', message: 'no budget left for this scanner' }, false);
+    }
+    let fingerprint: string;
+    try {
+      const budget = Math.max(1, Math.min(options.deadline - this.now(), 10_000));
+      fingerprint = await scanner.fingerprint(AbortSignal.timeout(budget));
+    } catch (err) {
+      return done(failureFromError(err), false);
+    }
+    const memo = this.o.memo;
+    const deadline = options.deadline;
+    const releaseBytes = scanner.backgroundMs > 0 ? message.retain?.() : undefined;
+    const result = memo.run({
+      key: { scanner: scanner.name, fingerprint, contentKey },
+      deadline,
+      backgroundMs: scanner.backgroundMs,
+      ...(scanner.cleanTtlCapMs !== undefined ? { cleanTtlCapMs: scanner.cleanTtlCapMs } : {}),
+      ...(releaseBytes !== undefined ? { whenDone: releaseBytes } : {}),
+      compute: async (signal) => {
+        const ctx: ScanContext = {
+          signal,
+          deadline,
+          log,
+          now: this.now,
+          memo: {
+            run: async (partKey, compute) =>
+              (
+                await memo.run({
+                  key: { scanner: scanner.name, fingerprint, contentKey: `part:${partKey}` },
+                  deadline,
+                  backgroundMs: scanner.backgroundMs,
+                  compute: () => compute(),
+                })
+              ).finding,
+          },
+        };
+        return scanner.scan(message, ctx);
+      },
+    });
+    const { finding, source } = await result;
+    return done(finding, source !== 'scan');
+  }
+
+  private monitorInBackground(message: MessageSource, contentKey: string, log: Logger): void {
+    const release = message.retain?.();
+    const task = (async () => {
+      try {
+        const deadline = this.now() + 24 * 60 * 60 * 1000;
+        const outcomes = await this.scanChain(message, contentKey, { deadline }, log);
+        const decision = decide(outcomes, this.o.policy, { now: this.now() });
+        this.o.metrics.monitorWouldBe.inc({ action: decision.action });
+        log.info(
+          {
+            event: 'monitor.verdict',
+            wouldBe: decision.action,
+            reason: decision.reason,
+            threats: decision.threats,
+            outcomes: outcomes.map((o) => `${o.scanner}:${describeFinding(o)}`),
+          },
+          'monitor mode: verdict that would have applied',
+        );
+      } catch (err) {
+        log.error({ event: 'monitor.failed', err }, 'monitor-mode scan failed');
+      } finally {
+        release?.();
+      }
+    })();
+    this.background.add(task);
+    void task.finally(() => this.background.delete(task));
+  }
+
+  private checkMarks(
+    headers: readonly HeaderLine[],
+    contentKey: string,
+    log: Logger,
+  ): { kind: MarkKind } | undefined {
+    const lower = MARK_HEADER.toLowerCase();
+    for (const h of headers) {
+      if (h.name !== lower) continue;
+      const check = verifyMark(this.o.markKey, h.value, contentKey, this.now(), this.o.markMaxAgeMs);
+      this.o.metrics.marks.inc({ result: check.ok ? 'ok' : check.reason });
+      if (check.ok) return { kind: check.claims.kind };
+      log.warn(
+        { event: 'mark.invalid', reason: check.reason },
+        'ignoring an X-Sandgate-Mark that does not verify',
+      );
+    }
+    return undefined;
+  }
+
+  private finish(
+    message: MessageSource,
+    log: Logger,
+    started: number,
+    parts: {
+      decision: Decision;
+      outcomes: readonly Outcome[];
+      contentKey: string;
+      stripHeaders: readonly string[];
+      alreadyJudged: boolean;
+      headers: readonly HeaderLine[];
+      quarantineId?: string;
+    },
+  ): Evaluation {
+    const { decision, outcomes, contentKey } = parts;
+    const ms = this.now() - started;
+    if (decision.failOpen) this.o.metrics.failOpen.inc({ reason: decision.reason });
+    this.o.metrics.messages.inc({
+      front_end: this.o.frontEnd,
+      action: decision.action,
+      reason: decision.reason,
+    });
+    this.o.metrics.messageSeconds.observe({ front_end: this.o.frontEnd }, ms / 1000);
+    log.info(
+      {
+        event: 'message.verdict',
+        action: decision.action,
+        verdict: decision.verdict,
+        reason: decision.reason,
+        threats: decision.threats,
+        outcomes: outcomes.map((o) => `${o.scanner}:${describeFinding(o)}${o.cached ? ':cached' : ''}`),
+        quarantineId: parts.quarantineId,
+        bytes: message.size,
+        ms,
+        frontEnd: this.o.frontEnd,
+      },
+      'message verdict',
+    );
+    return {
+      msgId: message.msgId,
+      decision,
+      outcomes,
+      contentKey,
+      headers:
+        decision.action === 'deliver' ? this.headersFor(message.msgId, decision, outcomes, contentKey) : [],
+      stripHeaders: parts.stripHeaders,
+      alreadyJudged: parts.alreadyJudged,
+      ms,
+      ...(parts.quarantineId !== undefined ? { quarantineId: parts.quarantineId } : {}),
+    };
+  }
+
+  /**
+   * X-Sandgate-Verdict on every delivered message when headers are on, and always when the message
+   * was not fully scanned (fail-open, bypass, monitor, all skipped): nothing unscanned passes silently.
+   */
+  private headersFor(
+    msgId: string,
+    decision: Decision,
+    outcomes: readonly Outcome[],
+    contentKey: string,
+  ): HeaderField[] {
+    const unscanned = decision.verdict !== 'clean';
+    if (!this.o.headersEnabled && !unscanned) return [];
+    const scanners = outcomes.map((o) => `${o.scanner}:${describeFinding(o)}`).join(',');
+    const value = [
+      decision.failOpen ? 'unscanned' : decision.verdict,
+      `reason=${decision.reason}`,
+      ...(scanners ? [`scanners=${scanners}`] : []),
+      `id=${msgId}`,
+    ].join('; ');
+    const fields: HeaderField[] = [{ name: VERDICT_HEADER, value }];
+    if (this.o.headersEnabled && decision.verdict === 'clean') {
+      const mark = createMark(
+        this.o.markKey,
+        { kind: 'clean', msgId, at: Math.floor(this.now() / 1000) },
+        contentKey,
+      );
+      fields.push({ name: MARK_HEADER, value: mark });
+    }
+    return fields;
+  }
+}
+
+function canonicalName(lower: string): string {
+  return lower.replace(/(^|-)([a-z])/g, (_m, dash: string, c: string) => dash + c.toUpperCase());
+}
+
+function unique<T>(items: readonly T[]): T[] {
+  return [...new Set(items)];
+}
+
+function subjectOf(headers: readonly HeaderLine[]): string | undefined {
+  return headers.find((h) => h.name === 'subject')?.value;
+}

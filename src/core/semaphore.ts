@@ -1,0 +1,48 @@
+/** A counting semaphore with a FIFO wait queue: bursts wait in order instead of flooding a peer. */
+export class Semaphore {
+  private active = 0;
+  private readonly waiters: Array<() => void> = [];
+
+  constructor(private readonly limit: number) {}
+
+  get pending(): number {
+    return this.waiters.length;
+  }
+
+  get inUse(): number {
+    return this.active;
+  }
+
+  /** Resolves with a release function once a slot is free; rejects if the signal aborts while waiting. */
+  acquire(signal?: AbortSignal): Promise<() => void> {
+    if (signal?.aborted) return Promise.reject(signal.reason as Error);
+    if (this.active < this.limit) {
+      this.active++;
+      return Promise.resolve(this.releaser());
+    }
+    return new Promise((resolve, reject) => {
+      const grant = () => {
+        signal?.removeEventListener('abort', onAbort);
+        this.active++;
+        resolve(this.releaser());
+      };
+      const onAbort = () => {
+        const i = this.waiters.indexOf(grant);
+        if (i !== -1) this.waiters.splice(i, 1);
+        reject(signal?.reason as Error);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(grant);
+    });
+  }
+
+  private releaser(): () => void {
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.active--;
+      this.waiters.shift()?.();
+    };
+  }
+}

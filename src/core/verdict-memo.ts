@@ -1,0 +1,226 @@
+import { isSandgateError, type ErrorCode } from './errors.js';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+import type { FailureReason, Finding } from './outcome.js';
+import type { InflightStore, VerdictKey, VerdictStore } from './ports.js';
+
+export interface CacheTtls {
+  readonly clean: number;
+  readonly suspicious: number;
+  readonly malicious: number;
+}
+
+export interface MemoRequest {
+  readonly key: VerdictKey;
+  /** When the caller needs an answer (epoch ms). */
+  readonly deadline: number;
+  /** How long past the deadline the computation may go on to fill the cache. */
+  readonly backgroundMs: number;
+  readonly cleanTtlCapMs?: number;
+  readonly compute: (signal: AbortSignal) => Promise<Finding>;
+  /** Called once the underlying work has settled (at once on a cache hit), even after the caller's deadline. */
+  readonly whenDone?: () => void;
+}
+
+export interface MemoResult {
+  readonly finding: Finding;
+  /** 'scan': computed here; 'cache': from the verdict cache; 'joined': another caller's identical scan. */
+  readonly source: 'scan' | 'cache' | 'joined';
+}
+
+export interface VerdictMemoOptions {
+  readonly verdicts: VerdictStore;
+  readonly inflight: InflightStore;
+  readonly ttl: CacheTtls;
+  readonly owner: string;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly now?: () => number;
+  /** Lease on the in-flight row; refreshed at a third of it. */
+  readonly leaseMs?: number;
+  /** Aborted when the process shuts down: background scans stop. */
+  readonly shutdown?: AbortSignal;
+}
+
+const FAILURE_BY_CODE: Partial<Record<ErrorCode, FailureReason>> = {
+  ERR_SCANNER_TIMEOUT: 'timeout',
+  ERR_SCANNER_UNAVAILABLE: 'unavailable',
+  ERR_SCANNER_PROTOCOL: 'protocol',
+  ERR_SCANNER_TOO_LARGE: 'too-large',
+  ERR_SCANNER_ENCRYPTED: 'encrypted',
+  ERR_ABORTED: 'timeout',
+};
+
+/** Turns anything a scanner threw into a failed finding. Never clean, never malicious. */
+export function failureFromError(err: unknown): Finding & { kind: 'failed' } {
+  if (isSandgateError(err)) {
+    return { kind: 'failed', reason: FAILURE_BY_CODE[err.code] ?? 'internal', message: err.message };
+  }
+  if (err instanceof Error && err.name === 'AbortError') {
+    return { kind: 'failed', reason: 'timeout', message: 'aborted at the deadline' };
+  }
+  return { kind: 'failed', reason: 'internal', message: err instanceof Error ? err.message : String(err) };
+}
+
+/**
+ * Verdict cache plus single-flight, in this process (a shared promise) and across processes
+ * (an in-flight row in the state database works as the lock). The caller gets an answer by its
+ * deadline; the computation may go on in the background for `backgroundMs` and fill the cache,
+ * so the MTA's retry is answered without a new scan.
+ */
+export class VerdictMemo {
+  private readonly running = new Map<string, Promise<MemoResult>>();
+  private readonly now: () => number;
+  private readonly leaseMs: number;
+
+  constructor(private readonly options: VerdictMemoOptions) {
+    this.now = options.now ?? Date.now;
+    this.leaseMs = options.leaseMs ?? 30_000;
+  }
+
+  /** Waits for every background computation (tests, graceful shutdown). */
+  async settle(): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running.values()]);
+  }
+
+  async run(req: MemoRequest): Promise<MemoResult> {
+    const { verdicts, metrics } = this.options;
+    const cached = verdicts.get(req.key, this.now());
+    if (cached !== undefined) {
+      metrics.cacheHits.inc({ scanner: req.key.scanner });
+      req.whenDone?.();
+      return { finding: cached, source: 'cache' };
+    }
+    const id = `${req.key.scanner}\0${req.key.fingerprint}\0${req.key.contentKey}`;
+    let shared = this.running.get(id);
+    let source: MemoResult['source'] = 'scan';
+    if (shared === undefined) {
+      shared = this.computeOrWait(req);
+      this.running.set(id, shared);
+      void shared.finally(() => this.running.delete(id));
+    } else {
+      metrics.singleFlightJoins.inc({ scanner: req.key.scanner, scope: 'process' });
+      source = 'joined';
+    }
+    if (req.whenDone) void shared.finally(req.whenDone);
+    const result = await raceDeadline(shared, req.deadline, this.now);
+    return source === 'joined' && result.source === 'scan' ? { ...result, source } : result;
+  }
+
+  private async computeOrWait(req: MemoRequest): Promise<MemoResult> {
+    const { verdicts, inflight, owner, metrics } = this.options;
+    const giveUpAt = req.deadline + req.backgroundMs;
+    let waitMs = 20;
+    let waited = false;
+    for (;;) {
+      const now = this.now();
+      const cached = verdicts.get(req.key, now);
+      if (cached !== undefined) {
+        if (waited) metrics.singleFlightJoins.inc({ scanner: req.key.scanner, scope: 'shared' });
+        else metrics.cacheHits.inc({ scanner: req.key.scanner });
+        return { finding: cached, source: waited ? 'joined' : 'cache' };
+      }
+      if (inflight.tryAcquire(req.key, owner, now, now + this.leaseMs)) {
+        return { finding: await this.computeHoldingLease(req), source: 'scan' };
+      }
+      if (now >= giveUpAt || this.options.shutdown?.aborted) {
+        return {
+          finding: {
+            kind: 'failed',
+            reason: 'timeout',
+            message: 'an identical scan in another process did not finish in time',
+          },
+          source: 'joined',
+        };
+      }
+      waited = true;
+      await delay(Math.min(waitMs, Math.max(1, giveUpAt - now)));
+      waitMs = Math.min(waitMs * 2, 250);
+    }
+  }
+
+  private async computeHoldingLease(req: MemoRequest): Promise<Finding> {
+    const { verdicts, inflight, owner, log } = this.options;
+    const heartbeat = setInterval(
+      () => {
+        try {
+          inflight.refresh(req.key, owner, this.now() + this.leaseMs);
+        } catch (err) {
+          log.warn({ event: 'memo.lease_refresh_failed', err }, 'could not refresh the in-flight lease');
+        }
+      },
+      Math.max(10, Math.floor(this.leaseMs / 3)),
+    );
+    heartbeat.unref();
+    const budget = Math.max(0, req.deadline - this.now()) + req.backgroundMs;
+    const signals = [AbortSignal.timeout(Math.max(1, budget))];
+    if (this.options.shutdown) signals.push(this.options.shutdown);
+    let finding: Finding;
+    try {
+      finding = await req.compute(AbortSignal.any(signals));
+    } catch (err) {
+      finding = failureFromError(err);
+    } finally {
+      clearInterval(heartbeat);
+    }
+    try {
+      const ttl = this.ttlFor(finding, req.cleanTtlCapMs);
+      if (ttl > 0) {
+        const now = this.now();
+        verdicts.put(req.key, finding, now, now + ttl);
+      }
+    } catch (err) {
+      log.error({ event: 'memo.cache_write_failed', err }, 'could not store a verdict in the cache');
+    } finally {
+      try {
+        inflight.release(req.key, owner);
+      } catch (err) {
+        log.error({ event: 'memo.release_failed', err }, 'could not release the in-flight row');
+      }
+    }
+    return finding;
+  }
+
+  private ttlFor(finding: Finding, cleanCap: number | undefined): number {
+    const { ttl } = this.options;
+    switch (finding.kind) {
+      case 'clean':
+        return Math.min(ttl.clean, cleanCap ?? Number.POSITIVE_INFINITY);
+      case 'suspicious':
+        return ttl.suspicious;
+      case 'malicious':
+        return ttl.malicious;
+      case 'skipped':
+      case 'failed':
+        return 0;
+    }
+  }
+}
+
+async function raceDeadline(
+  work: Promise<MemoResult>,
+  deadline: number,
+  now: () => number,
+): Promise<MemoResult> {
+  const remaining = deadline - now();
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<MemoResult>((resolve) => {
+    timer = setTimeout(
+      () =>
+        resolve({
+          finding: { kind: 'failed', reason: 'timeout', message: 'no verdict before the message deadline' },
+          source: 'scan',
+        }),
+      Math.max(0, remaining),
+    );
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

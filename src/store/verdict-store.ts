@@ -1,0 +1,103 @@
+import type { Finding } from '../core/outcome.js';
+import type { FirstFailureStore, InflightStore, VerdictKey, VerdictStore } from '../core/ports.js';
+import type { StateDb } from './db.js';
+
+/** The verdict cache in the state database. Expired rows are ignored on read and pruned by prune(). */
+export class SqliteVerdictStore implements VerdictStore {
+  private readonly getStmt;
+  private readonly putStmt;
+  private readonly pruneStmt;
+
+  constructor(db: StateDb) {
+    this.getStmt = db.prepare<[string, string, string, number], { finding: string }>(
+      'SELECT finding FROM verdict_cache WHERE scanner = ? AND fingerprint = ? AND content_key = ? AND expires_at > ?',
+    );
+    this.putStmt = db.prepare(
+      `INSERT INTO verdict_cache (scanner, fingerprint, content_key, finding, created_at, expires_at)
+       VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (scanner, fingerprint, content_key)
+       DO UPDATE SET finding = excluded.finding, created_at = excluded.created_at, expires_at = excluded.expires_at`,
+    );
+    this.pruneStmt = db.prepare('DELETE FROM verdict_cache WHERE expires_at <= ?');
+  }
+
+  get(key: VerdictKey, now: number): Finding | undefined {
+    const row = this.getStmt.get(key.scanner, key.fingerprint, key.contentKey, now);
+    return row === undefined ? undefined : (JSON.parse(row.finding) as Finding);
+  }
+
+  put(key: VerdictKey, finding: Finding, now: number, expiresAt: number): void {
+    if (finding.kind === 'failed' || finding.kind === 'skipped') return;
+    this.putStmt.run(key.scanner, key.fingerprint, key.contentKey, JSON.stringify(finding), now, expiresAt);
+  }
+
+  prune(now: number): number {
+    return this.pruneStmt.run(now).changes;
+  }
+}
+
+/** Cross-process single-flight rows with a lease; an expired lease (crashed holder) can be taken over. */
+export class SqliteInflightStore implements InflightStore {
+  private readonly acquireStmt;
+  private readonly refreshStmt;
+  private readonly releaseStmt;
+  private readonly heldStmt;
+
+  constructor(db: StateDb) {
+    this.acquireStmt = db.prepare(
+      `INSERT INTO inflight_scan (scanner, fingerprint, content_key, owner, started_at, expires_at)
+       VALUES (@scanner, @fingerprint, @contentKey, @owner, @now, @leaseUntil)
+       ON CONFLICT (scanner, fingerprint, content_key) DO UPDATE
+         SET owner = excluded.owner, started_at = excluded.started_at, expires_at = excluded.expires_at
+         WHERE inflight_scan.expires_at <= @now`,
+    );
+    this.refreshStmt = db.prepare(
+      'UPDATE inflight_scan SET expires_at = ? WHERE scanner = ? AND fingerprint = ? AND content_key = ? AND owner = ?',
+    );
+    this.releaseStmt = db.prepare(
+      'DELETE FROM inflight_scan WHERE scanner = ? AND fingerprint = ? AND content_key = ? AND owner = ?',
+    );
+    this.heldStmt = db.prepare<[string, string, string, number], { n: number }>(
+      'SELECT 1 AS n FROM inflight_scan WHERE scanner = ? AND fingerprint = ? AND content_key = ? AND expires_at > ?',
+    );
+  }
+
+  tryAcquire(key: VerdictKey, owner: string, now: number, leaseUntil: number): boolean {
+    return this.acquireStmt.run({ ...key, owner, now, leaseUntil }).changes === 1;
+  }
+
+  refresh(key: VerdictKey, owner: string, leaseUntil: number): void {
+    this.refreshStmt.run(leaseUntil, key.scanner, key.fingerprint, key.contentKey, owner);
+  }
+
+  release(key: VerdictKey, owner: string): void {
+    this.releaseStmt.run(key.scanner, key.fingerprint, key.contentKey, owner);
+  }
+
+  isHeld(key: VerdictKey, now: number): boolean {
+    return this.heldStmt.get(key.scanner, key.fingerprint, key.contentKey, now) !== undefined;
+  }
+}
+
+export class SqliteFirstFailureStore implements FirstFailureStore {
+  private readonly touchStmt;
+  private readonly clearStmt;
+
+  constructor(db: StateDb) {
+    this.touchStmt = db.prepare<[string, number, number], { first_at: number }>(
+      `INSERT INTO first_failure (content_key, first_at, last_at) VALUES (?, ?, ?)
+       ON CONFLICT (content_key) DO UPDATE SET last_at = excluded.last_at
+       RETURNING first_at`,
+    );
+    this.clearStmt = db.prepare('DELETE FROM first_failure WHERE content_key = ?');
+  }
+
+  touch(contentKey: string, now: number): number {
+    const row = this.touchStmt.get(contentKey, now, now);
+    return row?.first_at ?? now;
+  }
+
+  clear(contentKey: string): void {
+    this.clearStmt.run(contentKey);
+  }
+}
