@@ -56,7 +56,7 @@ export function failureFromError(err: unknown): Finding & { kind: 'failed' } {
   if (isSandgateError(err)) {
     return { kind: 'failed', reason: FAILURE_BY_CODE[err.code] ?? 'internal', message: err.message };
   }
-  if (err instanceof Error && err.name === 'AbortError') {
+  if (err instanceof Error && (err.name === 'AbortError' || err.name === 'TimeoutError')) {
     return { kind: 'failed', reason: 'timeout', message: 'aborted at the deadline' };
   }
   return { kind: 'failed', reason: 'internal', message: err instanceof Error ? err.message : String(err) };

@@ -1,4 +1,5 @@
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createWriteStream, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { Readable, type Writable } from 'node:stream';
 import { open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -64,9 +65,7 @@ export class QuarantineStore implements QuarantineWriter {
     const jsonPath = join(dayDir, `${id}.json`);
     try {
       mkdirSync(dayDir, { recursive: true, mode: 0o750 });
-      const storedSize = await writeDurably(emlPath, async (fh) => {
-        await pipeline(entry.message.open(), createGzip(), fh.createWriteStream({ autoClose: false }));
-      });
+      const storedSize = await writeDurably(emlPath, (out) => pipeline(entry.message.open(), createGzip(), out));
       const record: QuarantineRecord = {
         id,
         msgId: entry.message.msgId,
@@ -83,9 +82,7 @@ export class QuarantineStore implements QuarantineWriter {
         storedSize,
         file,
       };
-      await writeDurably(jsonPath, async (fh) => {
-        await fh.writeFile(JSON.stringify(record, null, 2));
-      });
+      await writeDurably(jsonPath, (out) => pipeline(Readable.from([JSON.stringify(record, null, 2)]), out));
       await fsyncDir(dayDir);
       this.index(record);
       return id;
@@ -163,18 +160,14 @@ export class QuarantineStore implements QuarantineWriter {
   }
 }
 
-type FileHandle = Awaited<ReturnType<typeof open>>;
-
-/** Writes to `<path>.partial`, fsyncs, renames to `path`; returns the bytes written. */
-export async function writeDurably(path: string, write: (fh: FileHandle) => Promise<void>): Promise<number> {
+/**
+ * Writes to `<path>.partial` (the stream is flushed to disk before its descriptor closes), then
+ * renames it to `path`; returns the bytes written.
+ */
+export async function writeDurably(path: string, write: (out: Writable) => Promise<void>): Promise<number> {
   const tmp = path + PARTIAL;
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
-    await write(fh);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
+  const out = createWriteStream(tmp, { flags: 'wx', mode: 0o600, flush: true });
+  await write(out);
   const size = statSync(tmp).size;
   await rename(tmp, path);
   return size;
