@@ -71,4 +71,21 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX quarantine_content ON quarantine (content_key);
     `,
   },
+  {
+    version: 3,
+    name: 'pt sandbox tasks in flight',
+    sql: `
+      CREATE TABLE pt_task (
+        content_key    TEXT NOT NULL,
+        fingerprint    TEXT NOT NULL,
+        scan_id        TEXT,
+        mode           TEXT NOT NULL,
+        owner          TEXT NOT NULL,
+        submitted_at   INTEGER NOT NULL,
+        last_polled_at INTEGER,
+        PRIMARY KEY (content_key, fingerprint)
+      );
+      CREATE INDEX pt_task_submitted ON pt_task (submitted_at);
+    `,
+  },
 ];

@@ -1,0 +1,65 @@
+/** Fields a fileNameTemplate may use. */
+export interface FileNameFields {
+  readonly msgId: string;
+  readonly subject?: string | undefined;
+  /** The attachment's own name (attachments mode). */
+  readonly filename?: string | undefined;
+}
+
+const MAX_NAME = 120;
+
+/** Whether the template needs the message's Subject (read from the header block only then). */
+export function templateNeedsSubject(template: string): boolean {
+  return template.includes('{subject}');
+}
+
+/**
+ * The file_name shown in the sandbox UI. Placeholders: {msgId}, {subject}, {filename}. The result
+ * is one line of printable text without path separators, at most 120 characters, never empty.
+ */
+export function renderFileName(template: string, fields: FileNameFields): string {
+  const rendered = template.replace(/\{(msgId|subject|filename)\}/g, (_m, name: string) => {
+    switch (name) {
+      case 'msgId':
+        return fields.msgId;
+      case 'subject':
+        return fields.subject ?? '';
+      default:
+        return fields.filename ?? '';
+    }
+  });
+  let name = rendered
+    // eslint-disable-next-line no-control-regex
+    .replace(/[\u0000-\u001f\u007f/\\]+/g, ' ')
+    .replace(/\s+/g, ' ')
+    .trim();
+  if (name.length > MAX_NAME) {
+    const dot = name.lastIndexOf('.');
+    const ext = dot > 0 && name.length - dot <= 8 ? name.slice(dot) : '';
+    name = name.slice(0, MAX_NAME - ext.length).trimEnd() + ext;
+  }
+  if (name === '' || /^\.[^.]*$/.test(name)) name = `${fields.msgId}${name}`;
+  return name;
+}
+
+/** Decodes RFC 2047 encoded words (=?charset?B|Q?...?=) in a header value; undecodable words stay as they are. */
+export function decodeEncodedWords(value: string): string {
+  return value
+    .replace(/(=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)\s+(?==\?)/g, '$1')
+    .replace(/=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=/g, (word, charset: string, enc: string, text: string) => {
+      try {
+        const bytes =
+          enc.toUpperCase() === 'B'
+            ? Buffer.from(text, 'base64')
+            : Buffer.from(
+                text
+                  .replace(/_/g, ' ')
+                  .replace(/=([0-9a-fA-F]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))),
+                'latin1',
+              );
+        return new TextDecoder(charset.replace(/\*.*$/, '')).decode(bytes);
+      } catch {
+        return word;
+      }
+    });
+}

@@ -1,0 +1,125 @@
+import type { StateDb } from './db.js';
+
+/** A PT Sandbox task in flight, shared by every sandgate process on the same state database. */
+export interface PtTask {
+  readonly contentKey: string;
+  readonly fingerprint: string;
+  /** Undefined while the owner is still uploading and creating the task. */
+  readonly scanId: string | undefined;
+  /** 'analysis' (/analysis/checkTask) or 'source' (/scan/getStatus): the endpoint family that polls it. */
+  readonly mode: string;
+  readonly owner: string;
+  readonly submittedAt: number;
+  readonly lastPolledAt: number | undefined;
+}
+
+interface Row {
+  content_key: string;
+  fingerprint: string;
+  scan_id: string | null;
+  mode: string;
+  owner: string;
+  submitted_at: number;
+  last_polled_at: number | null;
+}
+
+const toTask = (r: Row): PtTask => ({
+  contentKey: r.content_key,
+  fingerprint: r.fingerprint,
+  scanId: r.scan_id ?? undefined,
+  mode: r.mode,
+  owner: r.owner,
+  submittedAt: r.submitted_at,
+  lastPolledAt: r.last_polled_at ?? undefined,
+});
+
+/**
+ * The pt_task table (migration 3): content key + scanner fingerprint -> scan_id. A row without a
+ * scan_id is a claim: its owner is submitting, others wait for the scan_id instead of submitting
+ * the same content again. A restarted process finds the row and resumes polling.
+ */
+export class PtTaskStore {
+  private readonly stmt;
+
+  constructor(private readonly db: StateDb) {
+    this.stmt = {
+      get: db.prepare<[string, string], Row>(
+        'SELECT * FROM pt_task WHERE content_key = ? AND fingerprint = ?',
+      ),
+      insert: db.prepare(
+        'INSERT OR IGNORE INTO pt_task (content_key, fingerprint, scan_id, mode, owner, submitted_at) VALUES (?, ?, NULL, ?, ?, ?)',
+      ),
+      replace: db.prepare(
+        'UPDATE pt_task SET scan_id = NULL, mode = ?, owner = ?, submitted_at = ?, last_polled_at = NULL WHERE content_key = ? AND fingerprint = ?',
+      ),
+      setScanId: db.prepare(
+        'UPDATE pt_task SET scan_id = ?, submitted_at = ? WHERE content_key = ? AND fingerprint = ? AND owner = ?',
+      ),
+      touch: db.prepare('UPDATE pt_task SET last_polled_at = ? WHERE content_key = ? AND fingerprint = ?'),
+      removeScan: db.prepare('DELETE FROM pt_task WHERE content_key = ? AND fingerprint = ? AND scan_id = ?'),
+      removeClaim: db.prepare(
+        'DELETE FROM pt_task WHERE content_key = ? AND fingerprint = ? AND owner = ? AND scan_id IS NULL',
+      ),
+      purge: db.prepare('DELETE FROM pt_task WHERE submitted_at < ?'),
+      count: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM pt_task'),
+    };
+  }
+
+  get(contentKey: string, fingerprint: string): PtTask | undefined {
+    const row = this.stmt.get.get(contentKey, fingerprint);
+    return row === undefined ? undefined : toTask(row);
+  }
+
+  /**
+   * Claims the right to submit this content. Returns the existing task instead when one is in
+   * flight (or being submitted) and younger than the limits; a stale row is taken over.
+   */
+  claim(
+    contentKey: string,
+    fingerprint: string,
+    claim: { mode: string; owner: string; now: number; maxTaskAgeMs: number; claimTimeoutMs: number },
+  ): { claimed: true } | { claimed: false; task: PtTask } {
+    const run = this.db.transaction(() => {
+      const inserted = this.stmt.insert.run(contentKey, fingerprint, claim.mode, claim.owner, claim.now);
+      if (inserted.changes === 1) return { claimed: true as const };
+      const existing = this.get(contentKey, fingerprint);
+      if (existing === undefined) return { claimed: true as const };
+      const age = claim.now - existing.submittedAt;
+      const stale =
+        existing.mode !== claim.mode ||
+        (existing.scanId === undefined ? age > claim.claimTimeoutMs : age > claim.maxTaskAgeMs);
+      if (!stale) return { claimed: false as const, task: existing };
+      this.stmt.replace.run(claim.mode, claim.owner, claim.now, contentKey, fingerprint);
+      return { claimed: true as const };
+    });
+    return run.immediate();
+  }
+
+  /** Records the scan_id of a task we claimed. */
+  setScanId(contentKey: string, fingerprint: string, owner: string, scanId: string, now: number): void {
+    this.stmt.setScanId.run(scanId, now, contentKey, fingerprint, owner);
+  }
+
+  touch(contentKey: string, fingerprint: string, now: number): void {
+    this.stmt.touch.run(now, contentKey, fingerprint);
+  }
+
+  /** Forgets a finished (or lost) task; another scan_id under the same key is left alone. */
+  remove(contentKey: string, fingerprint: string, scanId: string): void {
+    this.stmt.removeScan.run(contentKey, fingerprint, scanId);
+  }
+
+  /** Gives up a claim that never got a scan_id (the upload failed). */
+  release(contentKey: string, fingerprint: string, owner: string): void {
+    this.stmt.removeClaim.run(contentKey, fingerprint, owner);
+  }
+
+  /** Deletes rows submitted before `before` (epoch ms). Returns how many. */
+  purge(before: number): number {
+    return this.stmt.purge.run(before).changes;
+  }
+
+  count(): number {
+    return this.stmt.count.get()?.n ?? 0;
+  }
+}

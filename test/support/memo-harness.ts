@@ -1,0 +1,126 @@
+/**
+ * Drives a scanner the way the scan service does (src/core/scan-service.ts): the message goes
+ * through a VerdictMemo (cache + single-flight + deadline race, background until the scanner's
+ * backgroundMs), and ctx.memo routes sub-parts through the same memo under `part:<key>`. The
+ * stores are in memory; a test shares one harness to share the cache.
+ */
+import { createMetrics } from '../../src/core/metrics.js';
+import { silentLogger, type Logger } from '../../src/core/logger.js';
+import type { MessageSource } from '../../src/core/message.js';
+import type { Finding } from '../../src/core/outcome.js';
+import type { InflightStore, VerdictKey, VerdictStore } from '../../src/core/ports.js';
+import type { ScanContext, Scanner } from '../../src/core/scanner.js';
+import { VerdictMemo, type MemoResult } from '../../src/core/verdict-memo.js';
+
+const id = (k: VerdictKey) => `${k.scanner}\0${k.fingerprint}\0${k.contentKey}`;
+
+export class MemoryVerdictStore implements VerdictStore {
+  readonly rows = new Map<string, { finding: Finding; expiresAt: number }>();
+  get(key: VerdictKey, now: number): Finding | undefined {
+    const row = this.rows.get(id(key));
+    return row !== undefined && row.expiresAt > now ? row.finding : undefined;
+  }
+  put(key: VerdictKey, finding: Finding, _now: number, expiresAt: number): void {
+    this.rows.set(id(key), { finding, expiresAt });
+  }
+}
+
+export class MemoryInflightStore implements InflightStore {
+  private readonly rows = new Map<string, { owner: string; until: number }>();
+  tryAcquire(key: VerdictKey, owner: string, now: number, leaseUntil: number): boolean {
+    const row = this.rows.get(id(key));
+    if (row !== undefined && row.until > now && row.owner !== owner) return false;
+    this.rows.set(id(key), { owner, until: leaseUntil });
+    return true;
+  }
+  refresh(key: VerdictKey, owner: string, leaseUntil: number): void {
+    const row = this.rows.get(id(key));
+    if (row?.owner === owner) row.until = leaseUntil;
+  }
+  release(key: VerdictKey, owner: string): void {
+    if (this.rows.get(id(key))?.owner === owner) this.rows.delete(id(key));
+  }
+  isHeld(key: VerdictKey, now: number): boolean {
+    const row = this.rows.get(id(key));
+    return row !== undefined && row.until > now;
+  }
+}
+
+export class MemoHarness {
+  readonly verdicts = new MemoryVerdictStore();
+  readonly memo: VerdictMemo;
+  private readonly shutdownController = new AbortController();
+
+  constructor(private readonly log: Logger = silentLogger) {
+    this.memo = new VerdictMemo({
+      verdicts: this.verdicts,
+      inflight: new MemoryInflightStore(),
+      ttl: { clean: 3_600_000, suspicious: 3_600_000, malicious: 3_600_000 },
+      owner: 'test',
+      metrics: createMetrics({ defaultMetrics: false }),
+      log,
+      shutdown: this.shutdownController.signal,
+    });
+  }
+
+  /** One scan with a content key the test chooses (the scan service uses analyseMessage's key). */
+  async scan(
+    scanner: Scanner,
+    message: MessageSource,
+    contentKey: string,
+    deadline: number,
+  ): Promise<MemoResult> {
+    const fingerprint = await scanner.fingerprint(AbortSignal.timeout(5000));
+    const memo = this.memo;
+    return memo.run({
+      key: { scanner: scanner.name, fingerprint, contentKey },
+      deadline,
+      backgroundMs: scanner.backgroundMs,
+      compute: (signal) => {
+        const ctx: ScanContext = {
+          signal,
+          deadline,
+          log: this.log,
+          now: Date.now,
+          memo: {
+            run: async (partKey, compute) =>
+              (
+                await memo.run({
+                  key: { scanner: scanner.name, fingerprint, contentKey: `part:${partKey}` },
+                  deadline,
+                  backgroundMs: scanner.backgroundMs,
+                  compute: () => compute(),
+                })
+              ).finding,
+          },
+        };
+        return scanner.scan(message, ctx);
+      },
+    });
+  }
+
+  /** Waits for background scans to settle. */
+  settle(): Promise<void> {
+    return this.memo.settle();
+  }
+
+  /** Stops background scans. */
+  shutdown(): void {
+    this.shutdownController.abort();
+  }
+}
+
+/** A ScanContext for driving a scanner directly (no cache): the memo just computes. */
+export function directContext(options: {
+  deadline: number;
+  signal?: AbortSignal;
+  log?: Logger;
+}): ScanContext {
+  return {
+    signal: options.signal ?? AbortSignal.timeout(Math.max(1, options.deadline - Date.now())),
+    deadline: options.deadline,
+    log: options.log ?? silentLogger,
+    now: Date.now,
+    memo: { run: (_key, compute) => compute() },
+  };
+}
