@@ -1,0 +1,265 @@
+import type { Readable } from 'node:stream';
+import type { ClamdConfig } from '../../core/config/clamd.js';
+import { isSandgateError, SandgateError } from '../../core/errors.js';
+import { silentLogger, type Logger } from '../../core/logger.js';
+import type { MessageSource } from '../../core/message.js';
+import { walkMessage, type WalkLimits } from '../../core/mime/walker.js';
+import type { FailureReason, Finding } from '../../core/outcome.js';
+import type { ScanContext, Scanner } from '../../core/scanner.js';
+import { clamdExchange, type ExchangeResult } from './connection.js';
+import { ClamdPool, type PoolMember, type PoolStatus } from './pool.js';
+import { parseInstreamReply, printable } from './protocol.js';
+
+export interface ClamdScannerOptions {
+  readonly config: ClamdConfig;
+  readonly log?: Logger;
+  /** Needed for granularity 'parts': where decoded parts are spooled, and the walker's bomb limits. */
+  readonly walk?: {
+    readonly spoolDir: string;
+    readonly limits: WalkLimits;
+    readonly memoryThreshold?: number;
+  };
+  /** Clock for the pool's health bookkeeping (tests). */
+  readonly now?: () => number;
+}
+
+type Failed = Finding & { kind: 'failed' };
+
+function failed(reason: FailureReason, message: string, details?: Record<string, string | number>): Failed {
+  return { kind: 'failed', reason, message, ...(details ? { details } : {}) };
+}
+
+/**
+ * clamd behind the Scanner port: INSTREAM over TCP or a unix socket, to the first healthy
+ * address (failover) or the next one (round robin). Every error is a failed finding with its own
+ * reason; only `stream: OK` is clean and only `... FOUND` is malicious.
+ */
+export class ClamdScanner implements Scanner {
+  readonly name = 'clamd';
+  readonly backgroundMs = 0;
+  readonly cleanTtlCapMs: number;
+  private readonly pool: ClamdPool;
+  private readonly log: Logger;
+
+  constructor(private readonly options: ClamdScannerOptions) {
+    const c = options.config;
+    if (c.granularity === 'parts' && options.walk === undefined) {
+      throw new SandgateError(
+        'ERR_CONFIG_INVALID',
+        'clamd granularity "parts" needs a spool directory and walk limits',
+        {
+          details: { path: 'scanners.clamd.granularity' },
+        },
+      );
+    }
+    this.log = (options.log ?? silentLogger).child({ scanner: 'clamd' });
+    this.cleanTtlCapMs = c.cleanTtlCap;
+    this.pool = new ClamdPool(c.addresses, {
+      strategy: c.strategy,
+      healthIntervalMs: c.healthInterval,
+      connectTimeoutMs: c.connectTimeout,
+      log: this.log,
+      ...(options.now ? { now: options.now } : {}),
+    });
+    this.pool.start();
+  }
+
+  /** clamd's VERSION answers (engine/database/date) and our granularity: new signatures, new key. */
+  async fingerprint(signal: AbortSignal): Promise<string> {
+    const versions = await this.pool.versions(signal);
+    if (signal.aborted) {
+      throw new SandgateError('ERR_SCANNER_TIMEOUT', 'clamd did not answer VERSION in time', {
+        cause: signal.reason,
+      });
+    }
+    if (versions.length === 0) {
+      throw new SandgateError('ERR_SCANNER_UNAVAILABLE', 'no clamd address answered VERSION', {
+        details: { addresses: this.pool.members.length },
+      });
+    }
+    return `clamd;${this.options.config.granularity};${versions.join('|')}`;
+  }
+
+  async scan(message: MessageSource, ctx: ScanContext): Promise<Finding> {
+    if (this.options.config.granularity === 'parts') return this.scanParts(message, ctx);
+    return this.scanStream(() => message.open(), message.size, ctx, 'message');
+  }
+
+  /** Health of every address (for status pages and tests). */
+  status(): PoolStatus[] {
+    return this.pool.status();
+  }
+
+  /** PINGs every address now. */
+  checkHealth(): Promise<void> {
+    return this.pool.checkHealth();
+  }
+
+  close(): Promise<void> {
+    this.pool.close();
+    return Promise.resolve();
+  }
+
+  /** One INSTREAM with failover: connection failures move on to the next address, anything else is final. */
+  private async scanStream(
+    open: () => Readable,
+    size: number,
+    ctx: ScanContext,
+    what: string,
+  ): Promise<Finding> {
+    const c = this.options.config;
+    if (size > c.streamMaxLength) {
+      return failed(
+        'too-large',
+        `${what} is ${size} bytes, above clamd streamMaxLength ${c.streamMaxLength}`,
+      );
+    }
+    const deadline = Math.min(ctx.deadline, ctx.now() + c.timeout);
+    const refused: string[] = [];
+    for (const member of this.pool.order()) {
+      if (ctx.signal.aborted) return failed('timeout', 'aborted before clamd answered');
+      if (ctx.now() >= deadline)
+        return failed('timeout', `no clamd answer within ${c.timeout} ms or the message deadline`);
+      const r = await clamdExchange(
+        member.address,
+        { command: 'INSTREAM', open, size, chunkSize: c.chunkSize },
+        { deadline, connectTimeoutMs: c.connectTimeout, signal: ctx.signal, now: ctx.now },
+      );
+      if (r.kind === 'connect-failed') {
+        this.pool.markDown(member, r.code);
+        refused.push(`${member.label}: ${r.code}`);
+        continue;
+      }
+      const finding = this.toFinding(r, member);
+      ctx.log.debug(
+        { event: 'clamd.scanned', address: member.label, what, bytes: size, outcome: finding.kind },
+        'clamd answered',
+      );
+      return finding;
+    }
+    return failed('unavailable', `no clamd address accepted a connection (${refused.join('; ')})`);
+  }
+
+  private toFinding(r: Exclude<ExchangeResult, { kind: 'connect-failed' }>, member: PoolMember): Finding {
+    const details = { address: member.label };
+    switch (r.kind) {
+      case 'timeout':
+        return failed('timeout', `clamd at ${member.label} did not answer in time (${r.phase})`, details);
+      case 'aborted':
+        return failed('timeout', `aborted while waiting for clamd at ${member.label}`, details);
+      case 'source-failed':
+        return failed('internal', `could not read the content to send to clamd: ${r.error.message}`, details);
+      case 'oversized-reply':
+        this.pool.markUp(member);
+        return failed('protocol', `clamd reply too long: "${printable(r.partial)}"`, details);
+      case 'closed':
+        this.pool.markUp(member);
+        return failed(
+          'protocol',
+          `clamd at ${member.label} closed the connection after ${r.bytesSent} bytes without a complete reply (${r.code})`,
+          details,
+        );
+      case 'reply': {
+        this.pool.markUp(member);
+        const reply = parseInstreamReply(r.text);
+        switch (reply.kind) {
+          case 'ok':
+            // An OK before we sent the end marker would leave content unscanned: never clean.
+            return r.early
+              ? failed('protocol', 'clamd answered OK before the end of the stream', details)
+              : { kind: 'clean', details };
+          case 'found':
+            return { kind: 'malicious', threats: [reply.signature], details };
+          case 'size-limit':
+            return failed(
+              'too-large',
+              `clamd refused the stream after ${r.bytesSent} bytes: ${reply.text} (its StreamMaxLength is below our streamMaxLength)`,
+              details,
+            );
+          case 'error':
+            return failed('protocol', `clamd error: ${printable(reply.text)}`, details);
+          case 'garbage':
+            return failed('protocol', `clamd reply not understood: "${reply.text}"`, details);
+        }
+      }
+    }
+  }
+
+  /**
+   * Granularity 'parts': each decoded MIME leaf goes to clamd on its own (zip archives as they
+   * are: clamd opens them itself), memoised by content so a part seen in another message is not
+   * sent again. Malicious wins; otherwise any part's failure fails the message.
+   */
+  private async scanParts(message: MessageSource, ctx: ScanContext): Promise<Finding> {
+    const walk = this.options.walk as NonNullable<ClamdScannerOptions['walk']>;
+    const threats = new Set<string>();
+    let firstFailure: Failed | undefined;
+    let scanned = 0;
+    let summary;
+    try {
+      summary = await walkMessage(
+        message,
+        {
+          limits: walk.limits,
+          spoolDir: walk.spoolDir,
+          ...(walk.memoryThreshold !== undefined ? { memoryThreshold: walk.memoryThreshold } : {}),
+          expandArchives: false,
+          signal: ctx.signal,
+        },
+        async (part) => {
+          if (part.container === 'message' || part.size === 0) return;
+          const finding = await ctx.memo.run(`clamd-part:${part.sha256}`, () =>
+            this.scanStream(() => part.open(), part.size, ctx, `part ${part.path}`),
+          );
+          scanned++;
+          if (finding.kind === 'malicious' || finding.kind === 'suspicious') {
+            for (const t of finding.threats) threats.add(t);
+            return 'stop';
+          }
+          if (finding.kind === 'failed') {
+            firstFailure ??= failed(finding.reason, `part ${part.path}: ${finding.message}`, {
+              part: part.path,
+            });
+            if (finding.reason === 'timeout' || finding.reason === 'unavailable') return 'stop';
+          }
+          return undefined;
+        },
+      );
+    } catch (err) {
+      if (isSandgateError(err, 'ERR_ABORTED'))
+        return failed('timeout', 'aborted while walking the message parts');
+      if (isSandgateError(err, 'ERR_MESSAGE_MALFORMED')) {
+        ctx.log.debug(
+          { event: 'clamd.parts_fallback', reason: err.message },
+          'MIME not walkable; sending the whole message',
+        );
+        return this.scanStream(() => message.open(), message.size, ctx, 'message');
+      }
+      throw err;
+    }
+    if (threats.size > 0) return { kind: 'malicious', threats: [...threats], details: { parts: scanned } };
+    if (scanned === 0 && firstFailure === undefined && summary.limit === undefined && message.size > 0) {
+      // Nothing the walker calls a part (no header/body split, an empty body): the bytes still go to clamd.
+      ctx.log.debug(
+        { event: 'clamd.parts_fallback', reason: 'no parts' },
+        'no MIME parts; sending the whole message',
+      );
+      return this.scanStream(() => message.open(), message.size, ctx, 'message');
+    }
+    if (firstFailure !== undefined) return firstFailure;
+    if (summary.limit !== undefined) {
+      return failed(
+        'too-large',
+        `MIME walk limit ${summary.limit.kind} reached at part ${summary.limit.at}`,
+        {
+          parts: scanned,
+        },
+      );
+    }
+    return { kind: 'clean', details: { parts: scanned } };
+  }
+}
+
+export function createClamdScanner(options: ClamdScannerOptions): ClamdScanner {
+  return new ClamdScanner(options);
+}
