@@ -1,0 +1,85 @@
+#!/usr/bin/env node
+import { readFileSync, realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { CliIo } from './io.js';
+import { EXIT, writeLine } from './io.js';
+
+type Command = (argv: string[], io: CliIo) => Promise<number>;
+
+/** Commands load lazily: `sandgate helper` starts without loading the SMTP stack, and vice versa. */
+const COMMANDS: Readonly<Record<string, { summary: string; load: () => Promise<{ run: Command }> }>> = {
+  scan: {
+    summary: 'scan one message file (or - for stdin) and print the verdict',
+    load: () => import('./commands/scan.js'),
+  },
+  'check-config': {
+    summary: 'validate the configuration and print it with secrets redacted',
+    load: () => import('./commands/check-config.js'),
+  },
+  sandbox: {
+    summary: 'sandbox health: check the PT Sandbox address, certificate and token',
+    load: () => import('./commands/sandbox.js'),
+  },
+};
+
+export const USAGE = `usage: sandgate <command> [options]
+
+commands:
+${Object.entries(COMMANDS)
+  .map(([name, c]) => `  ${name.padEnd(14)}${c.summary}`)
+  .join('\n')}
+
+common options:
+  --config FILE   YAML configuration (or SANDGATE_CONFIG)
+  --set KEY=VALUE override one key, e.g. --set scan.chain=rules,clamd
+  --help          this text`;
+
+export async function main(argv: string[], io: CliIo): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    writeLine(name === undefined ? io.stderr : io.stdout, USAGE);
+    return name === undefined ? EXIT.error : EXIT.ok;
+  }
+  if (name === '--version' || name === 'version') {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      version: string;
+    };
+    writeLine(io.stdout, pkg.version);
+    return EXIT.ok;
+  }
+  const command = COMMANDS[name];
+  if (command === undefined) {
+    writeLine(io.stderr, `sandgate: unknown command "${name}"\n\n${USAGE}`);
+    return EXIT.error;
+  }
+  const { run } = await command.load();
+  return run(rest, io);
+}
+
+function invokedDirectly(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    return realpathSync(script) === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+}
+
+if (invokedDirectly()) {
+  main(process.argv.slice(2), {
+    stdin: process.stdin,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    env: process.env,
+    cwd: process.cwd(),
+  }).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`sandgate: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exitCode = EXIT.error;
+    },
+  );
+}

@@ -1,0 +1,45 @@
+import { randomBytes } from 'node:crypto';
+import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { SandgateError } from '../core/errors.js';
+
+const KEY_BYTES = 32;
+
+/**
+ * The per-installation HMAC key for X-Sandgate-Mark. Created on first use (0600; link() makes the
+ * creation atomic, so two processes starting together end up with the same key); every process
+ * sharing the state directory reads the same file.
+ */
+export function loadOrCreateMarkKey(path: string): Buffer {
+  const tmp = `${path}.${process.pid}.tmp`;
+  try {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o750 });
+    // Written whole under a private name, then linked into place: a reader never sees a half key.
+    writeFileSync(tmp, randomBytes(KEY_BYTES).toString('hex') + '\n', { mode: 0o600 });
+    linkSync(tmp, path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+      throw new SandgateError('ERR_SECRET_FILE', `cannot create the mark key ${path}`, {
+        cause: err,
+        details: { path },
+      });
+    }
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8').trim();
+  } catch (cause) {
+    throw new SandgateError('ERR_SECRET_FILE', `cannot read the mark key ${path}`, {
+      cause,
+      details: { path },
+    });
+  }
+  if (!/^[0-9a-f]{64,}$/i.test(text)) {
+    throw new SandgateError('ERR_SECRET_FILE', `the mark key ${path} is not at least 32 bytes of hex`, {
+      details: { path },
+    });
+  }
+  return Buffer.from(text, 'hex');
+}

@@ -1,0 +1,139 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { Config } from '../core/config/schema.js';
+import type { Logger } from '../core/logger.js';
+import { createMetrics, type Metrics } from '../core/metrics.js';
+import type { PolicyConfig } from '../core/policy.js';
+import type { Scanner } from '../core/scanner.js';
+import { ScanService } from '../core/scan-service.js';
+import { VerdictMemo } from '../core/verdict-memo.js';
+import { openStateDb, type StateDb } from '../store/db.js';
+import { QuarantineStore } from '../store/quarantine-store.js';
+import { SqliteFirstFailureStore, SqliteInflightStore, SqliteVerdictStore } from '../store/verdict-store.js';
+import { createBypassMatcher } from './bypass.js';
+import { loadOrCreateMarkKey } from './mark-key.js';
+import { buildScanners } from './scanners.js';
+
+export interface Runtime {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly db: StateDb;
+  readonly evaluator: ScanService;
+  readonly quarantine: QuarantineStore;
+  readonly scanners: readonly Scanner[];
+  readonly markKey: Buffer;
+  /** Where front ends spool incoming messages. */
+  readonly spoolDir: string;
+  /** Aborted by close(): background scans stop. */
+  readonly shutdown: AbortSignal;
+  close(options?: { settle?: boolean }): Promise<void>;
+}
+
+export interface RuntimeOptions {
+  readonly log: Logger;
+  /** 'relay', 'helper', 'cli', ... in logs, metrics and quarantine items. */
+  readonly frontEnd: string;
+  /** Report-only: no quarantine copies (sandgate scan of a local file). */
+  readonly reportOnly?: boolean;
+  /** Replaces the configured chain (tests, benchmarks). */
+  readonly scanners?: readonly Scanner[];
+  readonly metrics?: Metrics;
+  readonly now?: () => number;
+}
+
+export function policyFromConfig(policy: Config['policy']): PolicyConfig {
+  return {
+    malicious: policy.malicious,
+    suspicious: policy.suspicious,
+    keepCopy: policy.keepCopy,
+    partialClean: policy.partialClean,
+    failure: policy.failure,
+    tempfailWindowMs: policy.tempfailWindow,
+    afterWindow: policy.afterWindow,
+  };
+}
+
+/** The composition root shared by every command: state, stores, scanners and the verdict core. */
+export function createRuntime(config: Config, options: RuntimeOptions): Runtime {
+  const log = options.log;
+  const db = openStateDb(config.stateDir);
+  const closers: Array<() => Promise<void> | void> = [
+    () => {
+      db.close();
+    },
+  ];
+  try {
+    const metrics = options.metrics ?? createMetrics({ prefix: config.metrics.prefix });
+    const spoolDir = join(config.stateDir, 'spool');
+    const markKey = loadOrCreateMarkKey(config.headers.markKeyFile ?? join(config.stateDir, 'mark.key'));
+    const quarantine = new QuarantineStore(
+      db,
+      config.quarantine.dir ?? join(config.stateDir, 'quarantine'),
+      options.now,
+    );
+    const repaired = quarantine.recover();
+    if (repaired.indexed > 0 || repaired.removed > 0) {
+      log.warn(
+        { event: 'quarantine.recovered', ...repaired },
+        'repaired the quarantine after an unclean stop',
+      );
+    }
+    const scanners = options.scanners ?? buildScanners({ config, db, log, metrics, spoolDir });
+    closers.unshift(...scanners.map((s) => () => s.close?.()));
+    const shutdownController = new AbortController();
+    const memo = new VerdictMemo({
+      verdicts: new SqliteVerdictStore(db),
+      inflight: new SqliteInflightStore(db),
+      ttl: config.cache,
+      owner: `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`,
+      metrics,
+      log,
+      shutdown: shutdownController.signal,
+      ...(options.now ? { now: options.now } : {}),
+    });
+    const bypass = createBypassMatcher(config.bypass);
+    const evaluator = new ScanService({
+      frontEnd: options.frontEnd,
+      scanners,
+      policy: policyFromConfig(config.policy),
+      memo,
+      firstFailures: new SqliteFirstFailureStore(db),
+      ...(options.reportOnly ? {} : { quarantine }),
+      markKey,
+      markMaxAgeMs: config.headers.markMaxAge,
+      headersEnabled: config.headers.enabled,
+      ...(bypass ? { bypass } : {}),
+      mode: config.scan.mode,
+      concurrency: config.scan.concurrency,
+      metrics,
+      log,
+      ...(options.now ? { now: options.now } : {}),
+    });
+    let closed = false;
+    return {
+      config,
+      log,
+      metrics,
+      db,
+      evaluator,
+      quarantine,
+      scanners,
+      markKey,
+      spoolDir,
+      shutdown: shutdownController.signal,
+      async close(closeOptions = {}) {
+        if (closed) return;
+        closed = true;
+        if (closeOptions.settle) await evaluator.settle();
+        shutdownController.abort(new Error('sandgate is shutting down'));
+        await evaluator.settle();
+        for (const close of closers) await close();
+      },
+    };
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+}

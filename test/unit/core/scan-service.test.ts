@@ -1,0 +1,213 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MARK_HEADER } from '../../../src/core/mark.js';
+import type { Runtime } from '../../../src/cli/runtime.js';
+import { CountingScanner } from '../../support/counting-scanner.js';
+import { CLEAN_MAIL, ENVELOPE, LogCapture, message, startRuntime } from '../../support/runtime.js';
+import { tempDir } from '../../support/tmp.js';
+
+const runtimes: Runtime[] = [];
+afterEach(async () => {
+  while (runtimes.length > 0) await runtimes.pop()?.close();
+});
+function start(...args: Parameters<typeof startRuntime>): Runtime {
+  const rt = startRuntime(...args);
+  runtimes.push(rt);
+  return rt;
+}
+const soon = () => Date.now() + 10_000;
+
+describe('ScanService', () => {
+  it('answers 50 concurrent identical scans with one scanner call', async () => {
+    const scanner = new CountingScanner({ delayMs: 100 });
+    const rt = start(tempDir(), [scanner]);
+    const results = await Promise.all(
+      Array.from({ length: 50 }, () => rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: soon() })),
+    );
+    expect(scanner.calls).toBe(1);
+    expect(results.every((r) => r.decision.action === 'deliver')).toBe(true);
+    expect(results.filter((r) => r.outcomes[0]?.cached === false)).toHaveLength(1);
+  });
+
+  it('answers a retry that carries an extra Received line from the cache', async () => {
+    const scanner = new CountingScanner();
+    const rt = start(tempDir(), [scanner]);
+    const first = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: soon() });
+    const retry = await rt.evaluator.evaluate(
+      message(`Received: from mx2.example.test by relay; Fri, 27 Nov 2026 10:00:00 +0000\r\n${CLEAN_MAIL}`),
+      { deadline: soon() },
+    );
+    // LF line endings (a CommuniGate queue file) are the same content too
+    const lf = await rt.evaluator.evaluate(message(CLEAN_MAIL.replace(/\r\n/g, '\n')), { deadline: soon() });
+    expect(scanner.calls).toBe(1);
+    expect(retry.contentKey).toBe(first.contentKey);
+    expect(lf.contentKey).toBe(first.contentKey);
+    expect(retry.outcomes[0]?.cached).toBe(true);
+  });
+
+  it('scans again when a non-trace header differs', async () => {
+    const scanner = new CountingScanner();
+    const rt = start(tempDir(), [scanner]);
+    await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: soon() });
+    await rt.evaluator.evaluate(message(`X-Other: 1\r\n${CLEAN_MAIL}`), { deadline: soon() });
+    expect(scanner.calls).toBe(2);
+  });
+
+  it('a hanging scanner gives failed(timeout) within the budget', async () => {
+    const scanner = new CountingScanner({ delayMs: 60_000 });
+    const rt = start(tempDir(), [scanner]);
+    const started = Date.now();
+    const result = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: started + 300 });
+    const elapsed = Date.now() - started;
+    expect(result.outcomes[0]).toMatchObject({ kind: 'failed', reason: 'timeout' });
+    expect(result.decision.action).toBe('tempfail');
+    expect(elapsed).toBeLessThan(1_000);
+  });
+
+  it('lets a scan finish in the background and answers the retry from the cache', async () => {
+    const scanner = new CountingScanner({ delayMs: 400, backgroundMs: 5_000, finding: { kind: 'malicious', threats: ['Late.Verdict'] } });
+    const rt = start(tempDir(), [scanner]);
+    const first = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: Date.now() + 100 });
+    expect(first.decision.action).toBe('tempfail');
+    await rt.evaluator.settle();
+    const retry = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: Date.now() + 100 });
+    expect(retry.decision).toMatchObject({ action: 'reject', threats: ['Late.Verdict'] });
+    expect(retry.outcomes[0]?.cached).toBe(true);
+    expect(scanner.calls).toBe(1);
+  });
+
+  it('stops the chain at the first malicious verdict', async () => {
+    const first = new CountingScanner({ name: 'a', finding: { kind: 'malicious', threats: ['X'] } });
+    const second = new CountingScanner({ name: 'b' });
+    const rt = start(tempDir(), [first, second]);
+    const result = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: soon() });
+    expect(second.calls).toBe(0);
+    expect(result.outcomes.map((o) => o.scanner)).toEqual(['a']);
+    expect(result.quarantineId).toBe(result.msgId);
+    expect(rt.quarantine.count()).toBe(1);
+  });
+
+  it('keeps the cache and the schema across a restart', async () => {
+    const dir = tempDir();
+    const scanner = new CountingScanner();
+    const rt1 = startRuntime(dir, [scanner]);
+    await rt1.evaluator.evaluate(message(CLEAN_MAIL), { deadline: soon() });
+    const version = rt1.db.pragma('user_version', { simple: true });
+    await rt1.close();
+    const rt2 = start(dir, [scanner]);
+    const again = await rt2.evaluator.evaluate(message(CLEAN_MAIL), { deadline: soon() });
+    expect(again.outcomes[0]?.cached).toBe(true);
+    expect(scanner.calls).toBe(1);
+    expect(rt2.db.pragma('user_version', { simple: true })).toBe(version);
+  });
+
+  it('a new scanner fingerprint does not reuse the cached verdict', async () => {
+    const scanner = new CountingScanner();
+    const rt = start(tempDir(), [scanner]);
+    await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: soon() });
+    scanner.fingerprintValue = 'v2';
+    const after = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: soon() });
+    expect(after.outcomes[0]?.cached).toBe(false);
+    expect(scanner.calls).toBe(2);
+  });
+
+  it('turns a failing quarantine write into tempfail', async () => {
+    const dir = tempDir();
+    const now = Date.UTC(2026, 10, 27, 12);
+    // A file where the day directory should be: every write fails, also as root.
+    mkdirSync(join(dir, 'quarantine'), { recursive: true });
+    writeFileSync(join(dir, 'quarantine', '2026-11-27'), 'in the way');
+    const logs = new LogCapture();
+    const scanner = new CountingScanner({ finding: { kind: 'malicious', threats: ['X'] } });
+    const rt = start(dir, [scanner], { now: () => now, logs });
+    const result = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: now + 10_000 });
+    expect(result.decision).toMatchObject({ action: 'tempfail', reason: 'quarantine-failed' });
+    expect(result.quarantineId).toBeUndefined();
+    expect(logs.events('quarantine.write_failed')).toHaveLength(1);
+  });
+
+  it('tempfails a failing scan for the window from first sight, then quarantines', async () => {
+    let now = Date.UTC(2026, 10, 27, 12);
+    const scanner = new CountingScanner({ finding: { kind: 'failed', reason: 'unavailable', message: 'down' } });
+    const rt = start(tempDir(), [scanner], { now: () => now });
+    const first = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: now + 10_000 });
+    expect(first.decision.action).toBe('tempfail');
+    now += 3 * 3_600_000;
+    const retry = await rt.evaluator.evaluate(message(`Received: x\r\n${CLEAN_MAIL}`), { deadline: now + 10_000 });
+    expect(retry.decision.action).toBe('tempfail');
+    now += 3_600_000;
+    const late = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: now + 10_000 });
+    expect(late.decision).toMatchObject({ action: 'quarantine', reason: 'window-expired:unavailable' });
+    expect(late.quarantineId).toBeDefined();
+    expect(scanner.calls).toBe(3); // failures are never cached
+  });
+
+  it('honours a valid mark and refuses forged, replayed and expired ones', async () => {
+    let now = Date.now();
+    const scanner = new CountingScanner();
+    const rt = start(tempDir(), [scanner], { now: () => now });
+    const judged = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: now + 10_000 });
+    const mark = judged.headers.find((h) => h.name === MARK_HEADER);
+    expect(mark).toBeDefined();
+    const marked = `${MARK_HEADER}: ${mark?.value}\r\n${CLEAN_MAIL}`;
+
+    scanner.fingerprintValue = 'v2'; // so a real scan would not hit the cache
+    const same = await rt.evaluator.evaluate(message(marked), { deadline: now + 10_000 });
+    expect(same.alreadyJudged).toBe(true);
+    expect(same.stripHeaders).toEqual(['X-Sandgate-Mark']);
+    expect(scanner.calls).toBe(1);
+
+    const replayed = await rt.evaluator.evaluate(
+      message(`${MARK_HEADER}: ${mark?.value}\r\n${CLEAN_MAIL.replace('Just text.', 'Other text.')}`),
+      { deadline: now + 10_000 },
+    );
+    expect(replayed.alreadyJudged).toBe(false);
+    expect(scanner.calls).toBe(2);
+
+    const forged = marked.replace(/mac=[\w-]+/, 'mac=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA');
+    expect((await rt.evaluator.evaluate(message(forged), { deadline: now + 10_000 })).alreadyJudged).toBe(false);
+
+    now += 31 * 86_400_000;
+    expect((await rt.evaluator.evaluate(message(marked), { deadline: now + 10_000 })).alreadyJudged).toBe(false);
+  });
+
+  it('bypass skips scanning visibly', async () => {
+    const scanner = new CountingScanner();
+    const rt = start(tempDir(), [scanner], { config: { bypass: { clientNetworks: ['192.0.2.0/24'] } } });
+    const result = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: soon() });
+    expect(scanner.calls).toBe(0);
+    expect(result.decision).toMatchObject({ action: 'deliver', verdict: 'unscanned', bypass: 'client' });
+    expect(result.headers[0]?.value).toMatch(/^unscanned; reason=bypass:client/);
+    const other = await rt.evaluator.evaluate(message(CLEAN_MAIL, { ...ENVELOPE, clientAddress: '198.51.100.1' }), {
+      deadline: soon(),
+    });
+    expect(other.decision.bypass).toBeUndefined();
+    expect(scanner.calls).toBe(1);
+  });
+
+  it('monitor mode delivers at once and counts the verdict that would have applied', async () => {
+    const scanner = new CountingScanner({ delayMs: 200, finding: { kind: 'malicious', threats: ['X'] } });
+    const logs = new LogCapture();
+    const rt = start(tempDir(), [scanner], { config: { scan: { mode: 'monitor' } }, logs });
+    const started = Date.now();
+    const result = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: soon() });
+    expect(Date.now() - started).toBeLessThan(150);
+    expect(result.decision).toMatchObject({ action: 'deliver', reason: 'monitor' });
+    expect(result.headers[0]?.value).toMatch(/^unscanned; reason=monitor/);
+    await rt.evaluator.settle();
+    expect(logs.events('monitor.verdict')[0]).toMatchObject({ wouldBe: 'reject' });
+    const metrics = await rt.metrics.registry.getSingleMetricAsString('sandgate_monitor_would_be_total');
+    expect(metrics).toContain('action="reject"} 1');
+  });
+
+  it('fail-open delivers with a header saying the message went unscanned, and counts it', async () => {
+    const scanner = new CountingScanner({ finding: { kind: 'failed', reason: 'unavailable', message: 'down' } });
+    const rt = start(tempDir(), [scanner], { config: { policy: { failure: { unavailable: 'deliver' } } } });
+    const result = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: soon() });
+    expect(result.decision).toMatchObject({ action: 'deliver', failOpen: true });
+    expect(result.headers.find((h) => h.name === 'X-Sandgate-Verdict')?.value).toMatch(/^unscanned;/);
+    expect(result.headers.some((h) => h.name === MARK_HEADER)).toBe(false);
+    expect(await rt.metrics.registry.getSingleMetricAsString('sandgate_fail_open_total')).toContain('} 1');
+  });
+});
