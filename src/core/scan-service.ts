@@ -247,6 +247,21 @@ export class ScanService implements Evaluator {
     }
     const memo = this.o.memo;
     const deadline = options.deadline;
+    if (scanner.local) {
+      // Cheaper to recompute than to cache or lock: run it directly, still bounded by the deadline.
+      const ctx: ScanContext = {
+        signal: AbortSignal.timeout(Math.max(1, deadline - this.now())),
+        deadline,
+        log,
+        now: this.now,
+        memo: { run: (_partKey, compute) => compute() },
+      };
+      try {
+        return done(await scanner.scan(message, ctx), false);
+      } catch (err) {
+        return done(failureFromError(err), false);
+      }
+    }
     const releaseBytes = scanner.backgroundMs > 0 ? message.retain?.() : undefined;
     const result = memo.run({
       key: { scanner: scanner.name, fingerprint, contentKey },

@@ -32,6 +32,12 @@ export interface Scanner {
    * verdict fills the cache for the retry. 0: stop at the deadline.
    */
   readonly backgroundMs: number;
+  /**
+   * A scanner that answers from local CPU in well under a millisecond (the rules engine): the core
+   * runs it directly, without the verdict cache or the cross-process lock, which would cost more
+   * than the scan.
+   */
+  readonly local?: boolean;
   /** Upper bound on cached clean verdicts for this scanner (ms), on top of the cache's own TTL. */
   readonly cleanTtlCapMs?: number;
   /** Returns a Finding; a thrown error is turned into failed(internal) or the SandgateError's reason. */

@@ -81,6 +81,7 @@ export class SqliteInflightStore implements InflightStore {
 
 export class SqliteFirstFailureStore implements FirstFailureStore {
   private readonly touchStmt;
+  private readonly existsStmt;
   private readonly clearStmt;
 
   constructor(db: StateDb) {
@@ -89,6 +90,7 @@ export class SqliteFirstFailureStore implements FirstFailureStore {
        ON CONFLICT (content_key) DO UPDATE SET last_at = excluded.last_at
        RETURNING first_at`,
     );
+    this.existsStmt = db.prepare<[string], { n: number }>('SELECT 1 AS n FROM first_failure WHERE content_key = ?');
     this.clearStmt = db.prepare('DELETE FROM first_failure WHERE content_key = ?');
   }
 
@@ -98,6 +100,7 @@ export class SqliteFirstFailureStore implements FirstFailureStore {
   }
 
   clear(contentKey: string): void {
-    this.clearStmt.run(contentKey);
+    // Almost every message has no row: a read (lock-free under WAL) spares the write lock.
+    if (this.existsStmt.get(contentKey) !== undefined) this.clearStmt.run(contentKey);
   }
 }

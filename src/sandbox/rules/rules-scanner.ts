@@ -59,6 +59,7 @@ class ScanState {
 export class RulesScanner implements Scanner {
   readonly name = 'rules';
   readonly backgroundMs = 0;
+  readonly local = true;
   private readonly blockedExt: ReadonlySet<string>;
   private readonly blockedHashes: ReadonlySet<string>;
   private readonly allowedHashes: ReadonlySet<string>;
