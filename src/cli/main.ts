@@ -16,6 +16,10 @@ const COMMANDS: Readonly<Record<string, { summary: string; load: () => Promise<{
     summary: 'validate the configuration and print it with secrets redacted',
     load: () => import('./commands/check-config.js'),
   },
+  helper: {
+    summary: 'run as a CommuniGate Pro content filtering helper (stdin/stdout)',
+    load: () => import('./commands/helper.js'),
+  },
   sandbox: {
     summary: 'sandbox health: check the PT Sandbox address, certificate and token',
     load: () => import('./commands/sandbox.js'),

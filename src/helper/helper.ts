@@ -1,0 +1,489 @@
+import type { Readable, Writable } from 'node:stream';
+import { isSandgateError } from '../core/errors.js';
+import type { Evaluator } from '../core/evaluation.js';
+import { newMsgId } from '../core/ids.js';
+import type { Logger } from '../core/logger.js';
+import { FileMessage } from '../core/spool.js';
+import { readQueueFile, resolveQueuePath } from './envelope.js';
+import {
+  formatInfo,
+  formatReply,
+  LineReader,
+  parseCommandLine,
+  type Command,
+  type Reply,
+} from './protocol.js';
+import {
+  replyForEvaluation,
+  tempfailReply,
+  type HelperTempfailReason,
+  type ReplySettings,
+} from './replies.js';
+
+export interface HelperSettings {
+  /** CommuniGate's base directory: FILE paths are resolved against it and may not leave it. */
+  readonly baseDir: string;
+  /** Budget per FILE request (ms), from the moment its line arrives. */
+  readonly deadlineMs: number;
+  /** FILE requests evaluated at once; more wait in order. */
+  readonly concurrency: number;
+  /** Longest command line accepted (bytes). */
+  readonly maxLineLength: number;
+  readonly maxProtocolVersion: number;
+  readonly replies: ReplySettings;
+}
+
+/**
+ * The verdict core, or why there is none: then the helper runs in broken mode and answers every
+ * FILE with the tempfail reply, saying why in a `* ` line.
+ */
+export type CoreState =
+  { readonly evaluator: Evaluator } | { readonly evaluator?: undefined; readonly brokenReason: string };
+
+export interface HelperSessionOptions {
+  readonly input: Readable;
+  readonly output: Writable;
+  readonly settings: HelperSettings;
+  /**
+   * The core, or a promise of it: the session answers INTF, KEY and QUIT at once while the core
+   * is still loading; FILE requests wait for it in order (their deadline running).
+   */
+  readonly core: CoreState | Promise<CoreState>;
+  readonly log: Logger;
+  /** `* ` lines to send first (banner, log-file trouble). */
+  readonly notices?: readonly string[];
+  readonly now?: () => number;
+  readonly msgId?: () => string;
+}
+
+/** Why the session ended: QUIT answered, end of input with every request answered, or stdout gone. */
+export type HelperExitReason = 'quit' | 'eof' | 'output-closed';
+
+export interface HelperResult {
+  readonly reason: HelperExitReason;
+  /** FILE requests answered. */
+  readonly answered: number;
+  /** FILE requests dropped unanswered at QUIT (CommuniGate re-sends them to the next instance). */
+  readonly abandoned: number;
+}
+
+interface Request {
+  readonly seq: string;
+  readonly path: string | undefined;
+  readonly msgId: string;
+  readonly received: number;
+  readonly deadline: number;
+  readonly abort: AbortController;
+  state: 'queued' | 'running' | 'done';
+  timer?: NodeJS.Timeout;
+}
+
+/** Time kept back from the evaluator's deadline so that its answer can still be written in time. */
+function replyMargin(deadlineMs: number): number {
+  return Math.min(250, Math.floor(deadlineMs / 10));
+}
+
+/** How often a broken-config helper repeats why it answers every FILE with the tempfail reply. */
+const BROKEN_NOTICE_EVERY_MS = 60_000;
+/** Junk lines logged per minute; the rest are counted. */
+const JUNK_LOG_PER_MINUTE = 20;
+
+/**
+ * The CommuniGate Pro helper loop: reads command lines, answers INTF, KEY, QUIT and unknown
+ * commands at once, and evaluates FILE requests concurrently (up to `concurrency`, more wait in
+ * order), each under its own deadline, answering in whatever order the verdicts come. Exactly one
+ * final reply per request; each reply is one whole line in one write. Nothing but protocol lines
+ * goes to `output`.
+ */
+export class HelperSession {
+  private readonly o: HelperSessionOptions;
+  private readonly now: () => number;
+  private readonly newId: () => string;
+  private readonly lines: LineReader;
+  private readonly pending = new Map<string, Request>();
+  private readonly waiting: Request[] = [];
+  private running = 0;
+  /** Undefined while the core is loading. */
+  private core: CoreState | undefined;
+  private answered = 0;
+  private closing: HelperExitReason | undefined;
+  private inputEnded = false;
+  private outputOpen = true;
+  private lastBrokenNotice = 0;
+  private junkWindowStart = 0;
+  private junkLogged = 0;
+  private junkSuppressed = 0;
+  private unflushed = 0;
+  private onFlushed: (() => void) | undefined;
+  private finish!: (result: HelperResult) => void;
+  readonly done: Promise<HelperResult>;
+
+  constructor(options: HelperSessionOptions) {
+    this.o = options;
+    this.now = options.now ?? Date.now;
+    this.newId = options.msgId ?? (() => newMsgId(this.now()));
+    this.lines = new LineReader(options.settings.maxLineLength);
+    this.done = new Promise((resolve) => {
+      this.finish = resolve;
+    });
+  }
+
+  /** Sends the notices and starts reading. Resolves `done` when the session ends. */
+  start(): Promise<HelperResult> {
+    const { input, output, log } = this.o;
+    output.on('error', (err) => {
+      log.warn({ event: 'helper.output_error', err }, 'stdout failed; stopping');
+      this.outputOpen = false;
+      this.close('output-closed');
+    });
+    output.on('close', () => {
+      this.outputOpen = false;
+    });
+    for (const n of this.o.notices ?? []) this.info(n);
+    const core = this.o.core;
+    if (core instanceof Promise) {
+      core.then(
+        (state) => this.onCore(state),
+        (err: unknown) => this.onCore({ brokenReason: `the core failed to start: ${String(err)}` }),
+      );
+    } else {
+      this.onCore(core);
+    }
+
+    input.on('data', (chunk: Buffer | string) => {
+      if (this.closing !== undefined) return;
+      const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      for (const line of this.lines.push(buf)) {
+        if (this.closing !== undefined) break;
+        this.onLine(line.kind === 'line' ? line.text : undefined, line.kind === 'too-long' ? line.bytes : 0);
+      }
+    });
+    input.on('end', () => this.onEnd());
+    input.on('error', (err) => {
+      log.warn({ event: 'helper.input_error', err }, 'stdin failed; treating it as end of input');
+      this.onEnd();
+    });
+    return this.done;
+  }
+
+  private onCore(state: CoreState): void {
+    if (this.closing !== undefined) return;
+    this.core = state;
+    if (state.evaluator === undefined) {
+      this.brokenNotice();
+      for (const req of this.waiting.splice(0)) {
+        this.answer(req, tempfailReply(this.o.settings.replies, 'config', req.msgId), 'config');
+      }
+      return;
+    }
+    this.pump();
+  }
+
+  private onEnd(): void {
+    if (this.inputEnded) return;
+    this.inputEnded = true;
+    for (const line of this.lines.end()) {
+      if (this.closing !== undefined) break;
+      this.onLine(line.kind === 'line' ? line.text : undefined, line.kind === 'too-long' ? line.bytes : 0);
+    }
+    if (this.closing !== undefined) return;
+    this.o.log.info(
+      { event: 'helper.eof', pending: this.pending.size },
+      'end of input; finishing requests in flight',
+    );
+    this.maybeEndAfterEof();
+  }
+
+  private maybeEndAfterEof(): void {
+    if (this.inputEnded && this.closing === undefined && this.pending.size === 0) this.close('eof');
+  }
+
+  private onLine(text: string | undefined, tooLongBytes: number): void {
+    if (text === undefined) {
+      this.junk({ reason: 'too-long', bytes: tooLongBytes });
+      return;
+    }
+    const parsed = parseCommandLine(text);
+    if (!parsed.ok) {
+      if (parsed.reason === 'no-sequence')
+        this.junk({ reason: 'no-sequence', bytes: Buffer.byteLength(text) });
+      return;
+    }
+    this.onCommand(parsed.command);
+  }
+
+  private onCommand(cmd: Command): void {
+    switch (cmd.kind) {
+      case 'INTF': {
+        const max = this.o.settings.maxProtocolVersion;
+        const version = cmd.version === undefined ? max : Math.min(cmd.version, max);
+        this.o.log.info({ event: 'helper.intf', server: cmd.version, answered: version }, 'protocol version');
+        this.write(formatReply(cmd.seq, { kind: 'INTF', version }));
+        return;
+      }
+      case 'KEY':
+        this.write(formatReply(cmd.seq, { kind: 'OK' }));
+        return;
+      case 'QUIT':
+        this.o.log.info({ event: 'helper.quit', pending: this.pending.size }, 'QUIT');
+        this.write(formatReply(cmd.seq, { kind: 'OK' }));
+        this.close('quit');
+        return;
+      case 'unknown':
+        this.o.log.warn(
+          { event: 'helper.unsupported_command', seq: cmd.seq, command: cmd.command.slice(0, 32) },
+          'unsupported command',
+        );
+        this.write(formatReply(cmd.seq, { kind: 'ERROR', text: 'unsupported command' }));
+        return;
+      case 'FILE':
+        this.onFile(cmd.seq, cmd.path);
+        return;
+    }
+  }
+
+  private onFile(seq: string, path: string | undefined): void {
+    if (this.pending.has(seq)) {
+      this.o.log.warn(
+        { event: 'helper.duplicate_seq', seq },
+        'FILE with a sequence number still pending; ignored',
+      );
+      return;
+    }
+    const received = this.now();
+    const req: Request = {
+      seq,
+      path,
+      msgId: this.newId(),
+      received,
+      deadline: received + this.o.settings.deadlineMs,
+      abort: new AbortController(),
+      state: 'queued',
+    };
+    this.pending.set(seq, req);
+    this.o.log.debug({ event: 'helper.request', seq, path, msgId: req.msgId }, 'FILE');
+
+    if (this.core !== undefined && this.core.evaluator === undefined) {
+      this.brokenNotice();
+      this.answer(req, tempfailReply(this.o.settings.replies, 'config', req.msgId), 'config');
+      return;
+    }
+    if (path === undefined) {
+      this.answer(req, this.tempfail(req, 'bad-path'), 'bad-path');
+      return;
+    }
+    req.timer = setTimeout(() => this.expire(req), this.o.settings.deadlineMs);
+    this.waiting.push(req);
+    this.pump();
+  }
+
+  private tempfail(req: Request, reason: HelperTempfailReason): Reply {
+    return tempfailReply(this.o.settings.replies, reason, req.msgId);
+  }
+
+  private expire(req: Request): void {
+    if (req.state === 'done') return;
+    if (req.state === 'queued') {
+      const i = this.waiting.indexOf(req);
+      if (i !== -1) this.waiting.splice(i, 1);
+    }
+    this.o.log.warn(
+      {
+        event: 'helper.deadline',
+        seq: req.seq,
+        msgId: req.msgId,
+        state: req.state,
+        ms: this.now() - req.received,
+      },
+      'no verdict within the deadline; answering tempfail',
+    );
+    this.answer(req, this.tempfail(req, 'deadline'), 'deadline');
+  }
+
+  private run(req: Request, evaluator: Evaluator): void {
+    req.state = 'running';
+    this.running++;
+    this.evaluate(req, evaluator).then(
+      ({ reply, outcome }) => this.answer(req, reply, outcome),
+      (err: unknown) => {
+        this.o.log.error(
+          { event: 'helper.internal_error', seq: req.seq, msgId: req.msgId, err },
+          'evaluation failed',
+        );
+        this.answer(req, this.tempfail(req, 'internal'), 'internal');
+      },
+    );
+  }
+
+  private async evaluate(req: Request, evaluator: Evaluator): Promise<{ reply: Reply; outcome: string }> {
+    let message: FileMessage;
+    try {
+      const abs = resolveQueuePath(this.o.settings.baseDir, req.path as string);
+      const qf = await readQueueFile(abs);
+      message = new FileMessage(req.msgId, qf.envelope, abs, qf.bodyOffset, qf.size);
+      this.o.log.debug(
+        {
+          event: 'helper.queue_file',
+          seq: req.seq,
+          msgId: req.msgId,
+          module: qf.module,
+          recipients: qf.envelope.recipients.length,
+          bytes: qf.size,
+        },
+        'queue file read',
+      );
+    } catch (err) {
+      const reason = queueFileReason(err);
+      this.o.log.warn(
+        { event: 'helper.queue_file_error', seq: req.seq, msgId: req.msgId, path: req.path, reason, err },
+        'cannot use the queue file; answering tempfail',
+      );
+      return { reply: this.tempfail(req, reason), outcome: reason };
+    }
+    // Answered (deadline) or abandoned (QUIT) while the file was being read: nothing to evaluate.
+    if (req.state === 'done') return { reply: this.tempfail(req, 'deadline'), outcome: 'expired' };
+    const deadline = req.deadline - replyMargin(this.o.settings.deadlineMs);
+    const ev = await evaluator.evaluate(message, { deadline, signal: req.abort.signal });
+    const reply = replyForEvaluation(ev, this.o.settings.replies);
+    this.o.log.info(
+      {
+        event: 'helper.reply',
+        seq: req.seq,
+        msgId: req.msgId,
+        action: ev.decision.action,
+        verdict: ev.decision.verdict,
+        reason: ev.decision.reason,
+        reply: reply.kind,
+        alreadyJudged: ev.alreadyJudged,
+        quarantineId: ev.quarantineId,
+        bytes: message.size,
+        ms: this.now() - req.received,
+      },
+      'answered',
+    );
+    return { reply, outcome: ev.decision.action };
+  }
+
+  /** The one final reply of a request; later attempts (deadline vs. verdict) are ignored. */
+  private answer(req: Request, reply: Reply, outcome: string): void {
+    if (req.state === 'done') return;
+    const wasRunning = req.state === 'running';
+    req.state = 'done';
+    if (req.timer !== undefined) clearTimeout(req.timer);
+    this.pending.delete(req.seq);
+    if (this.closing === 'quit' || this.closing === 'output-closed') return;
+    this.answered++;
+    this.o.log.debug(
+      { event: 'helper.answer', seq: req.seq, msgId: req.msgId, reply: reply.kind, outcome },
+      'reply',
+    );
+    this.write(formatReply(req.seq, reply));
+    if (wasRunning) {
+      this.running--;
+      this.pump();
+    }
+    this.maybeEndAfterEof();
+  }
+
+  private pump(): void {
+    const evaluator = this.core?.evaluator;
+    if (evaluator === undefined) return;
+    while (this.running < this.o.settings.concurrency && this.waiting.length > 0) {
+      this.run(this.waiting.shift() as Request, evaluator);
+    }
+  }
+
+  private junk(fields: { reason: string; bytes: number }): void {
+    const now = this.now();
+    if (now - this.junkWindowStart >= 60_000) {
+      if (this.junkSuppressed > 0) {
+        this.o.log.warn(
+          { event: 'helper.junk_suppressed', count: this.junkSuppressed },
+          'more junk lines ignored',
+        );
+      }
+      this.junkWindowStart = now;
+      this.junkLogged = 0;
+      this.junkSuppressed = 0;
+    }
+    if (this.junkLogged < JUNK_LOG_PER_MINUTE) {
+      this.junkLogged++;
+      this.o.log.warn(
+        { event: 'helper.junk_line', ...fields },
+        'ignored a line without a usable sequence number',
+      );
+    } else {
+      this.junkSuppressed++;
+    }
+  }
+
+  private brokenNotice(): void {
+    const now = this.now();
+    if (this.lastBrokenNotice !== 0 && now - this.lastBrokenNotice < BROKEN_NOTICE_EVERY_MS) return;
+    this.lastBrokenNotice = now;
+    const why =
+      this.core !== undefined && this.core.evaluator === undefined
+        ? this.core.brokenReason
+        : 'no verdict core';
+    this.info(
+      `sandgate cannot scan: ${why}; answering every FILE with REJECTED until the helper is restarted`,
+    );
+  }
+
+  /** Sends an informational `* ` line (shown in CommuniGate's log). */
+  notice(text: string): void {
+    if (this.closing === undefined) this.info(text);
+  }
+
+  private info(text: string): void {
+    this.write(formatInfo(text));
+  }
+
+  private write(line: string): void {
+    if (!this.outputOpen) return;
+    this.unflushed++;
+    this.o.output.write(line, () => {
+      this.unflushed--;
+      if (this.unflushed === 0) this.onFlushed?.();
+    });
+  }
+
+  private close(reason: HelperExitReason): void {
+    if (this.closing !== undefined) return;
+    this.closing = reason;
+    const abandoned = [...this.pending.values()];
+    for (const req of abandoned) {
+      if (req.timer !== undefined) clearTimeout(req.timer);
+      req.state = 'done';
+      req.abort.abort();
+    }
+    this.pending.clear();
+    this.waiting.length = 0;
+    if (abandoned.length > 0) {
+      this.o.log.info(
+        { event: 'helper.abandoned', count: abandoned.length, reason },
+        'requests left for the next instance',
+      );
+    }
+    this.o.input.pause();
+    const result: HelperResult = { reason, answered: this.answered, abandoned: abandoned.length };
+    if (!this.outputOpen) {
+      this.finish(result);
+      return;
+    }
+    // Resolve once everything written so far has been handed to the OS.
+    if (this.unflushed === 0) this.finish(result);
+    else this.onFlushed = () => this.finish(result);
+  }
+}
+
+function queueFileReason(err: unknown): HelperTempfailReason {
+  if (isSandgateError(err, 'ERR_MESSAGE_MALFORMED')) return 'queue-file-malformed';
+  if (isSandgateError(err, 'ERR_INPUT_NOT_FOUND')) {
+    const reason = err.details.reason;
+    if (reason === 'outside-base') return 'outside-base';
+    if (reason === 'missing') return 'queue-file-missing';
+    return 'queue-file-unreadable';
+  }
+  return 'queue-file-unreadable';
+}
