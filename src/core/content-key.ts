@@ -65,9 +65,12 @@ export async function analyseMessage(message: MessageSource): Promise<MessageAna
 function hashHeaderBlock(fields: readonly RawField[], lf: LfNormaliser): HeaderLine[] {
   let leading = true;
   for (const f of fields) {
+    const ours = f.name.startsWith(OUR_HEADER_PREFIX);
     const trace = TRACE_FIELDS.has(f.name);
+    // Our own fields, wherever they sit, neither count nor end the leading run of trace fields.
+    if (ours) continue;
     if (!trace) leading = false;
-    if ((leading && trace) || f.name.startsWith(OUR_HEADER_PREFIX)) continue;
+    if (leading) continue;
     lf.push(f.raw);
   }
   return fields.map((f) => ({ name: f.name, value: f.value }));
