@@ -262,7 +262,8 @@ export class ScanService implements Evaluator {
         return done(failureFromError(err), false);
       }
     }
-    const releaseBytes = scanner.backgroundMs > 0 ? message.retain?.() : undefined;
+    // The front end may dispose of its spool as soon as it has an answer; work still running keeps the bytes.
+    const releaseBytes = message.retain?.();
     const result = memo.run({
       key: { scanner: scanner.name, fingerprint, contentKey },
       deadline,

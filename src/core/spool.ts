@@ -116,10 +116,13 @@ export class Spool implements MessageSource {
     try {
       await pipeline(input, sink, options.signal ? { signal: options.signal } : {});
     } catch (err) {
+      // The file is opened asynchronously: wait until it is closed, or removing it could come first.
+      await closed(out);
       spool.dispose();
       throw err;
     }
     if (writeError !== undefined) {
+      await closed(out);
       spool.dispose();
       throw new SandgateError('ERR_SPOOL_WRITE', 'cannot write the message to the spool', {
         cause: writeError,
@@ -163,6 +166,15 @@ export class Spool implements MessageSource {
     this.chunks = [];
     if (this.file !== undefined) rmSync(this.file, { force: true });
   }
+}
+
+/** Resolves once a write stream has released its file descriptor (destroying it if still open). */
+function closed(out: WriteStream | undefined): Promise<void> {
+  if (out === undefined || out.closed) return Promise.resolve();
+  return new Promise((resolve) => {
+    out.once('close', () => resolve());
+    out.destroy();
+  });
 }
 
 function* sliceChunks(chunks: readonly Buffer[], start: number, end: number): Generator<Buffer> {

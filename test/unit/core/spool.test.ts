@@ -1,0 +1,86 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { text } from 'node:stream/consumers';
+import { describe, expect, it } from 'vitest';
+import { isSandgateError } from '../../../src/core/errors.js';
+import { Spool } from '../../../src/core/spool.js';
+import { ENVELOPE } from '../../support/runtime.js';
+import { tempDir } from '../../support/tmp.js';
+
+const opts = (dir: string, extra: Partial<Parameters<typeof Spool.fromStream>[1]> = {}) => ({
+  msgId: 'sg-test-0000000001',
+  envelope: ENVELOPE,
+  dir,
+  memoryThreshold: 16,
+  ...extra,
+});
+
+describe('Spool', () => {
+  it('keeps small messages in memory and large ones in a file; every reader gets the same bytes', async () => {
+    const dir = tempDir();
+    const small = await Spool.fromStream(Readable.from([Buffer.from('tiny')]), opts(dir));
+    expect(small.path).toBeUndefined();
+    expect(await text(small.open())).toBe('tiny');
+    const big = await Spool.fromStream(
+      Readable.from(['a'.repeat(10), 'b'.repeat(10), 'c'.repeat(10)]),
+      opts(dir),
+    );
+    expect(big.path).toBe(join(dir, 'sg-test-0000000001.eml'));
+    expect(await text(big.open())).toBe('a'.repeat(10) + 'b'.repeat(10) + 'c'.repeat(10));
+    expect(await text(big.open({ start: 8, end: 12 }))).toBe('aabb');
+    expect(big.size).toBe(30);
+    big.dispose();
+    small.dispose();
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('reads past maxBytes to the end but keeps only maxBytes', async () => {
+    const spool = await Spool.fromStream(
+      Readable.from(['x'.repeat(50), 'y'.repeat(50)]),
+      opts(tempDir(), { maxBytes: 60 }),
+    );
+    expect(spool.size).toBe(60);
+    expect(spool.receivedBytes).toBe(100);
+    expect(spool.sizeExceeded).toBe(true);
+    spool.dispose();
+  });
+
+  it('leaves no file behind when the sender goes away mid-message', async () => {
+    const dir = tempDir();
+    const input = new PassThrough();
+    const pending = Spool.fromStream(input, opts(dir));
+    input.write('z'.repeat(1000)); // past the threshold: the file is being opened
+    input.destroy(new Error('client went away'));
+    await expect(pending).rejects.toThrow('client went away');
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('a write failure is ERR_SPOOL_WRITE after the input was read to its end', async () => {
+    const dir = join(tempDir(), 'not-a-dir');
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(dir, 'a file where the spool directory should be');
+    let consumed = false;
+    const input = Readable.from(
+      (function* () {
+        yield 'q'.repeat(100);
+        yield 'r'.repeat(100);
+        consumed = true;
+      })(),
+    );
+    const err = await Spool.fromStream(input, opts(dir)).catch((e: unknown) => e);
+    expect(isSandgateError(err, 'ERR_SPOOL_WRITE')).toBe(true);
+    expect(consumed).toBe(true);
+  });
+
+  it('retain keeps the bytes until the last holder releases them', async () => {
+    const spool = await Spool.fromStream(Readable.from(['w'.repeat(100)]), opts(tempDir()));
+    const release = spool.retain();
+    spool.dispose();
+    expect(existsSync(spool.path!)).toBe(true);
+    expect((await text(spool.open())).length).toBe(100);
+    release();
+    expect(existsSync(spool.path!)).toBe(false);
+    expect(() => spool.open()).toThrow(/after dispose/);
+  });
+});
