@@ -17,8 +17,9 @@ export function openStateDb(stateDir: string, options: { busyTimeoutMs?: number 
   try {
     mkdirSync(stateDir, { recursive: true, mode: 0o750 });
     db = new Database(join(stateDir, STATE_DB_FILE));
-    db.pragma(`busy_timeout = ${Math.max(0, Math.trunc(options.busyTimeoutMs ?? 5000))}`);
-    db.pragma('journal_mode = WAL');
+    const busyTimeoutMs = Math.max(0, Math.trunc(options.busyTimeoutMs ?? 5000));
+    db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+    enableWal(db, busyTimeoutMs);
     db.pragma('synchronous = NORMAL');
     db.pragma('foreign_keys = ON');
   } catch (cause) {
@@ -37,6 +38,24 @@ export function openStateDb(stateDir: string, options: { busyTimeoutMs?: number 
     });
   }
   return db;
+}
+
+/**
+ * Switches to WAL (persistent in the file, so usually a no-op). Two processes creating the database
+ * at the same moment can get SQLITE_BUSY here without SQLite's busy handler being consulted, so
+ * retry within the busy timeout.
+ */
+function enableWal(db: StateDb, busyTimeoutMs: number): void {
+  const giveUpAt = Date.now() + busyTimeoutMs;
+  for (let wait = 5; ; wait = Math.min(wait * 2, 100)) {
+    try {
+      if (db.pragma('journal_mode', { simple: true }) !== 'wal') db.pragma('journal_mode = WAL');
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() >= giveUpAt) throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, wait);
+    }
+  }
 }
 
 export function schemaVersion(db: StateDb): number {

@@ -9,7 +9,9 @@ import { tempDir } from '../support/tmp.js';
 const WORKER = join(import.meta.dirname, '../support/single-flight-worker.ts');
 
 function startWorker(args: string[]) {
-  const child = spawn(process.execPath, ['--import', 'tsx', WORKER, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', WORKER, ...args], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   const lines = createInterface({ input: child.stdout });
   const queue: string[] = [];
   const waiters: Array<(line: string) => void> = [];
@@ -18,11 +20,19 @@ function startWorker(args: string[]) {
     if (w) w(line);
     else queue.push(line);
   });
+  let exited: string | undefined;
+  const failures: Array<(err: Error) => void> = [];
+  child.on('exit', (code, signal) => {
+    exited = `worker exited (${code ?? signal}) before answering`;
+    for (const fail of failures.splice(0)) fail(new Error(exited));
+  });
   const next = () =>
-    new Promise<string>((resolve) => {
+    new Promise<string>((resolve, reject) => {
       const q = queue.shift();
-      if (q !== undefined) resolve(q);
-      else waiters.push(resolve);
+      if (q !== undefined) return resolve(q);
+      if (exited !== undefined) return reject(new Error(exited));
+      waiters.push(resolve);
+      failures.push(reject);
     });
   return { child, next };
 }
@@ -40,7 +50,10 @@ describe('single-flight across processes', () => {
     expect(await b.next()).toBe('ready');
     a.child.stdin.write('go\n');
     b.child.stdin.write('go\n');
-    const results = [JSON.parse(await a.next()), JSON.parse(await b.next())] as Array<{ action: string; cached: boolean }>;
+    const results = [JSON.parse(await a.next()), JSON.parse(await b.next())] as Array<{
+      action: string;
+      cached: boolean;
+    }>;
     expect(results.map((r) => r.action)).toEqual(['deliver', 'deliver']);
     expect(results.filter((r) => r.cached)).toHaveLength(1);
     const calls = readFileSync(countFile, 'utf8').trim().split('\n');
