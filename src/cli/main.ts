@@ -24,6 +24,10 @@ const COMMANDS: Readonly<Record<string, { summary: string; load: () => Promise<{
     summary: 'sandbox health: check the PT Sandbox address, certificate and token',
     load: () => import('./commands/sandbox.js'),
   },
+  relay: {
+    summary: 'run the inline SMTP relay (content filter) in front of the next hop',
+    load: () => import('./commands/relay.js'),
+  },
 };
 
 export const USAGE = `usage: sandgate <command> [options]

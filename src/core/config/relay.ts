@@ -1,18 +1,92 @@
 import { z } from 'zod';
-import { duration } from './durations.js';
-import { hostPort, list } from './primitives.js';
+import { byteSize, duration } from './durations.js';
+import { bool, hostPort, int, list } from './primitives.js';
+
+/** Where the relay hands mail on. */
+export type NextHop =
+  | { readonly kind: 'smtp' | 'lmtp'; readonly host: string; readonly port: number }
+  | { readonly kind: 'directory'; readonly path: string };
+
+/**
+ * `smtp://host:port`, `lmtp://host:port`, `host:port` (SMTP), or a directory written as
+ * `directory:PATH`, an absolute path, or a path starting with `./` or `../`.
+ */
+export const nextHop = z.string().transform((value, ctx): NextHop => {
+  const v = value.trim();
+  const dir = /^directory:(.+)$/.exec(v)?.[1] ?? (/^(\/|\.\.?\/)/.test(v) ? v : undefined);
+  if (dir !== undefined) return { kind: 'directory', path: dir };
+  const m = /^(?:(smtp|lmtp):\/\/)?(.+)$/.exec(v);
+  const hp = hostPort.safeParse(m?.[2] ?? '');
+  if (!m || !hp.success) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `not a next hop: "${value}" (use smtp://host:port, lmtp://host:port, or directory:PATH)`,
+    });
+    return z.NEVER;
+  }
+  return { kind: (m[1] ?? 'smtp') as 'smtp' | 'lmtp', host: hp.data.host, port: hp.data.port };
+});
 
 /** The inline SMTP relay (`sandgate relay`). */
 export const relaySchema = z
   .object({
     listen: hostPort.default({ host: '127.0.0.1', port: 10025 }),
-    /** Where clean mail goes: the MTA's re-injection listener. */
-    nextHop: hostPort.default({ host: '127.0.0.1', port: 10026 }),
+    /** smtp: an SMTP listener (content_filter, smtpd_proxy_filter, smart host). lmtp: an LMTP listener. */
+    protocol: z.enum(['smtp', 'lmtp']).prefault('smtp'),
+    /** Where clean mail goes: the MTA's re-injection listener (smtp:// or lmtp://), or a directory. */
+    nextHop: nextHop.default({ kind: 'smtp', host: '127.0.0.1', port: 10026 }),
     /** Greeting name; must differ from the next hop's (Postfix's loop check). */
-    hostname: z.string().prefault('sandgate.localdomain'),
+    hostname: z.string().min(1).prefault('sandgate.localdomain'),
     /** Clients allowed to connect (CIDR or address). Never an open relay. */
     allowedClients: list(z.string()).default(['127.0.0.0/8', '::1/128']),
+    /**
+     * Peers (exact addresses) whose XFORWARD / XCLIENT is believed and who skip the early-talker
+     * pause before the greeting. Default: loopback, where the MTA that feeds the filter lives.
+     */
+    trustedPeers: list(z.string()).default(['127.0.0.1', '::1']),
     /** Answer the final dot within this budget; below Postfix's smtp_data_done_timeout (600 s). */
     deadline: duration.prefault('300s'),
+    /** Concurrent client connections; more get 421. */
+    maxClients: int.pipe(z.number().int().min(1).max(100_000)).default(100),
+    /** Largest message accepted (announced as SIZE; more gets 552 after the final dot). Default: scan.maxMessageSize. */
+    maxMessageSize: byteSize.optional(),
+    /** Messages with more Received: header fields than this are refused as looping (Postfix's hopcount_limit). */
+    maxReceived: int.pipe(z.number().int().min(1).max(1000)).default(50),
+    /** Text of the 550 5.7.1 reply for refused mail. {threats} and {msgId} are replaced. */
+    rejectText: z.string().min(1).prefault('Message refused: {threats} ({msgId})'),
+    /** Idle time allowed between client commands. */
+    socketTimeout: duration.prefault('300s'),
+    /** On shutdown, wait this long for transactions in flight, then 421 the rest. */
+    shutdownTimeout: duration.prefault('30s'),
+    /** Inbound STARTTLS: offered when both files are set. */
+    tls: z
+      .object({
+        certFile: z.string().optional(),
+        keyFile: z.string().optional(),
+      })
+      .strict()
+      .prefault({}),
+    nextHopOptions: z
+      .object({
+        /** none: never STARTTLS. opportunistic: when offered. required: refuse to hand on without TLS. */
+        tls: z.enum(['none', 'opportunistic', 'required']).prefault('opportunistic'),
+        /** CA bundle that verifies the next hop's certificate (required mode verifies; opportunistic does not). */
+        caFile: z.string().optional(),
+        /** Name checked against the next hop's certificate (default: its host). */
+        servername: z.string().optional(),
+        /** AUTH to the next hop; the password comes from a file, never from this file. */
+        authUser: z.string().optional(),
+        authPasswordFile: z.string().optional(),
+        /** Connect, greeting and per-command timeout. */
+        timeout: duration.prefault('60s'),
+        /** Send NOOP to the next hop this often while a message is being scanned (0: never). */
+        keepAlive: duration.prefault('60s'),
+        /** Pass XFORWARD to the next hop when it offers it. */
+        xforward: bool.default(true),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
+
+export type RelayConfig = z.output<typeof relaySchema>;

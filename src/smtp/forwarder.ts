@@ -1,0 +1,185 @@
+import { isSandgateError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { NextHopConnector, NextHopSession, Params } from './next-hop.js';
+import type { Reply } from './smtp-client.js';
+
+const UNAVAILABLE: Reply = { code: 451, enhanced: '4.4.1', lines: ['Next hop unavailable, try again later'] };
+const LOST: Reply = {
+  code: 451,
+  enhanced: '4.4.2',
+  lines: ['Connection to the next hop lost, try again later'],
+};
+const CHANGED: Reply = {
+  code: 451,
+  enhanced: '4.4.2',
+  lines: ['Next hop changed its answer on reconnect, try again later'],
+};
+
+export interface ForwarderOptions {
+  readonly connector: NextHopConnector;
+  /** NOOP interval while a message is being scanned; 0: never. */
+  readonly keepAliveMs: number;
+  readonly log: Logger;
+}
+
+/**
+ * One client session's link to the next hop, driven in lockstep: the client's MAIL and each RCPT
+ * go to the next hop at once and its reply is the client's reply, so a recipient the next hop
+ * refuses is refused to the client too. DATA goes on only after the verdict. The next-hop
+ * connection lives as long as the client's and is reused for its next transactions.
+ */
+export class Forwarder {
+  private session: NextHopSession | undefined;
+  private sender: { address: string; params: Params } | undefined;
+  private xforward: ReadonlyMap<string, string> = new Map();
+  private readonly accepted: Array<{ address: string; params: Params }> = [];
+  /** The command in flight (a keep-alive NOOP), so the next command waits for it. */
+  private busy: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly options: ForwarderOptions) {}
+
+  /** Recipients the next hop accepted in this transaction, in order. */
+  get recipients(): readonly string[] {
+    return this.accepted.map((r) => r.address);
+  }
+
+  async mail(address: string, params: Params, xforward: ReadonlyMap<string, string>): Promise<Reply> {
+    this.accepted.length = 0;
+    this.sender = undefined;
+    this.xforward = xforward;
+    return this.guard(async () => {
+      const s = await this.ensure();
+      await s.xforward(xforward);
+      const r = await s.mail(address, params);
+      if (r.code < 300) this.sender = { address, params };
+      return r;
+    }, UNAVAILABLE);
+  }
+
+  async rcpt(address: string, params: Params): Promise<Reply> {
+    return this.guard(async () => {
+      const s = this.session;
+      if (!s?.usable || this.sender === undefined) return UNAVAILABLE;
+      const r = await s.rcpt(address, params);
+      if (r.code < 300) this.accepted.push({ address, params });
+      return r;
+    }, UNAVAILABLE);
+  }
+
+  /**
+   * Hands the message on. When the next-hop connection died while we were scanning, reconnects
+   * and replays MAIL and the accepted RCPTs first; if the next hop now answers differently, the
+   * whole message gets 451 (the sender retries; nothing is half delivered).
+   */
+  async deliver(message: () => AsyncIterable<Buffer>, msgId: string): Promise<Reply[]> {
+    await this.busy.catch(() => undefined);
+    const sender = this.sender;
+    if (sender === undefined || this.accepted.length === 0) return [UNAVAILABLE];
+    const recipients = this.recipients;
+    return this.guardMany(async () => {
+      if (!this.session?.usable) {
+        this.options.log.info(
+          { event: 'relay.next_hop_replay', msgId },
+          'next hop connection lost while scanning; replaying the envelope',
+        );
+        await this.drop();
+        const s = await this.ensure();
+        await s.xforward(this.xforward);
+        const m = await s.mail(sender.address, sender.params);
+        if (m.code >= 300) return [CHANGED];
+        for (const r of this.accepted) {
+          const rr = await s.rcpt(r.address, r.params);
+          if (rr.code >= 300) {
+            await s.reset().catch(() => undefined);
+            return [CHANGED];
+          }
+        }
+      }
+      const s = this.session as NextHopSession;
+      const replies = await s.data(message(), recipients, msgId);
+      this.sender = undefined;
+      this.accepted.length = 0;
+      return replies;
+    }, LOST);
+  }
+
+  /** Ends the next hop's transaction without handing anything on (reject, discard, quarantine, errors). */
+  async abandon(): Promise<void> {
+    await this.busy.catch(() => undefined);
+    const had = this.sender !== undefined;
+    this.sender = undefined;
+    this.accepted.length = 0;
+    if (!had || !this.session?.usable) return;
+    try {
+      await this.session.reset();
+    } catch {
+      await this.drop();
+    }
+  }
+
+  /** Starts NOOPs to the next hop while a message is scanned; returns the function that stops them. */
+  keepAlive(): () => void {
+    if (this.options.keepAliveMs <= 0) return () => undefined;
+    const timer = setInterval(() => {
+      const s = this.session;
+      if (!s?.usable) return;
+      this.busy = s.noop().catch(() => undefined);
+    }, this.options.keepAliveMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  async close(): Promise<void> {
+    await this.busy.catch(() => undefined);
+    const s = this.session;
+    this.session = undefined;
+    if (s) await s.close().catch(() => undefined);
+  }
+
+  private async ensure(): Promise<NextHopSession> {
+    if (this.session?.usable) return this.session;
+    await this.drop();
+    this.session = await this.options.connector.connect();
+    return this.session;
+  }
+
+  private async drop(): Promise<void> {
+    const s = this.session;
+    this.session = undefined;
+    if (s) await s.close().catch(() => undefined);
+  }
+
+  private async guard(fn: () => Promise<Reply>, fallback: Reply): Promise<Reply> {
+    try {
+      return await fn();
+    } catch (err) {
+      this.logFailure(err);
+      await this.drop();
+      return fallback;
+    }
+  }
+
+  private async guardMany(fn: () => Promise<Reply[]>, fallback: Reply): Promise<Reply[]> {
+    try {
+      return await fn();
+    } catch (err) {
+      this.logFailure(err);
+      await this.drop();
+      this.sender = undefined;
+      this.accepted.length = 0;
+      return [fallback];
+    }
+  }
+
+  private logFailure(err: unknown): void {
+    this.options.log.warn(
+      {
+        event: 'relay.next_hop_error',
+        nextHop: this.options.connector.describe,
+        code: isSandgateError(err) ? err.code : 'ERR_NEXT_HOP_UNAVAILABLE',
+        err: err instanceof Error ? err.message : String(err),
+      },
+      'next hop failed',
+    );
+  }
+}

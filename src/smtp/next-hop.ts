@@ -1,0 +1,197 @@
+import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { NextHop } from '../core/config/relay.js';
+import { SmtpClient, type Reply, type SmtpClientOptions } from './smtp-client.js';
+
+/** MAIL FROM / RCPT TO parameters to pass on, keyed upper case (BODY, SMTPUTF8, SIZE, RET, ENVID, NOTIFY, ORCPT). */
+export type Params = Readonly<Record<string, string | true>>;
+
+/** One session with the next hop: the relay's client session drives it command by command. */
+export interface NextHopSession {
+  /** Whether the session can take another command (a dead SMTP connection cannot). */
+  readonly usable: boolean;
+  /** XFORWARD attributes, sent only when the next hop offers XFORWARD (and only the attributes it lists). */
+  xforward(attrs: ReadonlyMap<string, string>): Promise<void>;
+  mail(sender: string, params: Params): Promise<Reply>;
+  rcpt(recipient: string, params: Params): Promise<Reply>;
+  /** Hands the message on; one reply per accepted recipient for LMTP, else one reply. */
+  data(message: AsyncIterable<Buffer>, recipients: readonly string[], msgId: string): Promise<Reply[]>;
+  noop(): Promise<Reply>;
+  reset(): Promise<Reply>;
+  close(): Promise<void>;
+}
+
+export interface NextHopConnector {
+  readonly describe: string;
+  connect(signal?: AbortSignal): Promise<NextHopSession>;
+}
+
+export type SmtpNextHopOptions = Omit<SmtpClientOptions, 'host' | 'port' | 'lmtp' | 'signal'>;
+
+const ok = (text: string): Reply => ({ code: 250, enhanced: '2.0.0', lines: [text] });
+
+export function createConnector(hop: NextHop, smtp: SmtpNextHopOptions): NextHopConnector {
+  switch (hop.kind) {
+    case 'smtp':
+    case 'lmtp':
+      return {
+        describe: `${hop.kind}://${hop.host}:${hop.port}`,
+        async connect(signal) {
+          const client = await SmtpClient.connect({
+            ...smtp,
+            host: hop.host,
+            port: hop.port,
+            lmtp: hop.kind === 'lmtp',
+            ...(signal ? { signal } : {}),
+          });
+          return new SmtpSession(client);
+        },
+      };
+    case 'directory':
+      return {
+        describe: `directory:${hop.path}`,
+        connect() {
+          mkdirSync(hop.path, { recursive: true });
+          return Promise.resolve(new DirectorySession(hop.path));
+        },
+      };
+  }
+}
+
+class SmtpSession implements NextHopSession {
+  constructor(private readonly client: SmtpClient) {}
+
+  get usable(): boolean {
+    return !this.client.closed;
+  }
+
+  async xforward(attrs: ReadonlyMap<string, string>): Promise<void> {
+    const offered = this.client.extensions.get('XFORWARD');
+    if (offered === undefined) return;
+    const allowed = new Set(offered.toUpperCase().split(/\s+/));
+    const parts = [...attrs]
+      .filter(([k, v]) => allowed.has(k) && v !== '' && !/[\s\r\n]/.test(v))
+      .map(([k, v]) => `${k}=${v}`);
+    if (parts.length === 0) return;
+    // Postfix limits one XFORWARD line; send the attributes a few at a time.
+    for (let i = 0; i < parts.length; i += 3) {
+      const r = await this.client.command(`XFORWARD ${parts.slice(i, i + 3).join(' ')}`);
+      if (r.code !== 250) return;
+    }
+  }
+
+  mail(sender: string, params: Params): Promise<Reply> {
+    const ext = this.client.extensions;
+    const args: string[] = [];
+    const body = params.BODY;
+    if (typeof body === 'string' && ext.has('8BITMIME') && /^(7BIT|8BITMIME)$/i.test(body))
+      args.push(`BODY=${body.toUpperCase()}`);
+    if (params.SMTPUTF8 !== undefined && ext.has('SMTPUTF8')) args.push('SMTPUTF8');
+    if (typeof params.SIZE === 'string' && ext.has('SIZE') && /^\d+$/.test(params.SIZE))
+      args.push(`SIZE=${params.SIZE}`);
+    if (ext.has('DSN')) {
+      for (const k of ['RET', 'ENVID'] as const) {
+        const v = params[k];
+        if (typeof v === 'string' && /^[\x21-\x7e]+$/.test(v)) args.push(`${k}=${v}`);
+      }
+    }
+    return this.client.command(`MAIL FROM:<${sender}>${args.length ? ` ${args.join(' ')}` : ''}`);
+  }
+
+  rcpt(recipient: string, params: Params): Promise<Reply> {
+    const args: string[] = [];
+    if (this.client.extensions.has('DSN')) {
+      for (const k of ['NOTIFY', 'ORCPT'] as const) {
+        const v = params[k];
+        if (typeof v === 'string' && /^[\x21-\x7e]+$/.test(v)) args.push(`${k}=${v}`);
+      }
+    }
+    return this.client.command(`RCPT TO:<${recipient}>${args.length ? ` ${args.join(' ')}` : ''}`);
+  }
+
+  data(message: AsyncIterable<Buffer>, recipients: readonly string[]): Promise<Reply[]> {
+    return this.client.data(message, recipients.length);
+  }
+
+  noop(): Promise<Reply> {
+    return this.client.command('NOOP');
+  }
+
+  reset(): Promise<Reply> {
+    return this.client.command('RSET');
+  }
+
+  close(): Promise<void> {
+    return this.client.quit();
+  }
+}
+
+/**
+ * The `directory` next hop: one file per delivered message, `<msgId>.eml`, whose first two
+ * lines carry the envelope (`Return-Path: <sender>`, `X-Envelope-To: <a>, <b>`). Written to a
+ * temporary name, fsynced, renamed, and the directory fsynced, so a file that exists is complete.
+ */
+class DirectorySession implements NextHopSession {
+  readonly usable = true;
+  private sender = '';
+
+  constructor(private readonly dir: string) {}
+
+  xforward(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  mail(sender: string): Promise<Reply> {
+    this.sender = sender;
+    return Promise.resolve(ok('Ok'));
+  }
+
+  rcpt(): Promise<Reply> {
+    return Promise.resolve(ok('Ok'));
+  }
+
+  async data(message: AsyncIterable<Buffer>, recipients: readonly string[], msgId: string): Promise<Reply[]> {
+    const safe = /^[A-Za-z0-9._-]{1,100}$/.test(msgId) ? msgId : randomBytes(6).toString('hex');
+    const name = `${safe}.eml`;
+    const tmp = join(this.dir, `.tmp-${name}`);
+    const final = join(this.dir, name);
+    const clean = (s: string) => s.replace(/[\r\n<>]/g, '');
+    const envelope =
+      `Return-Path: <${clean(this.sender)}>\r\n` +
+      `X-Envelope-To: ${recipients.map((r) => `<${clean(r)}>`).join(', ')}\r\n`;
+    const fh = await open(tmp, 'wx', 0o640);
+    try {
+      await fh.write(envelope);
+      for await (const chunk of message) await fh.write(chunk);
+      await fh.sync();
+      await fh.close();
+      renameSync(tmp, final);
+      const d = openSync(this.dir, 'r');
+      try {
+        fsyncSync(d);
+      } finally {
+        closeSync(d);
+      }
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      rmSync(tmp, { force: true });
+      throw err;
+    }
+    return [ok(`Ok: delivered to ${name}`)];
+  }
+
+  noop(): Promise<Reply> {
+    return Promise.resolve(ok('Ok'));
+  }
+
+  reset(): Promise<Reply> {
+    this.sender = '';
+    return Promise.resolve(ok('Ok'));
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

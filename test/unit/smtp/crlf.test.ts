@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import { LineNormaliser, toDataWire } from '../../../src/smtp/crlf.js';
+
+async function wire(chunks: string[]): Promise<string> {
+  let out = '';
+  for await (const c of toDataWire(
+    (async function* () {
+      await Promise.resolve();
+      for (const x of chunks) yield Buffer.from(x, 'latin1');
+    })(),
+  ))
+    out += c.toString('latin1');
+  return out;
+}
+
+function normalise(chunks: string[]): string {
+  const n = new LineNormaliser(false);
+  return (
+    chunks.map((c) => n.push(Buffer.from(c, 'latin1')).toString('latin1')).join('') +
+    n.end().toString('latin1')
+  );
+}
+
+describe('LineNormaliser', () => {
+  it('turns bare LF and bare CR into CRLF and leaves CRLF alone', () => {
+    expect(normalise(['a\nb\rc\r\nd'])).toBe('a\r\nb\r\nc\r\nd');
+  });
+  it('handles a CRLF split across chunks, and a trailing CR', () => {
+    expect(normalise(['a\r', '\nb\r'])).toBe('a\r\nb\r\n');
+    expect(normalise(['a\r', 'b'])).toBe('a\r\nb');
+  });
+  it('keeps every other byte as it is (8-bit and NUL included)', () => {
+    const bytes = Array.from({ length: 256 }, (_, i) => String.fromCharCode(i))
+      .join('')
+      .replace(/[\r\n]/g, '');
+    expect(normalise([bytes])).toBe(bytes);
+  });
+});
+
+describe('toDataWire', () => {
+  it('dot-stuffs line-leading dots, including the first line and across chunks, and terminates', async () => {
+    expect(await wire(['.a\r\nb\r\n', '.c\r\n'])).toBe('..a\r\nb\r\n..c\r\n.\r\n');
+    expect(await wire(['x\r', '\n', '.y'])).toBe('x\r\n..y\r\n.\r\n');
+  });
+  it('closes an open last line before the final dot', async () => {
+    expect(await wire(['no newline'])).toBe('no newline\r\n.\r\n');
+    expect(await wire([])).toBe('.\r\n');
+  });
+  it('defuses every known smuggling terminator', async () => {
+    for (const t of ['\n.\n', '\r.\r', '\n.\r\n', '\r\n.\n', '\r\n.\r', '\r.\n']) {
+      const out = await wire([`a${t}MAIL FROM:<x@y>\r\n`]);
+      // The only CRLF.CRLF is the real terminator at the end.
+      expect(out.indexOf('\r\n.\r\n')).toBe(out.length - 5);
+      expect(out).not.toMatch(/[^\r]\n|\r[^\n]/);
+    }
+  });
+});
