@@ -40,9 +40,23 @@ export default tseslint.config(
       'no-restricted-imports': [
         'error',
         {
-          paths: coreBanned.map((name) => ({ name, message: 'src/core must not import protocol or I/O libraries' })),
+          paths: coreBanned.map((name) => ({
+            name,
+            message: 'src/core must not import protocol or I/O libraries',
+          })),
           patterns: [
-            { group: ['**/smtp/**', '**/helper/**', '**/sandbox/**', '**/store/**', '**/cli/**'], message: 'src/core must not depend on adapters or front ends' },
+            {
+              group: [
+                '**/smtp/**',
+                '**/helper/**',
+                '**/sandbox/**',
+                '**/store/**',
+                '**/cli/**',
+                '**/quarantine/**',
+                '**/admin/**',
+              ],
+              message: 'src/core must not depend on adapters or front ends',
+            },
           ],
         },
       ],

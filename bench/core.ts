@@ -20,12 +20,17 @@ const LINE = 'Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do ei
 function corpus(kind: '20k' | 'mixed', n: number): Buffer[] {
   const out: Buffer[] = [];
   for (let i = 0; i < n; i++) {
-    const size = kind === '20k' ? 20 * 1024 : [5 * 1024, 20 * 1024, 100 * 1024, 500 * 1024, 2 * 1024 * 1024][i % 5]!;
+    const size =
+      kind === '20k' ? 20 * 1024 : [5 * 1024, 20 * 1024, 100 * 1024, 500 * 1024, 2 * 1024 * 1024][i % 5]!;
     const text = `message ${i}\r\n` + LINE.repeat(Math.ceil(size / LINE.length));
     out.push(
       kind === '20k' || i % 3 !== 0
         ? buildMessage({ subject: `m${i}`, text })
-        : buildMessage({ subject: `m${i}`, text: text.slice(0, size / 2), attachments: [{ filename: `r${i}.docx`, content: docx() }] }),
+        : buildMessage({
+            subject: `m${i}`,
+            text: text.slice(0, size / 2),
+            attachments: [{ filename: `r${i}.docx`, content: docx() }],
+          }),
     );
   }
   return out;
@@ -41,7 +46,12 @@ interface Row {
   cacheHits: number;
 }
 
-async function run(name: string, messages: Buffer[], concurrency: number, passes: Array<'cold' | 'cached'>): Promise<Row[]> {
+async function run(
+  name: string,
+  messages: Buffer[],
+  concurrency: number,
+  passes: Array<'cold' | 'cached'>,
+): Promise<Row[]> {
   const stateDir = mkdtempSync(join(tmpdir(), 'sandgate-bench-core-'));
   const config = configSchema.parse({ stateDir, scan: { concurrency } });
   const runtime = createRuntime(config, { log: silentLogger, frontEnd: 'bench' });
@@ -49,7 +59,9 @@ async function run(name: string, messages: Buffer[], concurrency: number, passes
   try {
     for (const pass of passes) {
       const sources: MessageSource[] = messages.map((m, i) =>
-        messageSource(pass === 'cold' ? m : Buffer.concat([Buffer.from(`Received: from retry${i} by bench\r\n`), m])),
+        messageSource(
+          pass === 'cold' ? m : Buffer.concat([Buffer.from(`Received: from retry${i} by bench\r\n`), m]),
+        ),
       );
       const latencies: number[] = [];
       let hits = 0;
@@ -93,11 +105,22 @@ const rows = [
   ...(await run('mixed 5 KB-2 MB x1000, conc 8', corpus('mixed', 1000), 8, ['cold', 'cached'])),
 ];
 
-const cols: Array<keyof Row> = ['case', 'messages', 'msgsPerSec', 'cpuMsPerMsg', 'p99Ms', 'peakRssMb', 'cacheHits'];
+const cols: Array<keyof Row> = [
+  'case',
+  'messages',
+  'msgsPerSec',
+  'cpuMsPerMsg',
+  'p99Ms',
+  'peakRssMb',
+  'cacheHits',
+];
 const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c]).length)));
 const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ');
 console.log(line(cols));
 console.log(widths.map((w) => '-'.repeat(w)).join('-|-'));
 for (const r of rows) console.log(line(cols.map((c) => String(r[c]))));
 mkdirSync(join(HERE, 'results'), { recursive: true });
-writeFileSync(join(HERE, 'results', 'core.json'), JSON.stringify({ date: new Date().toISOString(), node: process.version, rows }, null, 2));
+writeFileSync(
+  join(HERE, 'results', 'core.json'),
+  JSON.stringify({ date: new Date().toISOString(), node: process.version, rows }, null, 2),
+);

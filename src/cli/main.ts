@@ -28,6 +28,14 @@ const COMMANDS: Readonly<Record<string, { summary: string; load: () => Promise<{
     summary: 'run the inline SMTP relay (content filter) in front of the next hop',
     load: () => import('./commands/relay.js'),
   },
+  quarantine: {
+    summary: 'list, show, export, release or delete quarantined mail',
+    load: () => import('./commands/quarantine.js'),
+  },
+  admin: {
+    summary: 'run the admin HTTP server (quarantine API and page) for helper-only sites',
+    load: () => import('./commands/admin.js'),
+  },
 };
 
 export const USAGE = `usage: sandgate <command> [options]

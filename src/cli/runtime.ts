@@ -11,6 +11,7 @@ import { VerdictMemo } from '../core/verdict-memo.js';
 import { openStateDb, type StateDb } from '../store/db.js';
 import { QuarantineStore } from '../store/quarantine-store.js';
 import { SqliteFirstFailureStore, SqliteInflightStore, SqliteVerdictStore } from '../store/verdict-store.js';
+import { createRetentionJob, withNotifications } from '../quarantine/index.js';
 import { createBypassMatcher } from './bypass.js';
 import { loadOrCreateMarkKey } from './mark-key.js';
 import { buildScanners } from './scanners.js';
@@ -37,6 +38,8 @@ export interface RuntimeOptions {
   readonly frontEnd: string;
   /** Report-only: no quarantine copies (sandgate scan of a local file). */
   readonly reportOnly?: boolean;
+  /** Long-running front ends (relay, helper, admin) also run the quarantine retention job. */
+  readonly jobs?: boolean;
   /** Replaces the configured chain (tests, benchmarks). */
   readonly scanners?: readonly Scanner[];
   readonly metrics?: Metrics;
@@ -80,6 +83,13 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
         'repaired the quarantine after an unclean stop',
       );
     }
+    if (options.jobs) {
+      const retention = createRetentionJob({ config, quarantine, log });
+      retention.start(config.quarantine.retentionInterval);
+      closers.unshift(() => retention.stop());
+    }
+    const writer = withNotifications(quarantine, config, log);
+    if ('settle' in writer) closers.unshift(() => writer.settle());
     const scanners = options.scanners ?? buildScanners({ config, db, log, metrics, spoolDir });
     closers.unshift(...scanners.map((s) => () => s.close?.()));
     const shutdownController = new AbortController();
@@ -100,7 +110,7 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
       policy: policyFromConfig(config.policy),
       memo,
       firstFailures: new SqliteFirstFailureStore(db),
-      ...(options.reportOnly ? {} : { quarantine }),
+      ...(options.reportOnly ? {} : { quarantine: writer }),
       markKey,
       markMaxAgeMs: config.headers.markMaxAge,
       headersEnabled: config.headers.enabled,

@@ -8,6 +8,7 @@ import { RulesScanner } from '../sandbox/rules/rules-scanner.js';
 import { createPtSandboxScanner } from '../sandbox/pt-sandbox/index.js';
 import { ClamdScanner } from '../sandbox/clamd/scanner.js';
 import { PtTaskStore } from '../store/pt-tasks.js';
+import { SqliteAllowList } from '../quarantine/allow-list.js';
 import type { StateDb } from '../store/db.js';
 
 export interface ScannerDeps {
@@ -25,7 +26,10 @@ export function buildScanners(deps: ScannerDeps): Scanner[] {
   return config.scan.chain.map((name): Scanner => {
     switch (name) {
       case 'rules':
-        return new RulesScanner(config.scanners.rules, { spoolDir: join(deps.spoolDir, 'rules') });
+        return new RulesScanner(config.scanners.rules, {
+          spoolDir: join(deps.spoolDir, 'rules'),
+          allowList: new SqliteAllowList(deps.db),
+        });
       case 'clamd':
         return new ClamdScanner({
           config: config.scanners.clamd,

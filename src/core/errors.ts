@@ -18,6 +18,7 @@ export const ErrorCodes = {
   ERR_STATE_DB: 'the state database could not be opened or migrated',
   ERR_QUARANTINE_WRITE: 'a message could not be written to the quarantine',
   ERR_QUARANTINE_NOT_FOUND: 'no quarantine item has that id',
+  ERR_QUARANTINE_RELEASE: 'a quarantine item could not be released; it stays in the quarantine',
   ERR_SPOOL_WRITE: 'a message could not be written to the spool',
   ERR_ABORTED: 'the operation was aborted',
   ERR_NEXT_HOP_UNAVAILABLE: 'the relay could not reach the next hop, or it refused our session',

@@ -88,4 +88,17 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX pt_task_submitted ON pt_task (submitted_at);
     `,
   },
+  {
+    version: 4,
+    name: 'attachment hash allowlist (released false positives)',
+    sql: `
+      CREATE TABLE allow_hash (
+        sha256        TEXT PRIMARY KEY,
+        added_at      INTEGER NOT NULL,
+        added_by      TEXT NOT NULL,
+        quarantine_id TEXT,
+        note          TEXT
+      );
+    `,
+  },
 ];

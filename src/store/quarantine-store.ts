@@ -1,9 +1,17 @@
-import { createWriteStream, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { Readable, type Writable } from 'node:stream';
+import {
+  createReadStream,
+  createWriteStream,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
+import { pipeline as pipelineCb, Readable, type Writable } from 'node:stream';
 import { open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
+import { createGunzip, createGzip } from 'node:zlib';
 import { SandgateError } from '../core/errors.js';
 import type { Envelope } from '../core/message.js';
 import type { QuarantineEntry, QuarantineWriter } from '../core/ports.js';
@@ -26,6 +34,82 @@ export interface QuarantineRecord {
   readonly storedSize: number;
   /** Path of the compressed message, relative to the quarantine directory. */
   readonly file: string;
+}
+
+/** An indexed item as operators see it. */
+export interface QuarantineItem extends QuarantineRecord {
+  readonly releasedAt?: number;
+  readonly releasedBy?: string;
+  readonly releasedTo?: string;
+}
+
+export interface QuarantineFilter {
+  /** Epoch ms: items created at or after. */
+  readonly since?: number;
+  readonly before?: number;
+  readonly verdict?: string;
+  /** Substring of the envelope sender (case-insensitive). */
+  readonly sender?: string;
+  /** Substring of any envelope recipient (case-insensitive). */
+  readonly recipient?: string;
+  readonly released?: boolean;
+  readonly limit?: number;
+}
+
+interface QuarantineRow {
+  id: string;
+  msg_id: string;
+  created_at: number;
+  front_end: string;
+  sender: string;
+  recipients: string;
+  client: string | null;
+  helo: string | null;
+  subject: string | null;
+  verdict: string;
+  action: string;
+  reason: string;
+  threats: string;
+  outcomes: string;
+  content_key: string;
+  size: number;
+  stored_size: number;
+  file: string;
+  released_at: number | null;
+  released_by: string | null;
+  released_to: string | null;
+}
+
+function fromRow(r: QuarantineRow): QuarantineItem {
+  return {
+    id: r.id,
+    msgId: r.msg_id,
+    createdAt: r.created_at,
+    envelope: {
+      sender: r.sender,
+      recipients: JSON.parse(r.recipients) as string[],
+      frontEnd: r.front_end,
+      ...(r.client !== null ? { clientAddress: r.client } : {}),
+      ...(r.helo !== null ? { heloName: r.helo } : {}),
+    },
+    ...(r.subject !== null ? { subject: r.subject } : {}),
+    verdict: r.verdict,
+    action: r.action,
+    reason: r.reason,
+    threats: JSON.parse(r.threats) as string[],
+    outcomes: JSON.parse(r.outcomes) as unknown[],
+    contentKey: r.content_key,
+    size: r.size,
+    storedSize: r.stored_size,
+    file: r.file,
+    ...(r.released_at !== null ? { releasedAt: r.released_at } : {}),
+    ...(r.released_by !== null ? { releasedBy: r.released_by } : {}),
+    ...(r.released_to !== null ? { releasedTo: r.released_to } : {}),
+  };
+}
+
+function likeEscape(s: string): string {
+  return s.replace(/[\\%_]/g, (c) => `\\${c}`);
 }
 
 const PARTIAL = '.partial';
@@ -65,7 +149,9 @@ export class QuarantineStore implements QuarantineWriter {
     const jsonPath = join(dayDir, `${id}.json`);
     try {
       mkdirSync(dayDir, { recursive: true, mode: 0o750 });
-      const storedSize = await writeDurably(emlPath, (out) => pipeline(entry.message.open(), createGzip(), out));
+      const storedSize = await writeDurably(emlPath, (out) =>
+        pipeline(entry.message.open(), createGzip(), out),
+      );
       const record: QuarantineRecord = {
         id,
         msgId: entry.message.msgId,
@@ -119,7 +205,14 @@ export class QuarantineStore implements QuarantineWriter {
           }
         } else if (name.endsWith('.json')) {
           const record = JSON.parse(readFileSync(path, 'utf8')) as QuarantineRecord;
-          if (known.get(record.id) === undefined && names.has(`${record.id}.eml.gz`)) {
+          if (!names.has(`${record.id}.eml.gz`)) {
+            // A sidecar whose message file is gone (removed by hand): nothing to keep.
+            if (old) {
+              rmSync(path, { force: true });
+              this.db.prepare('DELETE FROM quarantine WHERE id = ?').run(record.id);
+              removed++;
+            }
+          } else if (known.get(record.id) === undefined) {
             this.index(record);
             indexed++;
           }
@@ -134,6 +227,136 @@ export class QuarantineStore implements QuarantineWriter {
 
   count(): number {
     return (this.db.prepare('SELECT COUNT(*) AS n FROM quarantine').get() as { n: number }).n;
+  }
+
+  /** Items newest first, filtered; `limit` defaults to 100 (at most 10 000). */
+  list(filter: QuarantineFilter = {}): QuarantineItem[] {
+    const where: string[] = [];
+    const params: Record<string, string | number> = {};
+    if (filter.since !== undefined) {
+      where.push('created_at >= @since');
+      params.since = filter.since;
+    }
+    if (filter.before !== undefined) {
+      where.push('created_at < @before');
+      params.before = filter.before;
+    }
+    if (filter.verdict !== undefined) {
+      where.push('verdict = @verdict');
+      params.verdict = filter.verdict;
+    }
+    if (filter.sender !== undefined) {
+      where.push("sender LIKE @sender ESCAPE '\\'");
+      params.sender = `%${likeEscape(filter.sender.toLowerCase())}%`;
+    }
+    if (filter.recipient !== undefined) {
+      where.push("lower(recipients) LIKE @rcpt ESCAPE '\\'");
+      params.rcpt = `%${likeEscape(filter.recipient.toLowerCase())}%`;
+    }
+    if (filter.released !== undefined)
+      where.push(filter.released ? 'released_at IS NOT NULL' : 'released_at IS NULL');
+    params.limit = Math.max(1, Math.min(filter.limit ?? 100, 10_000));
+    const sql = `SELECT * FROM quarantine ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      ORDER BY created_at DESC, id DESC LIMIT @limit`;
+    return (this.db.prepare(sql).all(params) as QuarantineRow[]).map(fromRow);
+  }
+
+  /** The item, or ERR_QUARANTINE_NOT_FOUND. */
+  get(id: string): QuarantineItem {
+    const row = this.db.prepare<[string], QuarantineRow>('SELECT * FROM quarantine WHERE id = ?').get(id);
+    if (row === undefined) {
+      throw new SandgateError('ERR_QUARANTINE_NOT_FOUND', `no quarantine item "${id}"`, {
+        details: { id },
+      });
+    }
+    return fromRow(row);
+  }
+
+  /** A fresh stream over the original message bytes (decompressed). */
+  openOriginal(item: Pick<QuarantineItem, 'id' | 'file'>): Readable {
+    const gunzip = createGunzip();
+    // pipeline: a consumer that stops early (destroys the gunzip) also closes the file.
+    pipelineCb(createReadStream(this.pathOf(item.file)), gunzip, () => undefined);
+    return gunzip;
+  }
+
+  /** Removes an item: the index row first (it disappears from every list at once), then its files. */
+  delete(id: string): QuarantineItem {
+    const item = this.get(id);
+    this.drop(item);
+    return item;
+  }
+
+  /** Records who released an item, when and where to. Returns false when it no longer exists. */
+  markReleased(id: string, release: { by: string; to: string; at?: number }): boolean {
+    const r = this.db
+      .prepare('UPDATE quarantine SET released_at = @at, released_by = @by, released_to = @to WHERE id = @id')
+      .run({ id, at: release.at ?? this.now(), by: release.by, to: release.to });
+    return r.changes > 0;
+  }
+
+  /**
+   * Retention: removes items older than maxAgeMs, then the oldest until the stored bytes fit in
+   * maxTotalBytes. Returns the removed ids, oldest first.
+   */
+  enforceRetention(limits: { maxAgeMs: number; maxTotalBytes: number }): string[] {
+    const removed: string[] = [];
+    const cutoff = this.now() - limits.maxAgeMs;
+    const old = this.db
+      .prepare<[number], QuarantineRow>(
+        'SELECT * FROM quarantine WHERE created_at < ? ORDER BY created_at, id',
+      )
+      .all(cutoff);
+    for (const row of old) {
+      this.drop(fromRow(row));
+      removed.push(row.id);
+    }
+    let total = (
+      this.db.prepare('SELECT COALESCE(SUM(stored_size), 0) AS n FROM quarantine').get() as { n: number }
+    ).n;
+    if (total <= limits.maxTotalBytes) return removed;
+    const oldest = this.db
+      .prepare<[], QuarantineRow>('SELECT * FROM quarantine ORDER BY created_at, id')
+      .iterate();
+    const victims: QuarantineRow[] = [];
+    for (const row of oldest) {
+      if (total <= limits.maxTotalBytes) break;
+      victims.push(row);
+      total -= row.stored_size;
+    }
+    for (const row of victims) {
+      this.drop(fromRow(row));
+      removed.push(row.id);
+    }
+    return removed;
+  }
+
+  /** Total stored (compressed) bytes of every item. */
+  totalStoredBytes(): number {
+    return (
+      this.db.prepare('SELECT COALESCE(SUM(stored_size), 0) AS n FROM quarantine').get() as { n: number }
+    ).n;
+  }
+
+  private pathOf(file: string): string {
+    // The index holds relative names we wrote; refuse anything that would leave the directory.
+    if (!/^\d{4}-\d{2}-\d{2}\/[\w.-]+\.eml\.gz$/.test(file)) {
+      throw new SandgateError('ERR_QUARANTINE_NOT_FOUND', `quarantine file name not understood: ${file}`, {
+        details: { file },
+      });
+    }
+    return join(this.dir, file);
+  }
+
+  /**
+   * Sidecar, then row, then message file: a crash in between never brings a deleted item back
+   * (recovery indexes only sidecars) and leaves at most a message file that recovery removes.
+   */
+  private drop(item: Pick<QuarantineItem, 'id' | 'file'>): void {
+    const eml = this.pathOf(item.file);
+    rmSync(eml.replace(/\.eml\.gz$/, '.json'), { force: true });
+    this.db.prepare('DELETE FROM quarantine WHERE id = ?').run(item.id);
+    rmSync(eml, { force: true });
   }
 
   private index(r: QuarantineRecord): void {

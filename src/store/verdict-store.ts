@@ -90,7 +90,9 @@ export class SqliteFirstFailureStore implements FirstFailureStore {
        ON CONFLICT (content_key) DO UPDATE SET last_at = excluded.last_at
        RETURNING first_at`,
     );
-    this.existsStmt = db.prepare<[string], { n: number }>('SELECT 1 AS n FROM first_failure WHERE content_key = ?');
+    this.existsStmt = db.prepare<[string], { n: number }>(
+      'SELECT 1 AS n FROM first_failure WHERE content_key = ?',
+    );
     this.clearStmt = db.prepare('DELETE FROM first_failure WHERE content_key = ?');
   }
 

@@ -10,7 +10,10 @@ describe('sandgate scan (the built CLI)', () => {
   it('exits 1 and names the threat for an EICAR attachment', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'eicar.eml'), specimens.eicarBase64());
-    const r = await runSandgate(['scan', 'eicar.eml'], { cwd: dir, env: { SANDGATE_STATE_DIR: join(dir, 'state') } });
+    const r = await runSandgate(['scan', 'eicar.eml'], {
+      cwd: dir,
+      env: { SANDGATE_STATE_DIR: join(dir, 'state') },
+    });
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/^verdict\s+malicious$/m);
     expect(r.stdout).toContain('Sandgate.Test.EICAR');
@@ -25,14 +28,20 @@ describe('sandgate scan (the built CLI)', () => {
       input: CLEAN_MAIL,
     });
     expect(r.code).toBe(0);
-    const json = JSON.parse(r.stdout) as { decision: { verdict: string; action: string }; outcomes: Array<{ scanner: string }> };
+    const json = JSON.parse(r.stdout) as {
+      decision: { verdict: string; action: string };
+      outcomes: Array<{ scanner: string }>;
+    };
     expect(json.decision).toMatchObject({ verdict: 'clean', action: 'deliver' });
     expect(json.outcomes.map((o) => o.scanner)).toEqual(['rules']);
   });
 
   it('exits 2 with a clear message for a missing file', async () => {
     const dir = tempDir();
-    const r = await runSandgate(['scan', 'nope.eml'], { cwd: dir, env: { SANDGATE_STATE_DIR: join(dir, 'state') } });
+    const r = await runSandgate(['scan', 'nope.eml'], {
+      cwd: dir,
+      env: { SANDGATE_STATE_DIR: join(dir, 'state') },
+    });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('cannot read nope.eml: no such file [ERR_INPUT_NOT_FOUND]');
     expect(r.stdout).toBe('');

@@ -17,7 +17,9 @@ process.stdin.once('data', () => {
       deadline: Date.now() + 20_000,
     });
     await runtime.close();
-    process.stdout.write(JSON.stringify({ action: result.decision.action, cached: result.outcomes[0]?.cached }) + '\n');
+    process.stdout.write(
+      JSON.stringify({ action: result.decision.action, cached: result.outcomes[0]?.cached }) + '\n',
+    );
     process.exit(0);
   })();
 });

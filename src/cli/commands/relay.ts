@@ -1,6 +1,8 @@
 import { resolve } from 'node:path';
 import { Counter } from 'prom-client';
 import { AdminServer } from '../../admin/server.js';
+import { readAdminToken, registerQuarantineRoutes } from '../../admin/quarantine-routes.js';
+import { createQuarantineService } from '../../quarantine/index.js';
 import { isSandgateError } from '../../core/errors.js';
 import type { NextHop } from '../../core/config/relay.js';
 import { RelayServer } from '../../smtp/server.js';
@@ -40,7 +42,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
     return EXIT.error;
   }
   const log = createLogger(config, 'stdout');
-  const runtime = createRuntime(config, { log, frontEnd: 'relay' });
+  const runtime = createRuntime(config, { log, frontEnd: 'relay', jobs: true });
   const hop: NextHop =
     config.relay.nextHop.kind === 'directory'
       ? { kind: 'directory', path: resolve(io.cwd, config.relay.nextHop.path) }
@@ -68,6 +70,14 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
     await relay.listen();
     if (config.admin.enabled) {
       admin = new AdminServer({ registry: runtime.metrics.registry, log, ready: () => !stopping });
+      // The quarantine API and page need a token; without admin.tokenFile only health and metrics are served.
+      if (config.admin.tokenFile !== undefined) {
+        registerQuarantineRoutes(admin, {
+          service: createQuarantineService(runtime),
+          token: readAdminToken(resolve(io.cwd, config.admin.tokenFile)),
+          log,
+        });
+      }
       await admin.listen(config.admin.listen.host, config.admin.listen.port);
     }
     await (options.stop ?? signalled());

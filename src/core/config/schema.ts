@@ -5,6 +5,7 @@ import { SCANNER_NAMES, scannersSchema } from './scanners.js';
 import { relaySchema } from './relay.js';
 import { helperSchema } from './helper.js';
 import { adminSchema } from './admin.js';
+import { quarantineSchema } from './quarantine.js';
 
 const action = z.enum(['deliver', 'reject', 'discard', 'quarantine', 'tempfail']);
 
@@ -89,15 +90,7 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
-    quarantine: z
-      .object({
-        /** Default: <stateDir>/quarantine */
-        dir: z.string().optional(),
-        maxAge: duration.prefault('30d'),
-        maxTotalSize: byteSize.prefault('10G'),
-      })
-      .strict()
-      .prefault({}),
+    quarantine: quarantineSchema.prefault({}),
     metrics: z
       .object({
         /** Prefix of every Prometheus metric name. */

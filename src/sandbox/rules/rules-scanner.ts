@@ -26,6 +26,8 @@ export const RULES_VERSION = 'sandgate-rules/1';
 export interface RulesScannerOptions {
   /** Where parts larger than settings.memorySpoolThreshold are spooled while scanned. */
   readonly spoolDir: string;
+  /** A shared allowlist of SHA-256 hashes (operator releases); its revision is part of the fingerprint. */
+  readonly allowList?: { has(sha256: string): boolean; revision(): string };
 }
 
 interface Hit {
@@ -76,7 +78,8 @@ export class RulesScanner implements Scanner {
   }
 
   fingerprint(): Promise<string> {
-    return Promise.resolve(this.print);
+    const list = this.options.allowList;
+    return Promise.resolve(list !== undefined ? `${this.print}:allow=${list.revision()}` : this.print);
   }
 
   async scan(message: MessageSource, ctx: ScanContext): Promise<Finding> {
@@ -129,7 +132,10 @@ export class RulesScanner implements Scanner {
     const hasContent =
       part.encrypted !== true && part.unsupportedMethod === undefined && part.damaged !== true;
 
-    if (hasContent && this.allowedHashes.has(part.sha256)) {
+    if (
+      hasContent &&
+      (this.allowedHashes.has(part.sha256) || this.options.allowList?.has(part.sha256) === true)
+    ) {
       state.allowed.push(part.path);
       return;
     }

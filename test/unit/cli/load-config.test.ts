@@ -29,7 +29,10 @@ describe('loadConfig', () => {
   it('layers file, environment and --set, later wins', () => {
     const dir = tempDir();
     const file = join(dir, 'sandgate.yaml');
-    writeFileSync(file, 'stateDir: /from/file\nscan:\n  deadline: 30s\n  concurrency: 4\nheaders:\n  enabled: true\n');
+    writeFileSync(
+      file,
+      'stateDir: /from/file\nscan:\n  deadline: 30s\n  concurrency: 4\nheaders:\n  enabled: true\n',
+    );
     const { config } = loadConfig({
       file,
       cwd: dir,
@@ -88,7 +91,9 @@ describe('loadConfig', () => {
     writeFileSync(file, 'scan:\n  chain: [rules\nstateDir: x\n');
     const err = fails(() => loadConfig({ file, env: {}, cwd: dir }));
     expect(err.code).toBe('ERR_CONFIG_FILE');
-    expect(err.message).toMatch(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:\\d+:\\d+: YAML syntax error`));
+    expect(err.message).toMatch(
+      new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:\\d+:\\d+: YAML syntax error`),
+    );
   });
 
   it('a missing file is ERR_CONFIG_FILE naming the file', () => {

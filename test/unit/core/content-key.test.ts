@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { analyseMessage } from '../../../src/core/content-key.js';
 import { message } from '../../support/runtime.js';
@@ -8,15 +9,25 @@ const key = async (text: string) => (await analyseMessage(message(text))).conten
 describe('content key', () => {
   it('ignores leading trace fields and our own fields wherever they are', async () => {
     const base = await key(BODY);
-    expect(await key(`Received: from a by b\r\n\tid 1; Fri, 27 Nov 2026 10:00:00 +0000\r\nReturn-Path: <a@example.test>\r\n${BODY}`)).toBe(base);
+    expect(
+      await key(
+        `Received: from a by b\r\n\tid 1; Fri, 27 Nov 2026 10:00:00 +0000\r\nReturn-Path: <a@example.test>\r\n${BODY}`,
+      ),
+    ).toBe(base);
     expect(await key(`X-Sandgate-Mark: v=1\r\nReceived: from a\r\n${BODY}`)).toBe(base);
-    expect(await key(`Received: from a\r\nX-Sandgate-Verdict: clean\r\nReceived: from b\r\n${BODY}`)).toBe(base);
-    expect(await key(BODY.replace('Subject: s\r\n', 'Subject: s\r\nX-Sandgate-Verdict: forged\r\n'))).toBe(base);
+    expect(await key(`Received: from a\r\nX-Sandgate-Verdict: clean\r\nReceived: from b\r\n${BODY}`)).toBe(
+      base,
+    );
+    expect(await key(BODY.replace('Subject: s\r\n', 'Subject: s\r\nX-Sandgate-Verdict: forged\r\n'))).toBe(
+      base,
+    );
   });
 
   it('counts trace fields that are not leading, and every other field', async () => {
     const base = await key(BODY);
-    expect(await key(BODY.replace('Subject: s\r\n', 'Subject: s\r\nReceived: from inside\r\n'))).not.toBe(base);
+    expect(await key(BODY.replace('Subject: s\r\n', 'Subject: s\r\nReceived: from inside\r\n'))).not.toBe(
+      base,
+    );
     expect(await key(BODY.replace('Subject: s', 'Subject: t'))).not.toBe(base);
     expect(await key(BODY.replace('body line', 'body lime'))).not.toBe(base);
   });
@@ -28,17 +39,15 @@ describe('content key', () => {
     const split = bytes.indexOf('\r\n.dot') + 1; // CR at the end of one chunk, LF at the start of the next
     const chunked = {
       ...message(BODY),
-      open: () =>
-        (async function* () {
-          yield bytes.subarray(0, split);
-          yield bytes.subarray(split);
-        })(),
+      open: () => Readable.from([bytes.subarray(0, split), bytes.subarray(split)]),
     };
     expect((await analyseMessage(chunked as never)).contentKey).toBe(base);
   });
 
   it('parses folded header fields', async () => {
-    const { headers } = await analyseMessage(message('Subject: a\r\n b\r\nX-Sandgate-Mark: v=1;\r\n\tk=clean\r\n\r\nx'));
+    const { headers } = await analyseMessage(
+      message('Subject: a\r\n b\r\nX-Sandgate-Mark: v=1;\r\n\tk=clean\r\n\r\nx'),
+    );
     expect(headers).toEqual([
       { name: 'subject', value: 'a b' },
       { name: 'x-sandgate-mark', value: 'v=1; k=clean' },

@@ -23,14 +23,62 @@ function o(kind: Outcome['kind'], extra: Record<string, unknown> = {}, scanner =
 describe('policy defaults', () => {
   it.each([
     { name: 'clean', outcomes: [o('clean')], action: 'deliver', keepCopy: false, verdict: 'clean' },
-    { name: 'malicious -> reject with a copy', outcomes: [o('malicious')], action: 'reject', keepCopy: true, verdict: 'malicious' },
-    { name: 'suspicious -> quarantine', outcomes: [o('suspicious')], action: 'quarantine', keepCopy: true, verdict: 'suspicious' },
-    { name: 'malicious beats a failure', outcomes: [o('failed'), o('malicious', {}, 's2')], action: 'reject', keepCopy: true, verdict: 'malicious' },
-    { name: 'suspicious beats a failure', outcomes: [o('failed'), o('suspicious', {}, 's2')], action: 'quarantine', keepCopy: true, verdict: 'suspicious' },
-    { name: 'malicious beats suspicious', outcomes: [o('suspicious'), o('malicious', {}, 's2')], action: 'reject', keepCopy: true, verdict: 'malicious' },
-    { name: 'partial clean -> suspicious', outcomes: [o('clean', { partial: true })], action: 'quarantine', keepCopy: true, verdict: 'suspicious' },
-    { name: 'all skipped -> delivered, marked unscanned', outcomes: [o('skipped')], action: 'deliver', keepCopy: false, verdict: 'unscanned' },
-    { name: 'clean plus skipped -> clean', outcomes: [o('clean'), o('skipped', {}, 's2')], action: 'deliver', keepCopy: false, verdict: 'clean' },
+    {
+      name: 'malicious -> reject with a copy',
+      outcomes: [o('malicious')],
+      action: 'reject',
+      keepCopy: true,
+      verdict: 'malicious',
+    },
+    {
+      name: 'suspicious -> quarantine',
+      outcomes: [o('suspicious')],
+      action: 'quarantine',
+      keepCopy: true,
+      verdict: 'suspicious',
+    },
+    {
+      name: 'malicious beats a failure',
+      outcomes: [o('failed'), o('malicious', {}, 's2')],
+      action: 'reject',
+      keepCopy: true,
+      verdict: 'malicious',
+    },
+    {
+      name: 'suspicious beats a failure',
+      outcomes: [o('failed'), o('suspicious', {}, 's2')],
+      action: 'quarantine',
+      keepCopy: true,
+      verdict: 'suspicious',
+    },
+    {
+      name: 'malicious beats suspicious',
+      outcomes: [o('suspicious'), o('malicious', {}, 's2')],
+      action: 'reject',
+      keepCopy: true,
+      verdict: 'malicious',
+    },
+    {
+      name: 'partial clean -> suspicious',
+      outcomes: [o('clean', { partial: true })],
+      action: 'quarantine',
+      keepCopy: true,
+      verdict: 'suspicious',
+    },
+    {
+      name: 'all skipped -> delivered, marked unscanned',
+      outcomes: [o('skipped')],
+      action: 'deliver',
+      keepCopy: false,
+      verdict: 'unscanned',
+    },
+    {
+      name: 'clean plus skipped -> clean',
+      outcomes: [o('clean'), o('skipped', {}, 's2')],
+      action: 'deliver',
+      keepCopy: false,
+      verdict: 'clean',
+    },
   ])('$name', ({ outcomes, action, keepCopy, verdict }) => {
     const d = decide(outcomes, DEFAULT_POLICY, { now });
     expect(d.action).toBe(action);
@@ -82,15 +130,22 @@ describe('failures', () => {
   });
 
   it('the strictest failure action wins', () => {
-    const d = decide([o('failed', { reason: 'timeout' }), o('failed', { reason: 'encrypted' }, 's2')], DEFAULT_POLICY, {
-      now,
-    });
+    const d = decide(
+      [o('failed', { reason: 'timeout' }), o('failed', { reason: 'encrypted' }, 's2')],
+      DEFAULT_POLICY,
+      {
+        now,
+      },
+    );
     expect(d.action).toBe('quarantine');
     expect(d.reason).toBe('failure:encrypted');
   });
 
   it('fail-open is visible: deliver with failOpen set', () => {
-    const policy: PolicyConfig = { ...DEFAULT_POLICY, failure: { ...DEFAULT_POLICY.failure, unavailable: 'deliver' } };
+    const policy: PolicyConfig = {
+      ...DEFAULT_POLICY,
+      failure: { ...DEFAULT_POLICY.failure, unavailable: 'deliver' },
+    };
     const d = decide([o('failed', { reason: 'unavailable' })], policy, { now });
     expect(d.action).toBe('deliver');
     expect(d.failOpen).toBe(true);

@@ -66,7 +66,11 @@ describe('ScanService', () => {
   });
 
   it('lets a scan finish in the background and answers the retry from the cache', async () => {
-    const scanner = new CountingScanner({ delayMs: 400, backgroundMs: 5_000, finding: { kind: 'malicious', threats: ['Late.Verdict'] } });
+    const scanner = new CountingScanner({
+      delayMs: 400,
+      backgroundMs: 5_000,
+      finding: { kind: 'malicious', threats: ['Late.Verdict'] },
+    });
     const rt = start(tempDir(), [scanner]);
     const first = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: Date.now() + 100 });
     expect(first.decision.action).toBe('tempfail');
@@ -129,12 +133,16 @@ describe('ScanService', () => {
 
   it('tempfails a failing scan for the window from first sight, then quarantines', async () => {
     let now = Date.UTC(2026, 10, 27, 12);
-    const scanner = new CountingScanner({ finding: { kind: 'failed', reason: 'unavailable', message: 'down' } });
+    const scanner = new CountingScanner({
+      finding: { kind: 'failed', reason: 'unavailable', message: 'down' },
+    });
     const rt = start(tempDir(), [scanner], { now: () => now });
     const first = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: now + 10_000 });
     expect(first.decision.action).toBe('tempfail');
     now += 3 * 3_600_000;
-    const retry = await rt.evaluator.evaluate(message(`Received: x\r\n${CLEAN_MAIL}`), { deadline: now + 10_000 });
+    const retry = await rt.evaluator.evaluate(message(`Received: x\r\n${CLEAN_MAIL}`), {
+      deadline: now + 10_000,
+    });
     expect(retry.decision.action).toBe('tempfail');
     now += 3_600_000;
     const late = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: now + 10_000 });
@@ -166,10 +174,14 @@ describe('ScanService', () => {
     expect(scanner.calls).toBe(2);
 
     const forged = marked.replace(/mac=[\w-]+/, 'mac=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA');
-    expect((await rt.evaluator.evaluate(message(forged), { deadline: now + 10_000 })).alreadyJudged).toBe(false);
+    expect((await rt.evaluator.evaluate(message(forged), { deadline: now + 10_000 })).alreadyJudged).toBe(
+      false,
+    );
 
     now += 31 * 86_400_000;
-    expect((await rt.evaluator.evaluate(message(marked), { deadline: now + 10_000 })).alreadyJudged).toBe(false);
+    expect((await rt.evaluator.evaluate(message(marked), { deadline: now + 10_000 })).alreadyJudged).toBe(
+      false,
+    );
   });
 
   it('bypass skips scanning visibly', async () => {
@@ -179,9 +191,12 @@ describe('ScanService', () => {
     expect(scanner.calls).toBe(0);
     expect(result.decision).toMatchObject({ action: 'deliver', verdict: 'unscanned', bypass: 'client' });
     expect(result.headers[0]?.value).toMatch(/^unscanned; reason=bypass:client/);
-    const other = await rt.evaluator.evaluate(message(CLEAN_MAIL, { ...ENVELOPE, clientAddress: '198.51.100.1' }), {
-      deadline: soon(),
-    });
+    const other = await rt.evaluator.evaluate(
+      message(CLEAN_MAIL, { ...ENVELOPE, clientAddress: '198.51.100.1' }),
+      {
+        deadline: soon(),
+      },
+    );
     expect(other.decision.bypass).toBeUndefined();
     expect(scanner.calls).toBe(1);
   });
@@ -202,7 +217,9 @@ describe('ScanService', () => {
   });
 
   it('fail-open delivers with a header saying the message went unscanned, and counts it', async () => {
-    const scanner = new CountingScanner({ finding: { kind: 'failed', reason: 'unavailable', message: 'down' } });
+    const scanner = new CountingScanner({
+      finding: { kind: 'failed', reason: 'unavailable', message: 'down' },
+    });
     const rt = start(tempDir(), [scanner], { config: { policy: { failure: { unavailable: 'deliver' } } } });
     const result = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: soon() });
     expect(result.decision).toMatchObject({ action: 'deliver', failOpen: true });

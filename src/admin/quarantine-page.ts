@@ -1,0 +1,132 @@
+/**
+ * The operator page: a static document that asks for the admin token (kept in sessionStorage
+ * only), lists quarantined items from the JSON API, shows one, and releases or deletes it.
+ * Everything from the API is inserted as text (textContent), never as HTML.
+ */
+export const QUARANTINE_PAGE = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>sandgate quarantine</title>
+<style>
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
+  table { border-collapse: collapse; width: 100%; }
+  th, td { border-bottom: 1px solid #ddd; padding: 4px 6px; text-align: left; vertical-align: top; }
+  tr.released td { color: #888; }
+  #status { margin: .8em 0; min-height: 1.4em; }
+  #status.error { color: #b00020; }
+  #details pre { background: #f6f6f6; padding: .6em; overflow: auto; max-height: 24em; }
+  button { margin-right: 4px; }
+  fieldset { border: 1px solid #ddd; margin-bottom: 1em; }
+</style>
+</head>
+<body>
+<h1>Quarantine</h1>
+<fieldset>
+  <label>Admin token <input id="token" type="password" autocomplete="off" size="40"></label>
+  <label>Your name <input id="by" size="16"></label>
+  <label>Sender <input id="f-sender" size="16"></label>
+  <label>Recipient <input id="f-rcpt" size="16"></label>
+  <label>Verdict <select id="f-verdict"><option value="">any</option><option>malicious</option><option>suspicious</option><option>unscanned</option></select></label>
+  <button id="load" type="button">Load</button>
+</fieldset>
+<div id="status" role="status"></div>
+<table id="items">
+  <thead><tr><th>Time</th><th>Id</th><th>Sender</th><th>Recipients</th><th>Subject</th><th>Verdict</th><th>Threats</th><th>Size</th><th></th></tr></thead>
+  <tbody></tbody>
+</table>
+<section id="details" hidden>
+  <h2>Item <span id="d-id"></span></h2>
+  <label><input id="d-allow" type="checkbox"> also allow the blocking attachments (their SHA-256) from now on</label>
+  <label>Release to (optional, comma-separated) <input id="d-to" size="30"></label>
+  <pre id="d-body"></pre>
+</section>
+<script>
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const status = (text, error) => { const s = $('status'); s.textContent = text; s.className = error ? 'error' : ''; };
+  $('token').value = sessionStorage.getItem('sandgate-token') || '';
+  async function api(method, path, body) {
+    const token = $('token').value.trim();
+    sessionStorage.setItem('sandgate-token', token);
+    const res = await fetch(path, {
+      method,
+      headers: Object.assign({ authorization: 'Bearer ' + token }, body ? { 'content-type': 'application/json' } : {}),
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error((data.error || res.statusText) + (data.code ? ' [' + data.code + ']' : ''));
+    return data;
+  }
+  function cell(tr, text) { const td = document.createElement('td'); td.textContent = text; tr.appendChild(td); return td; }
+  function button(td, label, onClick) { const b = document.createElement('button'); b.type = 'button'; b.textContent = label; b.addEventListener('click', onClick); td.appendChild(b); }
+  async function load() {
+    const q = new URLSearchParams();
+    if ($('f-sender').value) q.set('sender', $('f-sender').value);
+    if ($('f-rcpt').value) q.set('rcpt', $('f-rcpt').value);
+    if ($('f-verdict').value) q.set('verdict', $('f-verdict').value);
+    try {
+      const { items } = await api('GET', '/api/quarantine?' + q.toString());
+      const body = $('items').tBodies[0];
+      body.replaceChildren();
+      for (const it of items) {
+        const tr = document.createElement('tr');
+        tr.dataset.id = it.id;
+        if (it.releasedAt) tr.className = 'released';
+        cell(tr, it.createdAt.replace('T', ' ').slice(0, 19));
+        cell(tr, it.id);
+        cell(tr, it.sender || '<>');
+        cell(tr, it.recipients.join(', '));
+        cell(tr, it.subject);
+        cell(tr, it.verdict + ' (' + it.reason + ')');
+        cell(tr, it.threats.join(', '));
+        cell(tr, String(it.size));
+        const actions = cell(tr, it.releasedAt ? 'released ' + it.releasedAt.slice(0, 19) + ' by ' + it.releasedBy + ' ' : '');
+        button(actions, 'Show', () => show(it.id));
+        button(actions, 'Release', () => release(it.id));
+        button(actions, 'Delete', () => remove(it.id));
+        body.appendChild(tr);
+      }
+      status(items.length + ' item(s)');
+    } catch (e) { status('Cannot list: ' + e.message, true); }
+  }
+  async function show(id) {
+    try {
+      const d = await api('GET', '/api/quarantine/item?id=' + encodeURIComponent(id));
+      $('details').hidden = false;
+      $('d-id').textContent = id;
+      const lines = [];
+      lines.push('Verdict: ' + d.item.verdict + ' (' + d.item.reason + '), threats: ' + (d.item.threats.join(', ') || '-'));
+      for (const o of d.item.outcomes) lines.push('  ' + o.scanner + ': ' + o.kind + (o.threats ? ' ' + o.threats.join(',') : '') + (o.details && o.details.taskUrl ? ' ' + o.details.taskUrl : ''));
+      lines.push('', 'Attachments:');
+      for (const a of d.attachments) lines.push('  ' + a.path + '  ' + (a.filename || '-') + '  ' + a.contentType + '  ' + a.size + ' B  sha256 ' + a.sha256 + (a.blocking ? '  [blocking]' : ''));
+      if (d.walkProblem) lines.push('  (' + d.walkProblem + ')');
+      lines.push('', 'Headers:');
+      for (const h of d.headers) lines.push(h.name + ': ' + h.value);
+      $('d-body').textContent = lines.join('\\n');
+    } catch (e) { status('Cannot show ' + id + ': ' + e.message, true); }
+  }
+  async function release(id) {
+    const to = $('d-id').textContent === id ? $('d-to').value.split(',').map((s) => s.trim()).filter(Boolean) : [];
+    const allowHash = $('d-id').textContent === id && $('d-allow').checked;
+    if (!confirm('Release ' + id + (to.length ? ' to ' + to.join(', ') : ' to its original recipients') + '?')) return;
+    try {
+      const r = await api('POST', '/api/quarantine/release', Object.assign({ id, allowHash, by: $('by').value }, to.length ? { to } : {}));
+      status('Released ' + id + ' to ' + r.delivery.to + (r.allowed.length ? '; allowed ' + r.allowed.length + ' hash(es)' : ''));
+      await load();
+      status('Released ' + id + ' to ' + r.delivery.to);
+    } catch (e) { status('Release of ' + id + ' failed, the item stays: ' + e.message, true); }
+  }
+  async function remove(id) {
+    if (!confirm('Delete ' + id + ' for good?')) return;
+    try { await api('DELETE', '/api/quarantine/item?id=' + encodeURIComponent(id)); await load(); status('Deleted ' + id); }
+    catch (e) { status('Delete of ' + id + ' failed: ' + e.message, true); }
+  }
+  $('load').addEventListener('click', load);
+  if ($('token').value) load();
+})();
+</script>
+</body>
+</html>
+`;

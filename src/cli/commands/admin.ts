@@ -1,0 +1,79 @@
+import { resolve } from 'node:path';
+import { AdminServer } from '../../admin/server.js';
+import { readAdminToken, registerQuarantineRoutes } from '../../admin/quarantine-routes.js';
+import { isSandgateError, SandgateError } from '../../core/errors.js';
+import { createMetrics } from '../../core/metrics.js';
+import { createRetentionJob } from '../../quarantine/index.js';
+import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
+import { EXIT, writeLine, type CliIo } from '../io.js';
+import { createLogger } from '../logger.js';
+import { openQuarantine } from './quarantine.js';
+
+const HELP = `usage: sandgate admin [--config FILE] [--set KEY=VALUE]
+
+Runs the admin HTTP server on admin.listen (loopback by default) for sites that run only the
+CommuniGate helper: /healthz, /readyz, /metrics, the quarantine API (bearer token from
+admin.tokenFile) and the operator page at /quarantine. Also runs the quarantine retention job.
+Prints "sandgate admin listening on http://HOST:PORT" when ready. Stops on SIGTERM or SIGINT.`;
+
+export interface AdminRunOptions {
+  /** Resolves when the server should stop (tests); default: SIGTERM or SIGINT. */
+  readonly stop?: Promise<void>;
+}
+
+export async function run(argv: string[], io: CliIo, options: AdminRunOptions = {}): Promise<number> {
+  let ctx: ReturnType<typeof openQuarantine> | undefined;
+  let admin: AdminServer | undefined;
+  let retention: ReturnType<typeof createRetentionJob> | undefined;
+  try {
+    const { values } = parseCommandArgs('admin', argv, CONFIG_OPTIONS, false);
+    if (values.help) {
+      writeLine(io.stdout, HELP);
+      return EXIT.ok;
+    }
+    const config = loadConfigFromArgs(values, io).config;
+    if (config.admin.tokenFile === undefined) {
+      throw new SandgateError(
+        'ERR_CONFIG_INVALID',
+        'admin.tokenFile: required for sandgate admin (the quarantine API needs a token)',
+      );
+    }
+    const token = readAdminToken(resolve(io.cwd, config.admin.tokenFile));
+    const log = createLogger(config, 'stderr');
+    ctx = openQuarantine(config, log);
+    const metrics = createMetrics({ prefix: config.metrics.prefix });
+    let stopping = false;
+    admin = new AdminServer({ registry: metrics.registry, log, ready: () => !stopping });
+    registerQuarantineRoutes(admin, { service: ctx.service, token, log });
+    retention = createRetentionJob({ config, quarantine: ctx.store, log });
+    retention.start(config.quarantine.retentionInterval);
+    const where = await admin.listen(config.admin.listen.host, config.admin.listen.port);
+    const host = where.host.includes(':') ? `[${where.host}]` : where.host;
+    writeLine(io.stdout, `sandgate admin listening on http://${host}:${where.port}`);
+    await (options.stop ?? signalled());
+    stopping = true;
+    return EXIT.ok;
+  } catch (err) {
+    writeLine(
+      io.stderr,
+      `sandgate admin: ${isSandgateError(err) ? `${err.message} [${err.code}]` : String(err)}`,
+    );
+    return EXIT.error;
+  } finally {
+    retention?.stop();
+    await admin?.close().catch(() => undefined);
+    ctx?.close();
+  }
+}
+
+function signalled(): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      process.off('SIGTERM', done);
+      process.off('SIGINT', done);
+      resolve();
+    };
+    process.once('SIGTERM', done);
+    process.once('SIGINT', done);
+  });
+}

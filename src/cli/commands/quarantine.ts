@@ -1,0 +1,237 @@
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { Config } from '../../core/config/schema.js';
+import { isSandgateError, SandgateError } from '../../core/errors.js';
+import type { Logger } from '../../core/logger.js';
+import { parseSince, summary } from '../../admin/quarantine-routes.js';
+import { createQuarantineService, type QuarantineService } from '../../quarantine/index.js';
+import { openStateDb, type StateDb } from '../../store/db.js';
+import { QuarantineStore, type QuarantineItem } from '../../store/quarantine-store.js';
+import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
+import { EXIT, writeLine, type CliIo } from '../io.js';
+import { createLogger } from '../logger.js';
+import { loadOrCreateMarkKey } from '../mark-key.js';
+
+const HELP = `usage: sandgate quarantine <subcommand> [--config FILE] [--set KEY=VALUE]
+
+  list [--since 2h|7d|DATE] [--verdict V] [--sender S] [--rcpt R] [--limit N] [--json]
+  show ID [--json]            headers, verdict, attachments with names, types and SHA-256
+  export ID                   the original message (.eml) to stdout
+  release ID [--to ADDRESS]... [--allow-hash] [--by NAME]
+                              hand the message on to quarantine.release.target with its
+                              original envelope (or --to) and a fresh X-Sandgate-Mark;
+                              --allow-hash also allows the blocking attachments' SHA-256
+  delete ID
+
+exit codes: 0 done, 2 error (unknown id: ERR_QUARANTINE_NOT_FOUND; failed release: ERR_QUARANTINE_RELEASE)`;
+
+const OPTIONS = {
+  ...CONFIG_OPTIONS,
+  json: { type: 'boolean' },
+  since: { type: 'string' },
+  verdict: { type: 'string' },
+  sender: { type: 'string' },
+  rcpt: { type: 'string' },
+  limit: { type: 'string' },
+  to: { type: 'string', multiple: true },
+  'allow-hash': { type: 'boolean' },
+  by: { type: 'string' },
+} as const;
+
+export async function run(argv: string[], io: CliIo): Promise<number> {
+  try {
+    return await quarantine(argv, io);
+  } catch (err) {
+    writeLine(
+      io.stderr,
+      `sandgate quarantine: ${isSandgateError(err) ? `${err.message} [${err.code}]` : String(err)}`,
+    );
+    return EXIT.error;
+  }
+}
+
+/** The stores the quarantine tools need, without the scanners (a CLI listing must not need clamd). */
+export interface QuarantineContext {
+  readonly db: StateDb;
+  readonly store: QuarantineStore;
+  readonly service: QuarantineService;
+  close(): void;
+}
+
+export function openQuarantine(config: Config, log: Logger): QuarantineContext {
+  const db = openStateDb(config.stateDir);
+  try {
+    const store = new QuarantineStore(db, config.quarantine.dir ?? join(config.stateDir, 'quarantine'));
+    store.recover();
+    const markKey = loadOrCreateMarkKey(config.headers.markKeyFile ?? join(config.stateDir, 'mark.key'));
+    const service = createQuarantineService({
+      config,
+      db,
+      quarantine: store,
+      markKey,
+      log,
+      spoolDir: join(config.stateDir, 'spool'),
+    });
+    return { db, store, service, close: () => db.close() };
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+}
+
+async function quarantine(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandArgs('quarantine', argv, OPTIONS);
+  const [sub, id, ...extra] = positionals;
+  if (values.help || sub === undefined || sub === 'help') {
+    writeLine(sub === undefined && !values.help ? io.stderr : io.stdout, HELP);
+    return sub === undefined && !values.help ? EXIT.error : EXIT.ok;
+  }
+  const needsId = sub !== 'list';
+  if (!['list', 'show', 'export', 'release', 'delete'].includes(sub)) {
+    writeLine(io.stderr, `sandgate quarantine: unknown subcommand "${sub}"\n\n${HELP}`);
+    return EXIT.error;
+  }
+  if ((needsId && id === undefined) || extra.length > 0 || (!needsId && id !== undefined)) {
+    writeLine(
+      io.stderr,
+      `sandgate quarantine ${sub}: ${needsId ? 'expected one ID' : 'takes no ID'}\n\n${HELP}`,
+    );
+    return EXIT.error;
+  }
+  const config = loadConfigFromArgs(values, io).config;
+  const level = ['trace', 'debug', 'info'].includes(config.log.level) ? 'warn' : config.log.level;
+  const log = createLogger({ log: { ...config.log, level } }, 'stderr');
+  const ctx = openQuarantine(config, log);
+  try {
+    const service = ctx.service;
+    switch (sub) {
+      case 'list': {
+        const items = service.list({
+          ...(values.since !== undefined ? { since: parseSince(values.since, Date.now()) } : {}),
+          ...(values.verdict !== undefined ? { verdict: values.verdict } : {}),
+          ...(values.sender !== undefined ? { sender: values.sender } : {}),
+          ...(values.rcpt !== undefined ? { recipient: values.rcpt } : {}),
+          ...(values.limit !== undefined ? { limit: positiveInt(values.limit, '--limit') } : {}),
+        });
+        if (values.json) writeLine(io.stdout, JSON.stringify(items.map(summary), null, 2));
+        else writeLine(io.stdout, listTable(items));
+        return EXIT.ok;
+      }
+      case 'show': {
+        const details = await service.show(id!);
+        if (values.json) {
+          writeLine(io.stdout, JSON.stringify(details, null, 2));
+          return EXIT.ok;
+        }
+        writeLine(io.stdout, showText(details));
+        return EXIT.ok;
+      }
+      case 'export':
+        await pipeline(service.export(id!), io.stdout, { end: false });
+        return EXIT.ok;
+      case 'release': {
+        const by = `cli:${values.by ?? io.env.SUDO_USER ?? io.env.USER ?? 'unknown'}`;
+        const result = await service.release(id!, {
+          by,
+          ...(values.to !== undefined ? { to: values.to } : {}),
+          allowHash: values['allow-hash'] === true,
+        });
+        if (values.json) writeLine(io.stdout, JSON.stringify(result, null, 2));
+        else {
+          writeLine(
+            io.stdout,
+            `released ${result.id} to ${result.delivery.to}: accepted ${result.delivery.accepted.join(', ') || '-'}` +
+              (result.delivery.rejected.length ? `; refused ${result.delivery.rejected.join(', ')}` : '') +
+              (result.allowed.length ? `; allowed ${result.allowed.join(', ')}` : ''),
+          );
+        }
+        return EXIT.ok;
+      }
+      case 'delete':
+        service.delete(id!, `cli:${values.by ?? io.env.SUDO_USER ?? io.env.USER ?? 'unknown'}`);
+        writeLine(io.stdout, `deleted ${id!}`);
+        return EXIT.ok;
+    }
+    return EXIT.error;
+  } finally {
+    ctx.close();
+    log.flush?.();
+  }
+}
+
+function positiveInt(v: string, name: string): number {
+  if (!/^\d+$/.test(v) || Number(v) < 1)
+    throw new SandgateError('ERR_CONFIG_INVALID', `${name}: not a positive integer: "${v}"`);
+  return Number(v);
+}
+
+function listTable(items: readonly QuarantineItem[]): string {
+  const rows = [['ID', 'TIME', 'VERDICT', 'SENDER', 'RECIPIENTS', 'SUBJECT', 'RELEASED']];
+  for (const i of items) {
+    rows.push([
+      i.id,
+      new Date(i.createdAt).toISOString().slice(0, 19).replace('T', ' '),
+      `${i.verdict}${i.threats.length ? `(${i.threats.join(',')})` : ''}`,
+      i.envelope.sender || '<>',
+      i.envelope.recipients.join(','),
+      clip(i.subject ?? '', 40),
+      i.releasedAt !== undefined
+        ? `${new Date(i.releasedAt).toISOString().slice(0, 19)} by ${i.releasedBy ?? '?'}`
+        : '',
+    ]);
+  }
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows
+    .map((r) =>
+      r
+        .map((v, c) => v.padEnd(widths[c]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+function showText(d: Awaited<ReturnType<QuarantineService['show']>>): string {
+  const i = d.item;
+  const lines = [
+    `id:          ${i.id}`,
+    `time:        ${new Date(i.createdAt).toISOString()}`,
+    `front end:   ${i.envelope.frontEnd}`,
+    `sender:      <${i.envelope.sender}>`,
+    `recipients:  ${i.envelope.recipients.join(', ')}`,
+    ...(i.envelope.clientAddress !== undefined ? [`client:      ${i.envelope.clientAddress}`] : []),
+    `size:        ${i.size} bytes`,
+    `verdict:     ${i.verdict} (${i.reason}), action ${i.action}`,
+    `threats:     ${i.threats.join(', ') || '-'}`,
+    ...(i.releasedAt !== undefined
+      ? [
+          `released:    ${new Date(i.releasedAt).toISOString()} by ${i.releasedBy ?? '?'} to ${i.releasedTo ?? '?'}`,
+        ]
+      : []),
+    'scanners:',
+    ...(i.outcomes as Array<Record<string, unknown>>).map((o) => {
+      const details = (o.details ?? {}) as Record<string, unknown>;
+      const extras = Object.entries(details)
+        .map(([k, v]) => `${k}=${String(v)}`)
+        .join(' ');
+      const threats = Array.isArray(o.threats) ? `(${(o.threats as string[]).join(',')})` : '';
+      const reason = typeof o.reason === 'string' ? `(${o.reason})` : '';
+      return `  ${String(o.scanner)}: ${String(o.kind)}${threats}${reason}${extras ? `  ${extras}` : ''}`;
+    }),
+    'attachments:',
+    ...(d.attachments.length === 0 ? ['  (none)'] : []),
+    ...d.attachments.map(
+      (a) =>
+        `  ${a.path}  ${a.filename ?? '-'}  ${a.contentType}  ${a.size} B  sha256=${a.sha256 || '-'}${a.blocking ? '  [blocking]' : ''}`,
+    ),
+    ...(d.walkProblem !== undefined ? [`  (${d.walkProblem})`] : []),
+    'headers:',
+    ...d.headers.map((h) => `  ${h.name}: ${clip(h.value, 200)}`),
+  ];
+  return lines.join('\n');
+}
+
+function clip(s: string, n: number): string {
+  const clean = [...s].map((c) => (c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f ? ' ' : c)).join('');
+  return clean.length > n ? `${clean.slice(0, n - 1)}…` : clean;
+}

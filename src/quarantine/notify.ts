@@ -1,0 +1,99 @@
+import type { ReleaseTarget } from '../core/config/quarantine.js';
+import type { Logger } from '../core/logger.js';
+import type { QuarantineEntry, QuarantineWriter } from '../core/ports.js';
+import { deliveryTarget, type DeliveryTarget } from './targets.js';
+
+export interface NotifySettings {
+  readonly to: readonly string[];
+  readonly from: string;
+  readonly target: ReleaseTarget;
+  readonly adminUrl?: string;
+  readonly hostname: string;
+  readonly timeoutMs: number;
+}
+
+/**
+ * A QuarantineWriter that, after each item is durably written, sends a short notice to the
+ * administrators (never to the sender: forged senders would make it backscatter). The notice goes
+ * out in the background; its failure is logged and never changes the message's fate.
+ */
+export class NotifyingQuarantine implements QuarantineWriter {
+  private readonly target: DeliveryTarget;
+  private readonly pending = new Set<Promise<void>>();
+
+  constructor(
+    private readonly inner: QuarantineWriter,
+    private readonly settings: NotifySettings,
+    private readonly log: Logger,
+    target?: DeliveryTarget,
+  ) {
+    this.target =
+      target ??
+      deliveryTarget(settings.target, { hostname: settings.hostname, timeoutMs: settings.timeoutMs });
+  }
+
+  async put(entry: QuarantineEntry): Promise<string> {
+    const id = await this.inner.put(entry);
+    const task = this.notify(id, entry).finally(() => this.pending.delete(task));
+    this.pending.add(task);
+    return id;
+  }
+
+  /** Waits for notices still being sent (shutdown, tests). */
+  async settle(): Promise<void> {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+  }
+
+  private async notify(id: string, entry: QuarantineEntry): Promise<void> {
+    const text = noticeText(id, entry, this.settings);
+    try {
+      await this.target.deliver({ sender: '', recipients: this.settings.to }, function* ({ eol }) {
+        yield Buffer.from(eol === 'lf' ? text.replace(/\r\n/g, '\n') : text, 'utf8');
+      });
+      this.log.info({ event: 'quarantine.notified', quarantineId: id }, 'administrator notified');
+    } catch (err) {
+      this.log.warn(
+        { event: 'quarantine.notify_failed', quarantineId: id, err },
+        'could not notify the administrator',
+      );
+    }
+  }
+}
+
+/** The notice: ASCII only, nothing from the message but printable envelope and verdict fields. */
+export function noticeText(
+  id: string,
+  entry: QuarantineEntry,
+  s: Pick<NotifySettings, 'to' | 'from' | 'adminUrl'>,
+): string {
+  const d = entry.decision;
+  const env = entry.message.envelope;
+  const lines = [
+    `From: ${printable(s.from)}`,
+    `To: ${s.to.map(printable).join(', ')}`,
+    `Subject: [sandgate] quarantined ${printable(id)} (${printable(d.verdict)})`,
+    `Date: ${new Date().toUTCString()}`,
+    'MIME-Version: 1.0',
+    'Content-Type: text/plain; charset=us-ascii',
+    'Auto-Submitted: auto-generated',
+    '',
+    'A message was kept in the quarantine.',
+    '',
+    `Id:         ${printable(id)}`,
+    `Verdict:    ${printable(d.verdict)} (${printable(d.reason)}), action ${d.action}`,
+    `Threats:    ${d.threats.map(printable).join(', ') || '-'}`,
+    `Sender:     <${printable(env.sender)}>`,
+    `Recipients: ${env.recipients.map(printable).join(', ')}`,
+    ...(env.clientAddress !== undefined ? [`Client:     ${printable(env.clientAddress)}`] : []),
+    `Front end:  ${printable(env.frontEnd)}`,
+    `Size:       ${entry.message.size} bytes`,
+    '',
+    `Review:     ${s.adminUrl !== undefined ? `${s.adminUrl.replace(/\/$/, '')}/quarantine` : `sandgate quarantine show ${printable(id)}`}`,
+    '',
+  ];
+  return lines.join('\r\n');
+}
+
+function printable(s: string): string {
+  return s.replace(/[^\x20-\x7e]/g, '?').slice(0, 300);
+}
