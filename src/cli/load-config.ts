@@ -157,7 +157,8 @@ function resolveEnvPath(segments: readonly string[]): string[] | undefined {
   return path;
 }
 
-function objectShape(schema: z.ZodType): Record<string, z.ZodType> | undefined {
+/** The keys of a zod object schema, looking through default/prefault/optional/pipe wrappers. */
+export function objectShape(schema: z.ZodType): Record<string, z.ZodType> | undefined {
   let s: unknown = schema;
   for (let depth = 0; depth < 10 && s !== undefined; depth++) {
     if (s instanceof z.ZodObject) return s.shape;
