@@ -3,7 +3,8 @@ import { Transform, type Readable } from 'node:stream';
 import type { Envelope } from '../core/message.js';
 import { Spool } from '../core/spool.js';
 import { LineNormaliser } from './crlf.js';
-import { countFields, MAX_HEADER_BYTES } from './headers.js';
+import { headerBlockEnd, MAX_HEADER_BLOCK, splitHeaderFields } from '../core/header-block.js';
+import { countFields } from './headers.js';
 
 export interface ReceiveOptions {
   readonly msgId: string;
@@ -34,15 +35,24 @@ export type DataStream = Readable & { sizeExceeded?: boolean };
  */
 export async function receiveMessage(stream: DataStream, options: ReceiveOptions): Promise<ReceivedMessage> {
   const lines = new LineNormaliser(false);
-  let head = '';
-  let headDone = false;
+  // The header block is watched on its way to the spool to count its Received fields (loop guard).
+  const head: Buffer[] = [];
+  let headBytes = 0;
+  let hops: number | undefined;
   const watchHeader = (out: Buffer) => {
-    if (headDone) return;
-    head += out.toString('latin1');
-    const end = head.startsWith('\r\n') ? 0 : head.indexOf('\r\n\r\n');
-    if (end >= 0 || head.length >= MAX_HEADER_BYTES) {
-      head = head.slice(0, end >= 0 ? end + 2 : MAX_HEADER_BYTES);
-      headDone = true;
+    if (hops !== undefined || out.length === 0) return;
+    head.push(out);
+    headBytes += out.length;
+    const joined = Buffer.concat(head, headBytes);
+    const end = headerBlockEnd(joined);
+    if (end >= 0 || headBytes >= MAX_HEADER_BLOCK) {
+      hops = countFields(
+        splitHeaderFields(joined.subarray(0, end >= 0 ? end : MAX_HEADER_BLOCK)),
+        'received',
+      );
+      head.length = 0;
+    } else {
+      head.splice(0, head.length, joined);
     }
   };
   const normalised = new Transform({
@@ -83,7 +93,8 @@ export async function receiveMessage(stream: DataStream, options: ReceiveOptions
     return {
       spool,
       sizeExceeded: spool.sizeExceeded || stream.sizeExceeded === true,
-      hops: countFields(head, 'received'),
+      // A message without a blank line is all header.
+      hops: hops ?? countFields(splitHeaderFields(Buffer.concat(head, headBytes)), 'received'),
     };
   } catch (err) {
     await drain(stream, normalised);

@@ -1,11 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import {
-  countFields,
-  formatField,
-  rewriteHeaders,
-  splitFields,
-  MAX_HEADER_BYTES,
-} from '../../../src/smtp/headers.js';
+import { MAX_HEADER_BLOCK, splitHeaderFields } from '../../../src/core/header-block.js';
+import { countFields, formatField, rewriteHeaders } from '../../../src/smtp/headers.js';
 
 async function run(
   chunks: string[],
@@ -23,9 +18,13 @@ async function run(
 
 describe('header handling', () => {
   it('splits folded fields and counts by name', () => {
-    const block = 'Received: a\r\n\tb\r\nreceived: c\r\nSubject: x\r\n';
-    expect(splitFields(block)).toEqual(['Received: a\r\n\tb\r\n', 'received: c\r\n', 'Subject: x\r\n']);
-    expect(countFields(block, 'Received')).toBe(2);
+    const fields = splitHeaderFields(Buffer.from('Received: a\r\n\tb\r\nreceived: c\r\nSubject: x\r\n'));
+    expect(fields.map((f) => f.raw.toString())).toEqual([
+      'Received: a\r\n\tb\r\n',
+      'received: c\r\n',
+      'Subject: x\r\n',
+    ]);
+    expect(countFields(fields, 'Received')).toBe(2);
   });
 
   it('prepends ours and strips inbound copies (folded, any case), byte for byte otherwise', async () => {
@@ -53,7 +52,7 @@ describe('header handling', () => {
   });
 
   it('passes a giant header through after the limit without buffering the message', async () => {
-    const big = `Subject: s\r\n${'X-Pad: y\r\n'.repeat(MAX_HEADER_BYTES / 10 + 10)}\r\nbody\r\n`;
+    const big = `Subject: s\r\n${'X-Pad: y\r\n'.repeat(MAX_HEADER_BLOCK / 10 + 10)}\r\nbody\r\n`;
     const out = await run([big], [], ['x-none']);
     expect(out).toBe(big);
   });
