@@ -177,7 +177,8 @@ function closed(out: WriteStream | undefined): Promise<void> {
   });
 }
 
-function* sliceChunks(chunks: readonly Buffer[], start: number, end: number): Generator<Buffer> {
+/** The bytes [start, end) of a list of chunks, without copying. */
+export function* sliceChunks(chunks: readonly Buffer[], start: number, end: number): Generator<Buffer> {
   let offset = 0;
   for (const c of chunks) {
     const cStart = offset;

@@ -7,6 +7,7 @@ import { createRetentionJob } from '../../quarantine/index.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
+import { stopSignal } from '../signals.js';
 import { openQuarantine } from './quarantine.js';
 
 const HELP = `usage: sandgate admin [--config FILE] [--set KEY=VALUE]
@@ -50,7 +51,7 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
     const where = await admin.listen(config.admin.listen.host, config.admin.listen.port);
     const host = where.host.includes(':') ? `[${where.host}]` : where.host;
     writeLine(io.stdout, `sandgate admin listening on http://${host}:${where.port}`);
-    await (options.stop ?? signalled());
+    await (options.stop ?? stopSignal());
     stopping = true;
     return EXIT.ok;
   } catch (err) {
@@ -64,16 +65,4 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
     await admin?.close().catch(() => undefined);
     ctx?.close();
   }
-}
-
-function signalled(): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      process.off('SIGTERM', done);
-      process.off('SIGINT', done);
-      resolve();
-    };
-    process.once('SIGTERM', done);
-    process.once('SIGINT', done);
-  });
 }

@@ -6,9 +6,11 @@ import { createQuarantineService } from '../../quarantine/index.js';
 import { isSandgateError } from '../../core/errors.js';
 import type { NextHop } from '../../core/config/relay.js';
 import { RelayServer } from '../../smtp/server.js';
+import { createQueueMode, type QueueMode } from '../../smtp/queue/index.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
+import { stopSignal } from '../signals.js';
 import { createRuntime } from '../runtime.js';
 
 const HELP = `usage: sandgate relay [--config FILE] [--set KEY=VALUE]
@@ -49,8 +51,22 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
       : config.relay.nextHop;
   let relay: RelayServer | undefined;
   let admin: AdminServer | undefined;
+  let queue: QueueMode | undefined;
   let stopping = false;
   try {
+    if (config.relay.mode === 'queue') {
+      queue = createQueueMode({
+        relay: config.relay,
+        stateDir: config.stateDir,
+        nextHop: hop,
+        evaluator: runtime.evaluator,
+        quarantine: runtime.quarantine,
+        log,
+        registry: runtime.metrics.registry,
+        metricsPrefix: config.metrics.prefix,
+      });
+      queue.start();
+    }
     relay = new RelayServer({
       relay: config.relay,
       evaluator: runtime.evaluator,
@@ -59,6 +75,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
       maxMessageSize: config.relay.maxMessageSize ?? config.scan.maxMessageSize,
       memorySpoolThreshold: config.scan.memorySpoolThreshold,
       nextHop: hop,
+      ...(queue ? { queue: queue.intake } : {}),
     });
     const replies = new Counter({
       name: `${config.metrics.prefix}relay_replies_total`,
@@ -80,7 +97,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
       }
       await admin.listen(config.admin.listen.host, config.admin.listen.port);
     }
-    await (options.stop ?? signalled());
+    await (options.stop ?? stopSignal());
     stopping = true;
     log.info({ event: 'relay.stopping' }, 'stopping: finishing messages in flight');
     await relay.close();
@@ -95,6 +112,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
     return EXIT.error;
   } finally {
     await admin?.close().catch(() => undefined);
+    await queue?.close(config.relay.shutdownTimeout).catch(() => undefined);
     await runtime.close().catch(() => undefined);
     log.info({ event: 'relay.stopped' }, 'relay stopped');
     log.flush?.();
@@ -103,18 +121,6 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
 
 function parse(argv: string[]) {
   return parseCommandArgs('relay', argv, CONFIG_OPTIONS, false);
-}
-
-function signalled(): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      process.off('SIGTERM', done);
-      process.off('SIGINT', done);
-      resolve();
-    };
-    process.once('SIGTERM', done);
-    process.once('SIGINT', done);
-  });
 }
 
 function describe(err: unknown): string {

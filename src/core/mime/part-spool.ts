@@ -3,6 +3,7 @@ import { createReadStream, createWriteStream, mkdirSync, rmSync, type WriteStrea
 import { open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
+import { sliceChunks } from '../spool.js';
 
 /** How many leading bytes a part keeps for magic-number checks. */
 export const HEAD_BYTES = 4096;
@@ -174,20 +175,16 @@ export class PartSpool {
     if (this.disposed) return;
     this.disposed = true;
     this.chunks = [];
-    this.out?.destroy();
+    const out = this.out;
+    const file = this.file;
     this.out = undefined;
-    if (this.file !== undefined) rmSync(this.file, { force: true });
-  }
-}
-
-function* sliceChunks(chunks: readonly Buffer[], start: number, end: number): Generator<Buffer> {
-  let offset = 0;
-  for (const c of chunks) {
-    const cStart = offset;
-    const cEnd = offset + c.length;
-    offset = cEnd;
-    if (cEnd <= start) continue;
-    if (cStart >= end) break;
-    yield c.subarray(Math.max(0, start - cStart), Math.min(c.length, end - cStart));
+    if (file === undefined) return;
+    if (out !== undefined && !out.closed) {
+      // The file is opened asynchronously: remove it once the stream has let go, or it could reappear.
+      out.once('close', () => rmSync(file, { force: true }));
+      out.destroy();
+    } else {
+      rmSync(file, { force: true });
+    }
   }
 }
