@@ -32,6 +32,10 @@ const COMMANDS: Readonly<Record<string, { summary: string; load: () => Promise<{
     summary: 'list, show, export, release or delete quarantined mail',
     load: () => import('./commands/quarantine.js'),
   },
+  queue: {
+    summary: 'list, show, retry or delete messages in the relay queue (relay.mode: queue)',
+    load: () => import('./commands/queue.js'),
+  },
   admin: {
     summary: 'run the admin HTTP server (quarantine API and page) for helper-only sites',
     load: () => import('./commands/admin.js'),

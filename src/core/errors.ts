@@ -20,6 +20,7 @@ export const ErrorCodes = {
   ERR_QUARANTINE_NOT_FOUND: 'no quarantine item has that id',
   ERR_QUARANTINE_RELEASE: 'a quarantine item could not be released; it stays in the quarantine',
   ERR_SPOOL_WRITE: 'a message could not be written to the spool',
+  ERR_QUEUE_NOT_FOUND: 'no relay queue item has that id',
   ERR_ABORTED: 'the operation was aborted',
   ERR_NEXT_HOP_UNAVAILABLE: 'the relay could not reach the next hop, or it refused our session',
   ERR_NEXT_HOP_PROTOCOL: 'the next hop answered something that is not SMTP',

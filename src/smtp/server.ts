@@ -15,6 +15,7 @@ import { newMsgId } from '../core/ids.js';
 import type { Logger } from '../core/logger.js';
 import type { Envelope } from '../core/message.js';
 import { Forwarder } from './forwarder.js';
+import type { QueueFrontEnd } from './queue/intake.js';
 import { rewriteHeaders } from './headers.js';
 import { NetworkList, normaliseAddress } from './networks.js';
 import { createConnector, type NextHopConnector, type Params } from './next-hop.js';
@@ -42,6 +43,8 @@ export interface RelayServerOptions {
   /** Override the next hop (tests); default: relay.nextHop. */
   readonly nextHop?: NextHop;
   readonly now?: () => number;
+  /** relay.mode queue: RCPT is answered locally and DATA accepted into this durable queue. */
+  readonly queue?: QueueFrontEnd;
 }
 
 /** Counters the relay reports (the CLI wires them to prom-client). */
@@ -253,6 +256,7 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
     session: SMTPServerSession,
     cb: Callback,
   ): Promise<void> {
+    if (this.options.queue) return cb();
     const r = await this.forwarder(session).mail(
       address.address,
       paramsOf(address),
@@ -266,6 +270,10 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
     session: SMTPServerSession,
     cb: Callback,
   ): Promise<void> {
+    if (this.options.queue) {
+      const refusal = this.options.queue.rcpt(session.envelope.rcptTo.length);
+      return cb(refusal ? toError(refusal) : null);
+    }
     const r = await this.forwarder(session).rcpt(address.address, paramsOf(address));
     cb(r.code < 300 ? null : toError(passBack(r)));
   }
@@ -306,7 +314,8 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
     const msgId = newMsgId(started);
     const forwarder = this.forwarder(session);
     const log = this.options.log.child({ cid: session.id, msgId });
-    const recipients = [...forwarder.recipients];
+    const queue = this.options.queue;
+    const recipients = queue ? session.envelope.rcptTo.map((a) => a.address) : [...forwarder.recipients];
     const envelope: Envelope = {
       sender: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
       recipients,
@@ -375,6 +384,14 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
         });
       }
 
+      if (queue) {
+        const q = await queue.accept(spool, {
+          mailParams: session.envelope.mailFrom ? paramsOf(session.envelope.mailFrom) : {},
+          recipients: session.envelope.rcptTo.map((a) => ({ address: a.address, params: paramsOf(a) })),
+          xforward: this.xforwardOf(session),
+        });
+        return answer(q.reply, { action: q.action, reason: q.reason, bytes: spool.size });
+      }
       const evaluation = await this.evaluate(spool, forwarder, started, session.id);
       if (evaluation === 'deadline') {
         await forwarder.abandon();

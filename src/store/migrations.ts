@@ -101,4 +101,35 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 5,
+    name: 'relay queue (queue mode): messages and per-recipient delivery state',
+    sql: `
+      CREATE TABLE relay_queue (
+        id              TEXT PRIMARY KEY,
+        kind            TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        sender          TEXT NOT NULL,
+        size            INTEGER NOT NULL,
+        file            TEXT NOT NULL,
+        data_offset     INTEGER NOT NULL,
+        envelope        TEXT NOT NULL,
+        scan            TEXT,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error      TEXT
+      );
+      CREATE INDEX relay_queue_due ON relay_queue (next_attempt_at);
+      CREATE TABLE relay_queue_rcpt (
+        queue_id   TEXT NOT NULL REFERENCES relay_queue (id) ON DELETE CASCADE,
+        idx        INTEGER NOT NULL,
+        address    TEXT NOT NULL,
+        params     TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        reply      TEXT,
+        updated_at INTEGER,
+        PRIMARY KEY (queue_id, idx)
+      );
+    `,
+  },
 ];

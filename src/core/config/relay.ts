@@ -27,7 +27,33 @@ export const nextHop = z.string().transform((value, ctx): NextHop => {
   return { kind: (m[1] ?? 'smtp') as 'smtp' | 'lmtp', host: hp.data.host, port: hp.data.port };
 });
 
-/** The inline SMTP relay (`sandgate relay`). */
+/** Queue mode (relay.mode: queue): the durable spool the relay accepts into and delivers from. */
+export const relayQueueSchema = z
+  .object({
+    /** Queue directory (message files). Default: <stateDir>/queue. One relay per directory. */
+    dir: z.string().optional(),
+    /** Budget for scanning one queued message (behavioural analysis takes minutes). */
+    scanDeadline: duration.prefault('30m'),
+    /** Mail not delivered within this time after acceptance gets a DSN to its sender. */
+    maxLifetime: duration.prefault('5d'),
+    /** First retry delay after a 4xx or an unreachable next hop; doubles per attempt. */
+    retryMin: duration.prefault('1m'),
+    /** Longest retry delay. */
+    retryMax: duration.prefault('1h'),
+    /** Messages scanned and delivered at once (also the most next-hop connections). */
+    concurrency: int.pipe(z.number().int().min(1).max(1000)).default(10),
+    /** Back-pressure: above this many queued messages, RCPT gets 452 and DATA 451. */
+    maxMessages: int.pipe(z.number().int().min(1)).default(10_000),
+    /** Back-pressure: above this many queued bytes, RCPT gets 452 and DATA 451. */
+    maxBytes: byteSize.prefault('10G'),
+    /** Recipients per message; more get 452 4.5.3. */
+    maxRecipients: int.pipe(z.number().int().min(1).max(100_000)).default(1000),
+    /** Name in the DSNs we send (Reporting-MTA). Default: relay.hostname. */
+    reportingMta: z.string().optional(),
+  })
+  .strict();
+
+/** The SMTP relay (`sandgate relay`): inline or queue mode. */
 export const relaySchema = z
   .object({
     listen: hostPort.default({ host: '127.0.0.1', port: 10025 }),
@@ -66,6 +92,12 @@ export const relaySchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * inline: answer the final dot only after the next hop accepted (sandgate never holds mail).
+     * queue: accept into a durable queue (250 once on disk), then scan and deliver from it.
+     */
+    mode: z.enum(['inline', 'queue']).prefault('inline'),
+    queue: relayQueueSchema.prefault({}),
     nextHopOptions: z
       .object({
         /** none: never STARTTLS. opportunistic: when offered. required: refuse to hand on without TLS. */
@@ -90,3 +122,4 @@ export const relaySchema = z
   .strict();
 
 export type RelayConfig = z.output<typeof relaySchema>;
+export type RelayQueueConfig = z.output<typeof relayQueueSchema>;

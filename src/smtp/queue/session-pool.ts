@@ -1,0 +1,71 @@
+import { readFileSync } from 'node:fs';
+import type { NextHop, RelayConfig } from '../../core/config/relay.js';
+import { createConnector, type NextHopConnector, type NextHopSession } from '../next-hop.js';
+
+/** The next-hop connector for the queue worker, with the same options the inline relay uses. */
+export function queueConnector(relay: RelayConfig, hop: NextHop): NextHopConnector {
+  const o = relay.nextHopOptions;
+  const pass = o.authPasswordFile !== undefined ? readFileSync(o.authPasswordFile, 'utf8').trim() : undefined;
+  return createConnector(hop, {
+    name: relay.hostname,
+    timeout: o.timeout,
+    tls: o.tls,
+    ...(o.caFile !== undefined ? { ca: readFileSync(o.caFile) } : {}),
+    ...(o.servername !== undefined ? { servername: o.servername } : {}),
+    ...(o.authUser !== undefined && pass !== undefined ? { auth: { user: o.authUser, pass } } : {}),
+  });
+}
+
+/**
+ * Next-hop sessions reused across queued messages (one per busy worker slot). A session idle for
+ * longer than `idleMs` is closed with QUIT; a session that failed is never returned to the pool.
+ */
+export class SessionPool {
+  private readonly idle: Array<{ session: NextHopSession; since: number }> = [];
+  private readonly sweeper: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(
+    private readonly connector: NextHopConnector,
+    private readonly idleMs: number,
+  ) {
+    this.sweeper = setInterval(() => this.sweep(), Math.max(100, Math.min(idleMs, 5000)));
+    this.sweeper.unref();
+  }
+
+  async acquire(signal?: AbortSignal): Promise<NextHopSession> {
+    while (this.idle.length > 0) {
+      const s = this.idle.pop()?.session;
+      if (s?.usable) return s;
+      await s?.close().catch(() => undefined);
+    }
+    return this.connector.connect(signal);
+  }
+
+  /** Gives a session back; `healthy` false (or a closed pool) closes it instead. */
+  release(session: NextHopSession, healthy: boolean): void {
+    if (!healthy || !session.usable || this.closed) {
+      void session.close().catch(() => undefined);
+      return;
+    }
+    this.idle.push({ session, since: Date.now() });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.sweeper);
+    const all = this.idle.splice(0);
+    await Promise.all(all.map((e) => e.session.close().catch(() => undefined)));
+  }
+
+  private sweep(): void {
+    const cutoff = Date.now() - this.idleMs;
+    for (let i = this.idle.length - 1; i >= 0; i--) {
+      const e = this.idle[i];
+      if (e !== undefined && (e.since < cutoff || !e.session.usable)) {
+        this.idle.splice(i, 1);
+        void e.session.close().catch(() => undefined);
+      }
+    }
+  }
+}
