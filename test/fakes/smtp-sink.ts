@@ -30,6 +30,8 @@ export interface SmtpSink {
   readonly rcptLog: string[];
   /** Sessions opened so far. */
   connections: number;
+  /** Socket errors of sessions (a peer that reset its connection). */
+  readonly errors: Error[];
   /** Resolves when `n` messages have arrived. */
   waitFor(n: number): Promise<SinkMessage[]>;
   close(): Promise<void>;
@@ -53,6 +55,7 @@ export async function startSmtpSink(
     behaviour,
     rcptLog,
     connections: 0,
+    errors: [],
     waitFor(n) {
       if (messages.length >= n) return Promise.resolve(messages.slice());
       return new Promise((resolve) => waiters.push({ n, resolve }));
@@ -119,6 +122,9 @@ export async function startSmtpSink(
       });
     },
   });
+  // A peer that dies mid-session (a relay killed by a test) resets its socket; a real MTA logs it and
+  // carries on, so does the sink: the error is kept for tests to look at, not thrown.
+  server.on('error', (err) => sink.errors.push(err));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   (sink as { port: number }).port = (server.server.address() as AddressInfo).port;
   sink.close = () => new Promise<void>((resolve) => server.close(() => resolve()));
