@@ -47,7 +47,11 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     }
     const { config } = loadConfigFromArgs(values, io);
     const pt = config.scanners.ptSandbox;
-    const log = createLogger(config, 'stderr', { stream: io.stderr }) as unknown as Logger;
+    const log = createLogger(
+      config,
+      'stderr',
+      config.log.file !== undefined ? {} : { stream: io.stderr },
+    ) as unknown as Logger;
     report = { url: pt.url ?? '(not set)', tls: tlsMode(pt) };
     const client = createPtClient(pt, { env: io.env, log });
     try {
