@@ -1,4 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { HeaderField } from './evaluation.js';
+import { describeFinding, type Outcome } from './outcome.js';
+import type { Decision } from './policy.js';
 
 export const VERDICT_HEADER = 'X-Sandgate-Verdict';
 export const MARK_HEADER = 'X-Sandgate-Mark';
@@ -68,4 +71,56 @@ function mac(key: Buffer, claims: MarkClaims, contentKey: string): string {
   return createHmac('sha256', key)
     .update(`sandgate-mark-v1\n${claims.kind}\n${claims.msgId}\n${claims.at}\n${contentKey}`)
     .digest('base64url');
+}
+
+/** The first mark among `values` that verifies for this content; `onCheck` sees every check. */
+export function findValidMark(
+  values: readonly string[],
+  key: Buffer,
+  contentKey: string,
+  nowMs: number,
+  maxAgeMs: number,
+  onCheck: (check: MarkCheck) => void,
+): MarkKind | undefined {
+  for (const value of values) {
+    const check = verifyMark(key, value, contentKey, nowMs, maxAgeMs);
+    onCheck(check);
+    if (check.ok) return check.claims.kind;
+  }
+  return undefined;
+}
+
+/**
+ * The header fields a delivered message carries: X-Sandgate-Verdict when headers are on, and
+ * always when the message was not fully scanned (fail-open, bypass, monitor, all skipped), so
+ * nothing unscanned passes silently; X-Sandgate-Mark only on clean mail with headers on.
+ */
+export function verdictHeaders(input: {
+  readonly msgId: string;
+  readonly decision: Decision;
+  readonly outcomes: readonly Outcome[];
+  readonly contentKey: string;
+  readonly markKey: Buffer;
+  readonly now: number;
+  readonly enabled: boolean;
+}): HeaderField[] {
+  const { msgId, decision, outcomes } = input;
+  if (!input.enabled && decision.verdict === 'clean') return [];
+  const scanners = outcomes.map((o) => `${o.scanner}:${describeFinding(o)}`).join(',');
+  const value = [
+    decision.verdict,
+    `reason=${decision.reason}`,
+    ...(scanners ? [`scanners=${scanners}`] : []),
+    `id=${msgId}`,
+  ].join('; ');
+  const fields: HeaderField[] = [{ name: VERDICT_HEADER, value }];
+  if (input.enabled && decision.verdict === 'clean') {
+    const mark = createMark(
+      input.markKey,
+      { kind: 'clean', msgId, at: Math.floor(input.now / 1000) },
+      input.contentKey,
+    );
+    fields.push({ name: MARK_HEADER, value: mark });
+  }
+  return fields;
 }

@@ -1,7 +1,7 @@
 import { analyseMessage, OUR_HEADER_PREFIX, type HeaderLine } from './content-key.js';
-import type { EvaluateOptions, Evaluation, Evaluator, HeaderField } from './evaluation.js';
+import type { EvaluateOptions, Evaluation, Evaluator } from './evaluation.js';
 import type { Logger } from './logger.js';
-import { createMark, MARK_HEADER, verifyMark, VERDICT_HEADER, type MarkKind } from './mark.js';
+import { findValidMark, MARK_HEADER, verdictHeaders, type MarkKind } from './mark.js';
 import type { MessageSource } from './message.js';
 import type { Metrics } from './metrics.js';
 import { describeFinding, type Finding, type Outcome } from './outcome.js';
@@ -66,7 +66,7 @@ export class ScanService implements Evaluator {
         action: 'deliver',
         keepCopy: false,
         verdict: 'clean',
-        reason: mark.kind === 'released' ? 'released' : 'marked',
+        reason: mark === 'released' ? 'released' : 'marked',
         threats: [],
         failOpen: false,
       };
@@ -76,7 +76,6 @@ export class ScanService implements Evaluator {
         contentKey,
         stripHeaders,
         alreadyJudged: true,
-        headers,
       });
     }
 
@@ -105,7 +104,6 @@ export class ScanService implements Evaluator {
         contentKey,
         stripHeaders,
         alreadyJudged: false,
-        headers,
       });
     }
 
@@ -125,7 +123,6 @@ export class ScanService implements Evaluator {
         contentKey,
         stripHeaders,
         alreadyJudged: false,
-        headers,
       });
     }
 
@@ -158,7 +155,6 @@ export class ScanService implements Evaluator {
       contentKey,
       stripHeaders,
       alreadyJudged: false,
-      headers,
       ...(quarantineId !== undefined ? { quarantineId } : {}),
     });
   }
@@ -323,23 +319,17 @@ export class ScanService implements Evaluator {
     void task.finally(() => this.background.delete(task));
   }
 
-  private checkMarks(
-    headers: readonly HeaderLine[],
-    contentKey: string,
-    log: Logger,
-  ): { kind: MarkKind } | undefined {
-    const lower = MARK_HEADER.toLowerCase();
-    for (const h of headers) {
-      if (h.name !== lower) continue;
-      const check = verifyMark(this.o.markKey, h.value, contentKey, this.now(), this.o.markMaxAgeMs);
+  private checkMarks(headers: readonly HeaderLine[], contentKey: string, log: Logger): MarkKind | undefined {
+    const values = headers.filter((h) => h.name === MARK_HEADER.toLowerCase()).map((h) => h.value);
+    return findValidMark(values, this.o.markKey, contentKey, this.now(), this.o.markMaxAgeMs, (check) => {
       this.o.metrics.marks.inc({ result: check.ok ? 'ok' : check.reason });
-      if (check.ok) return { kind: check.claims.kind };
-      log.warn(
-        { event: 'mark.invalid', reason: check.reason },
-        'ignoring an X-Sandgate-Mark that does not verify',
-      );
-    }
-    return undefined;
+      if (!check.ok) {
+        log.warn(
+          { event: 'mark.invalid', reason: check.reason },
+          'ignoring an X-Sandgate-Mark that does not verify',
+        );
+      }
+    });
   }
 
   private finish(
@@ -352,7 +342,6 @@ export class ScanService implements Evaluator {
       contentKey: string;
       stripHeaders: readonly string[];
       alreadyJudged: boolean;
-      headers: readonly HeaderLine[];
       quarantineId?: string;
     },
   ): Evaluation {
@@ -386,43 +375,22 @@ export class ScanService implements Evaluator {
       outcomes,
       contentKey,
       headers:
-        decision.action === 'deliver' ? this.headersFor(message.msgId, decision, outcomes, contentKey) : [],
+        decision.action === 'deliver'
+          ? verdictHeaders({
+              msgId: message.msgId,
+              decision,
+              outcomes,
+              contentKey,
+              markKey: this.o.markKey,
+              now: this.now(),
+              enabled: this.o.headersEnabled,
+            })
+          : [],
       stripHeaders: parts.stripHeaders,
       alreadyJudged: parts.alreadyJudged,
       ms,
       ...(parts.quarantineId !== undefined ? { quarantineId: parts.quarantineId } : {}),
     };
-  }
-
-  /**
-   * X-Sandgate-Verdict on every delivered message when headers are on, and always when the message
-   * was not fully scanned (fail-open, bypass, monitor, all skipped): nothing unscanned passes silently.
-   */
-  private headersFor(
-    msgId: string,
-    decision: Decision,
-    outcomes: readonly Outcome[],
-    contentKey: string,
-  ): HeaderField[] {
-    const unscanned = decision.verdict !== 'clean';
-    if (!this.o.headersEnabled && !unscanned) return [];
-    const scanners = outcomes.map((o) => `${o.scanner}:${describeFinding(o)}`).join(',');
-    const value = [
-      decision.failOpen ? 'unscanned' : decision.verdict,
-      `reason=${decision.reason}`,
-      ...(scanners ? [`scanners=${scanners}`] : []),
-      `id=${msgId}`,
-    ].join('; ');
-    const fields: HeaderField[] = [{ name: VERDICT_HEADER, value }];
-    if (this.o.headersEnabled && decision.verdict === 'clean') {
-      const mark = createMark(
-        this.o.markKey,
-        { kind: 'clean', msgId, at: Math.floor(this.now() / 1000) },
-        contentKey,
-      );
-      fields.push({ name: MARK_HEADER, value: mark });
-    }
-    return fields;
   }
 }
 
