@@ -1,172 +1,396 @@
-// Relay benchmark: smtp-source -> (pass-through proxy | sandgate relay with the rules scanner) -> smtp-sink.
-// Side by side in one run, 20 KB messages, concurrency 10, with and without connection reuse.
-//   npx tsx bench/relay.ts [messages=1000]
-// Needs smtp-source and smtp-sink (Debian package postfix) and root (smtp-sink -u nobody).
-import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// Relay benchmark, side by side in one run (issue 5, Benchmark): the sandgate relay with the rules
+// scanner against environment.md's pass-through proxy (smtp-server -> nodemailer pool), each in a
+// child process of its own (bench/_relay-child.ts), smtp-sink as next hop, smtp-source as client.
+//   npx tsx bench/relay.ts [messages=2000] [--skip-postfix] [--skip-rss]
+// Rows: (a) 20 KB, concurrency 10, reused connections: msg/s (median of 3 interleaved runs),
+// filter CPU per message, and added p50/p99 latency (a Node client, 10 reused connections);
+// (b) a new connection per message, with loopback trusted (no greeting pause) and untrusted;
+// (c) Postfix -> filter -> Postfix end to end (test/support/postfix.ts); (d) peak RSS of the
+// filter with 20 concurrent 25 MB messages. Needs smtp-source, smtp-sink and Postfix (Debian
+// package postfix) and root. Loopback only, free ports; every process started is stopped.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import nodemailer from 'nodemailer';
-import { SMTPServer } from 'smtp-server';
-import { loadConfig } from '../src/cli/load-config.js';
-import { createRuntime } from '../src/cli/runtime.js';
-import { silentLogger } from '../src/core/logger.js';
-import { RelayServer } from '../src/smtp/server.js';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { postfixAvailable, startPostfix, type PostfixInstance } from '../test/support/postfix.js';
 
-const N = Number(process.argv[2] ?? 1000);
+const HERE = dirname(fileURLToPath(import.meta.url));
+const args = process.argv.slice(2);
+const N = Number(args.find((a) => /^\d+$/.test(a)) ?? 2000);
 const SIZE = 20480;
 const CONC = 10;
+const RUNS = 3;
+const CLK_TCK = 100;
+const started = Date.now();
+const cleanups: Array<() => Promise<void> | void> = [];
+let cleaning: Promise<void> | undefined;
+/** Stops everything started so far, once; a second caller waits for the same run. */
+const runCleanups = () =>
+  (cleaning ??= (async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  })());
+// Interrupted: still stop the sink, Postfix and the filters (the filters also stop when their stdin closes).
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => void runCleanups().finally(() => process.exit(130)));
+}
 
 async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
       const { port } = s.address() as net.AddressInfo;
       s.close(() => resolve(port));
     });
   });
 }
 
-/** environment.md's pass-through proxy (smtp-server -> nodemailer pool), the baseline. */
-async function startProxy(nextPort: number): Promise<{ port: number; close(): Promise<void> }> {
-  const next = nodemailer.createTransport({
-    host: '127.0.0.1',
-    port: nextPort,
-    secure: false,
-    ignoreTLS: true,
-    pool: true,
-    maxConnections: CONC,
-    maxMessages: Infinity,
-    name: 'proxy.test.local',
-  });
-  const server = new SMTPServer({
-    name: 'proxy.test.local',
-    logger: false,
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    disableReverseLookup: true,
-    size: 50 * 1024 * 1024,
-    onData(stream, session, callback) {
-      const envelope = {
-        from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
-        to: session.envelope.rcptTo.map((r) => r.address),
-      };
-      next.sendMail({ envelope, raw: stream }).then(
-        (info) => callback(null, `queued: ${info.response}`),
-        (err: Error) => {
-          stream.resume();
-          stream.once('end', () => callback(err));
-        },
-      );
-    },
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    port: (server.server.address() as net.AddressInfo).port,
-    close: () =>
-      new Promise<void>((r) => {
-        next.close();
-        server.close(() => r());
-      }),
-  };
+function once(fn: () => Promise<void>): () => Promise<void> {
+  let p: Promise<void> | undefined;
+  return () => (p ??= fn());
 }
 
-function sink(port: number): { stop(): Promise<void> } {
-  const p = spawn('smtp-sink', ['-u', 'nobody', `127.0.0.1:${port}`, '1024'], { stdio: 'ignore' });
-  return {
-    stop: () =>
-      new Promise((r) => {
-        p.once('exit', () => r());
-        p.kill();
-      }),
-  };
+/** CPU seconds (user + system) and peak RSS (MB) of a process, from /proc. */
+function procStats(pid: number): { cpuS: number; hwmMb: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const cpuS = (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return { cpuS, hwmMb: Number(hwm?.[1] ?? 0) / 1024 };
 }
 
-/** Runs smtp-source (asynchronously: the relay under test lives in this process). Returns msg/s. */
-async function source(port: number, reuse: boolean): Promise<number> {
-  const started = process.hrtime.bigint();
-  const p = spawn(
-    'smtp-source',
-    [
-      '-4',
-      ...(reuse ? ['-d'] : []),
-      '-s',
-      String(CONC),
-      '-m',
-      String(N),
-      '-l',
-      String(SIZE),
-      '-f',
-      'from@test.local',
-      '-t',
-      'to@test.local',
-      `127.0.0.1:${port}`,
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let err = '';
-  p.stderr.on('data', (c: Buffer) => (err += c.toString()));
-  const code = await new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
-  if (code !== 0) throw new Error(`smtp-source failed (${String(code)}): ${err}`);
-  return N / (Number(process.hrtime.bigint() - started) / 1e9);
+function stop(p: ChildProcess, how: () => void): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => p.kill('SIGKILL'), 10_000);
+    p.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    how();
+  });
+}
+
+interface Sink {
+  readonly port: number;
+  /** Messages received so far (smtp-sink -c counters). */
+  count(): number;
+  waitFor(n: number, timeoutMs: number): Promise<void>;
+}
+
+async function startSink(): Promise<Sink> {
+  const port = await freePort();
+  const p = spawn('smtp-sink', ['-u', 'nobody', '-c', `127.0.0.1:${port}`, '1024'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  cleanups.push(() => stop(p, () => p.kill()));
+  let mesg = 0;
+  let tail = '';
+  const watchers = new Set<() => void>();
+  p.stdout.on('data', (c: Buffer) => {
+    tail = (tail + c.toString('latin1')).slice(-200);
+    const all = [...tail.matchAll(/mesg=(\d+)/g)];
+    const last = all[all.length - 1];
+    if (last) mesg = Number(last[1]);
+    for (const w of watchers) w();
+  });
+  await waitListening(port);
+  return {
+    port,
+    count: () => mesg,
+    waitFor: (n, timeoutMs) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if (mesg < n) return;
+          watchers.delete(check);
+          clearTimeout(t);
+          resolve();
+        };
+        const t = setTimeout(() => {
+          watchers.delete(check);
+          reject(new Error(`the sink got ${mesg} of ${n} messages in time`));
+        }, timeoutMs);
+        watchers.add(check);
+        check();
+      }),
+  };
 }
 
 async function waitListening(port: number): Promise<void> {
-  for (;;) {
+  for (let i = 0; i < 500; i++) {
     const ok = await new Promise<boolean>((r) => {
       const s = net.connect(port, '127.0.0.1');
       s.once('connect', () => {
-        s.destroy();
+        s.end();
         r(true);
       });
       s.once('error', () => r(false));
     });
     if (ok) return;
-    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 10));
   }
+  throw new Error(`nothing listens on ${port}`);
 }
 
-const sinkPort = await freePort();
-const s = sink(sinkPort);
-await waitListening(sinkPort);
-const state = mkdtempSync(join(tmpdir(), 'sg-bench-'));
-const { config } = loadConfig({
-  env: {},
-  cwd: state,
-  sets: [`stateDir=${state}`, 'scan.chain=rules', 'log.level=silent'],
-});
-const runtime = createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
-const relay = new RelayServer({
-  relay: { ...config.relay, maxClients: 200 },
-  evaluator: runtime.evaluator,
-  log: silentLogger,
-  spoolDir: runtime.spoolDir,
-  maxMessageSize: config.scan.maxMessageSize,
-  memorySpoolThreshold: config.scan.memorySpoolThreshold,
-  nextHop: { kind: 'smtp', host: '127.0.0.1', port: sinkPort },
-});
-const { port: relayPort } = await relay.listen('127.0.0.1', 0);
-const proxy = await startProxy(sinkPort);
-
-const rows: Array<{ path: string; reuse: boolean; msgPerS: number }> = [];
-for (const reuse of [true, false]) {
-  rows.push({ path: 'pass-through proxy', reuse, msgPerS: await source(proxy.port, reuse) });
-  rows.push({ path: 'sandgate relay (rules)', reuse, msgPerS: await source(relayPort, reuse) });
+interface Filter {
+  readonly kind: string;
+  readonly port: number;
+  readonly pid: number;
+  stop(): Promise<void>;
 }
-await relay.close();
-await proxy.close();
-await runtime.close();
-await s.stop();
-rmSync(state, { recursive: true, force: true });
 
-const lines = ['| path | connections | msg/s | vs proxy |', '|---|---|---|---|'];
-for (const r of rows) {
-  const base = rows.find((x) => x.path === 'pass-through proxy' && x.reuse === r.reuse)!.msgPerS;
-  lines.push(
-    `| ${r.path} | ${r.reuse ? 'reused' : 'new per message'} | ${r.msgPerS.toFixed(0)} | ${((r.msgPerS / base) * 100).toFixed(0)} % |`,
+async function startFilter(kind: string, hopPort: number, listenPort = 0): Promise<Filter> {
+  const state = mkdtempSync(join(tmpdir(), 'sg-bench-relay-'));
+  const p = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(HERE, '_relay-child.ts'), kind, String(listenPort), String(hopPort), state],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
   );
+  const stopIt = once(async () => {
+    await stop(p, () => p.stdin?.end());
+    rmSync(state, { recursive: true, force: true });
+  });
+  cleanups.push(stopIt);
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    p.stdout?.on('data', (c: Buffer) => {
+      out += c.toString();
+      const m = /^ready (\d+)$/m.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    p.once('exit', (code) => reject(new Error(`${kind} exited with ${String(code)} before it was ready`)));
+  });
+  return { kind, port, pid: p.pid as number, stop: stopIt };
 }
-const table = `relay benchmark: ${N} x ${SIZE} B, concurrency ${CONC}, ${new Date().toISOString()}\n${lines.join('\n')}\n`;
-console.log(table);
-mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
-writeFileSync(join(import.meta.dirname, 'results', 'relay.md'), table);
+
+/** smtp-source against `port`; resolves with the wall time in seconds. */
+async function source(
+  port: number,
+  o: { n: number; conc: number; size: number; reuse: boolean },
+): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  const p = spawn(
+    'smtp-source',
+    [
+      '-4',
+      ...(o.reuse ? ['-d'] : []),
+      ...['-s', String(o.conc), '-m', String(o.n), '-l', String(o.size)],
+      ...['-f', 'from@test.local', '-t', 'to@test.local', `127.0.0.1:${port}`],
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  cleanups.push(() => stop(p, () => p.kill()));
+  let err = '';
+  p.stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const code = await new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
+  if (code !== 0) throw new Error(`smtp-source failed (${String(code)}): ${err}`);
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+/** Throughput of one run: msg/s and the filter's CPU ms per message. */
+async function throughput(
+  f: Filter,
+  o: { n: number; reuse: boolean },
+): Promise<{ msgPerS: number; cpuMsPerMsg: number }> {
+  const before = procStats(f.pid).cpuS;
+  const secs = await source(f.port, { n: o.n, conc: CONC, size: SIZE, reuse: o.reuse });
+  const cpu = procStats(f.pid).cpuS - before;
+  return { msgPerS: o.n / secs, cpuMsPerMsg: (cpu * 1000) / o.n };
+}
+
+const LINE = 'Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt.\r\n';
+function message20k(i: number): string {
+  const head =
+    `From: <from@test.local>\r\nTo: <to@test.local>\r\nSubject: latency ${i}\r\n` +
+    `Message-ID: <lat-${i}@test.local>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n`;
+  return head + LINE.repeat(Math.ceil((SIZE - head.length) / LINE.length));
+}
+
+/**
+ * Per-message latency (MAIL FROM sent -> reply to the final dot) over `conc` reused connections,
+ * each sending its messages one after another, as smtp-source -d does. A minimal client of its own,
+ * so that it measures nothing but the peer.
+ */
+async function latencies(port: number, total: number, conc: number): Promise<number[]> {
+  const out: number[] = [];
+  let next = 0;
+  const one = async () => {
+    const sock = net.connect(port, '127.0.0.1');
+    sock.setNoDelay(true);
+    let buf = '';
+    const waiting: Array<(code: number) => void> = [];
+    sock.on('data', (c: Buffer) => {
+      buf += c.toString('latin1');
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line[3] !== '-') waiting.shift()?.(Number(line.slice(0, 3)));
+      }
+    });
+    const reply = () => new Promise<number>((r) => waiting.push(r));
+    const expect = async (want: number, what: string) => {
+      const code = await reply();
+      if (code !== want) throw new Error(`${what}: got ${code}, expected ${want}`);
+    };
+    await expect(220, 'greeting');
+    sock.write('EHLO bench.test.local\r\n');
+    await expect(250, 'EHLO');
+    while (next < total) {
+      const i = next++;
+      const t0 = process.hrtime.bigint();
+      sock.write('MAIL FROM:<from@test.local>\r\n');
+      await expect(250, 'MAIL');
+      sock.write('RCPT TO:<to@test.local>\r\n');
+      await expect(250, 'RCPT');
+      sock.write('DATA\r\n');
+      await expect(354, 'DATA');
+      sock.write(`${message20k(i)}.\r\n`);
+      await expect(250, 'final dot');
+      out.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+    sock.write('QUIT\r\n');
+    await reply();
+    sock.destroy();
+  };
+  await Promise.all(Array.from({ length: conc }, one));
+  return out;
+}
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+const f0 = (x: number) => x.toFixed(0);
+const f1 = (x: number) => x.toFixed(1);
+const f2 = (x: number) => x.toFixed(2);
+
+const lines: string[] = [];
+const say = (s = '') => {
+  lines.push(s);
+  console.log(s);
+};
+
+try {
+  const sink = await startSink();
+  const proxy = await startFilter('proxy', sink.port);
+  const relay = await startFilter('relay', sink.port);
+  say(`# relay benchmark, ${new Date().toISOString()}, ${N} x ${SIZE} B unless noted`);
+  say();
+
+  // (a) reused connections: warm both up (JIT, pools, caches), then interleave RUNS runs each.
+  for (const f of [proxy, relay]) await source(f.port, { n: 1000, conc: CONC, size: SIZE, reuse: true });
+  const runs: Record<string, Array<{ msgPerS: number; cpuMsPerMsg: number }>> = { proxy: [], relay: [] };
+  for (let r = 0; r < RUNS; r++) {
+    for (const f of [proxy, relay]) runs[f.kind]!.push(await throughput(f, { n: N, reuse: true }));
+  }
+  const lat: Record<string, number[]> = {};
+  for (const f of [proxy, relay]) lat[f.kind] = (await latencies(f.port, 1000, CONC)).sort((a, b) => a - b);
+  const p = (k: string) => median(runs[k]!.map((x) => x.msgPerS));
+  const c = (k: string) => median(runs[k]!.map((x) => x.cpuMsPerMsg));
+  say(`## (a) 20 KB, concurrency ${CONC}, reused connections (smtp-source -d; median of ${RUNS} runs)`);
+  say();
+  say('| path | msg/s (runs) | vs proxy | filter CPU ms/msg | p50 ms | p99 ms | added p50 / p99 ms |');
+  say('|---|---|---|---|---|---|---|');
+  for (const k of ['proxy', 'relay']) {
+    const l = lat[k]!;
+    const base = lat.proxy!;
+    say(
+      `| ${k === 'proxy' ? 'pass-through proxy' : 'sandgate relay (rules)'} | ${f0(p(k))} (${runs[k]!.map((x) => f0(x.msgPerS)).join(', ')}) | ` +
+        `${f0((p(k) / p('proxy')) * 100)} % | ${f2(c(k))} | ${f1(pct(l, 50))} | ${f1(pct(l, 99))} | ` +
+        `${k === 'proxy' ? '-' : `${f1(pct(l, 50) - pct(base, 50))} / ${f1(pct(l, 99) - pct(base, 99))}`} |`,
+    );
+  }
+  say();
+
+  // (b) a new connection per message; the untrusted relay keeps smtp-server's greeting pause.
+  const untrusted = await startFilter('relay-untrusted', sink.port);
+  const nNew = Math.min(N, 1000);
+  const fresh: Array<[string, Filter, number]> = [
+    ['pass-through proxy', proxy, Math.min(nNew, 500)],
+    ['sandgate relay (rules), loopback trusted: no greeting pause', relay, nNew],
+    ['sandgate relay (rules), peer not trusted: 100 ms greeting pause', untrusted, Math.min(nNew, 500)],
+  ];
+  say(`## (b) 20 KB, concurrency ${CONC}, a new connection per message (smtp-source without -d)`);
+  say();
+  say('| path | messages | msg/s | vs proxy | filter CPU ms/msg |');
+  say('|---|---|---|---|---|');
+  let proxyNew = 0;
+  for (const [name, f, n] of fresh) {
+    const t = await throughput(f, { n, reuse: false });
+    if (f === proxy) proxyNew = t.msgPerS;
+    say(
+      `| ${name} | ${n} | ${f0(t.msgPerS)} | ${f0((t.msgPerS / proxyNew) * 100)} % | ${f2(t.cpuMsPerMsg)} |`,
+    );
+  }
+  say();
+  await untrusted.stop();
+
+  // (c) Postfix -> filter -> Postfix, end to end (smtp-source start -> the sink has all N).
+  if (!args.includes('--skip-postfix') && postfixAvailable()) {
+    const nPf = Math.min(N, 1000);
+    const filterPort = await freePort();
+    const pf: PostfixInstance = await startPostfix({ filterPort, relayhostPort: sink.port });
+    const stopPostfix = once(() => pf.stop());
+    cleanups.push(stopPostfix);
+    say(
+      `## (c) Postfix -> filter -> Postfix -> smtp-sink, end to end, ${nPf} x 20 KB, smtp-source -s ${CONC} (new connections to Postfix)`,
+    );
+    say();
+    say('| path | e2e msg/s | vs proxy | filter CPU ms/msg |');
+    say('|---|---|---|---|');
+    let base = 0;
+    for (const kind of ['proxy', 'relay']) {
+      const f = await startFilter(kind, pf.reinjectPort, filterPort);
+      // Warm up (and check the path), then measure.
+      let have = sink.count();
+      await source(pf.inPort, { n: 50, conc: CONC, size: SIZE, reuse: false });
+      await sink.waitFor(have + 50, 60_000);
+      have = sink.count();
+      const cpu0 = procStats(f.pid).cpuS;
+      const t0 = process.hrtime.bigint();
+      await source(pf.inPort, { n: nPf, conc: CONC, size: SIZE, reuse: false });
+      await sink.waitFor(have + nPf, 120_000);
+      const rate = nPf / (Number(process.hrtime.bigint() - t0) / 1e9);
+      const cpu = ((procStats(f.pid).cpuS - cpu0) * 1000) / nPf;
+      if (kind === 'proxy') base = rate;
+      say(
+        `| Postfix -> ${kind === 'proxy' ? 'pass-through proxy' : 'sandgate relay (rules)'} -> Postfix | ${f0(rate)} | ${f0((rate / base) * 100)} % | ${f2(cpu)} |`,
+      );
+      await f.stop();
+    }
+    say();
+    await stopPostfix();
+  } else {
+    say('## (c) Postfix rows skipped (--skip-postfix, or no Postfix/root here)');
+    say();
+  }
+
+  // (d) peak RSS with 20 concurrent 25 MB messages, in fresh filter processes.
+  if (!args.includes('--skip-rss')) {
+    await proxy.stop();
+    await relay.stop();
+    const big = 25 * 1024 * 1024;
+    say(`## (d) peak RSS, 20 concurrent 25 MB messages (smtp-source -s 20 -m 20 -l ${big})`);
+    say();
+    say('| path | peak RSS MB (VmHWM) | wall s |');
+    say('|---|---|---|');
+    for (const kind of ['proxy', 'relay']) {
+      const f = await startFilter(kind, sink.port);
+      const secs = await source(f.port, { n: 20, conc: 20, size: big, reuse: false });
+      const { hwmMb } = procStats(f.pid);
+      say(
+        `| ${kind === 'proxy' ? 'pass-through proxy' : 'sandgate relay (rules)'} | ${f0(hwmMb)} | ${f1(secs)} |`,
+      );
+      await f.stop();
+    }
+    say();
+  }
+  say(`(bench wall time ${f0((Date.now() - started) / 1000)} s)`);
+} finally {
+  await runCleanups();
+}
+mkdirSync(join(HERE, 'results'), { recursive: true });
+writeFileSync(join(HERE, 'results', 'relay.md'), `${lines.join('\n')}\n`);

@@ -1,6 +1,7 @@
 import { isSandgateError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { NextHopConnector, NextHopSession, Params } from './next-hop.js';
+import type { SessionPool } from './queue/session-pool.js';
 import type { Reply } from './smtp-client.js';
 
 const UNAVAILABLE: Reply = { code: 451, enhanced: '4.4.1', lines: ['Next hop unavailable, try again later'] };
@@ -17,6 +18,12 @@ const CHANGED: Reply = {
 
 export interface ForwarderOptions {
   readonly connector: NextHopConnector;
+  /**
+   * Next-hop sessions shared by all client sessions: one is taken for each transaction and given
+   * back when it ends, so an idle client connection (an MTA's connection cache) holds no session
+   * at the next hop. Without a pool, each client session keeps its own next-hop connection.
+   */
+  readonly pool?: Pick<SessionPool, 'acquire' | 'release'>;
   /** NOOP interval while a message is being scanned; 0: never. */
   readonly keepAliveMs: number;
   readonly log: Logger;
@@ -26,7 +33,8 @@ export interface ForwarderOptions {
  * One client session's link to the next hop, driven in lockstep: the client's MAIL and each RCPT
  * go to the next hop at once and its reply is the client's reply, so a recipient the next hop
  * refuses is refused to the client too. DATA goes on only after the verdict. The next-hop
- * connection lives as long as the client's and is reused for its next transactions.
+ * session is held from MAIL to the end of the transaction; with a pool it then goes back for any
+ * client session to use, without one it lives as long as the client's connection.
  */
 export class Forwarder {
   private session: NextHopSession | undefined;
@@ -44,11 +52,15 @@ export class Forwarder {
   }
 
   async mail(address: string, params: Params, xforward: ReadonlyMap<string, string>): Promise<Reply> {
+    // A transaction still open at the next hop: the client sent RSET (smtp-server answers that
+    // itself), so end it there too, or the next hop would refuse this MAIL as nested.
+    const open = this.sender !== undefined;
     this.accepted.length = 0;
     this.sender = undefined;
     this.xforward = xforward;
     return this.guard(async () => {
       const s = await this.ensure();
+      if (open) await s.reset();
       await s.xforward(xforward);
       const r = await s.mail(address, params);
       if (r.code < 300) this.sender = { address, params };
@@ -99,6 +111,9 @@ export class Forwarder {
       const replies = await s.data(message(), recipients, msgId);
       this.sender = undefined;
       this.accepted.length = 0;
+      // A refused DATA can leave the next hop's transaction open: RSET before it is reused.
+      if (replies.some((r) => r.code >= 300)) await s.reset().catch(() => undefined);
+      this.giveBack();
       return replies;
     }, LOST);
   }
@@ -112,6 +127,7 @@ export class Forwarder {
     if (!had || !this.session?.usable) return;
     try {
       await this.session.reset();
+      this.giveBack();
     } catch {
       await this.drop();
     }
@@ -133,20 +149,33 @@ export class Forwarder {
     await this.busy.catch(() => undefined);
     const s = this.session;
     this.session = undefined;
-    if (s) await s.close().catch(() => undefined);
+    if (s === undefined) return;
+    // Back to the pool only with no transaction open at the next hop; otherwise QUIT.
+    if (this.options.pool) this.options.pool.release(s, this.sender === undefined);
+    else await s.close().catch(() => undefined);
   }
 
   private async ensure(): Promise<NextHopSession> {
     if (this.session?.usable) return this.session;
     await this.drop();
-    this.session = await this.options.connector.connect();
+    this.session = await (this.options.pool?.acquire() ?? this.options.connector.connect());
     return this.session;
+  }
+
+  /** The transaction is over and the session is idle: hand it to the pool (if there is one). */
+  private giveBack(): void {
+    const s = this.session;
+    if (s === undefined || this.options.pool === undefined) return;
+    this.session = undefined;
+    this.options.pool.release(s, true);
   }
 
   private async drop(): Promise<void> {
     const s = this.session;
     this.session = undefined;
-    if (s) await s.close().catch(() => undefined);
+    if (s === undefined) return;
+    if (this.options.pool) this.options.pool.release(s, false);
+    else await s.close().catch(() => undefined);
   }
 
   private async guard(fn: () => Promise<Reply>, fallback: Reply): Promise<Reply> {

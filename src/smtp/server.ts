@@ -19,6 +19,7 @@ import type { QueueFrontEnd } from './queue/intake.js';
 import { rewriteHeaders } from './headers.js';
 import { NetworkList, normaliseAddress } from './networks.js';
 import { createConnector, type NextHopConnector, type Params } from './next-hop.js';
+import { SessionPool } from './queue/session-pool.js';
 import { receiveMessage } from './receive.js';
 import {
   combineReplies,
@@ -107,6 +108,8 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
   readonly stats: RelayStats = { connections: 0, transactions: 0 };
   private readonly smtp: RelaySmtpServer;
   private readonly connector: NextHopConnector;
+  /** Idle next-hop sessions, shared by the client sessions between their transactions. */
+  private readonly pool: SessionPool;
   private readonly allowed: NetworkList;
   private readonly forwarders = new Map<string, Forwarder>();
   /** Sessions whose message is between DATA and our reply. */
@@ -133,6 +136,7 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
       ...(hop.servername !== undefined ? { servername: hop.servername } : {}),
       ...(hop.authUser !== undefined && pass !== undefined ? { auth: { user: hop.authUser, pass } } : {}),
     });
+    this.pool = new SessionPool(this.connector, Math.max(1000, Math.min(hop.keepAlive, 30_000)));
     const tlsFiles =
       relay.tls.certFile !== undefined && relay.tls.keyFile !== undefined
         ? { cert: readFileSync(relay.tls.certFile), key: readFileSync(relay.tls.keyFile) }
@@ -212,6 +216,7 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
     }).then(async () => {
       await Promise.all([...this.forwarders.values()].map((f) => f.close()));
       this.forwarders.clear();
+      await this.pool.close();
     });
     return this.closing;
   }
@@ -243,6 +248,7 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
     if (f === undefined) {
       f = new Forwarder({
         connector: this.connector,
+        pool: this.pool,
         keepAliveMs: this.options.relay.nextHopOptions.keepAlive,
         log: this.options.log.child({ cid: session.id }),
       });

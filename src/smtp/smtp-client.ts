@@ -72,6 +72,7 @@ export class SmtpClient {
   /** Connects, reads the greeting, says EHLO/LHLO, upgrades with STARTTLS and authenticates as configured. */
   static async connect(options: SmtpClientOptions): Promise<SmtpClient> {
     const socket = net.connect({ host: options.host, port: options.port });
+    socket.setNoDelay(true);
     const client = new SmtpClient(socket, options);
     const onAbort = () => client.fail(new SandgateError('ERR_ABORTED', 'next hop connection aborted'));
     options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -110,6 +111,18 @@ export class SmtpClient {
       throw new SandgateError('ERR_NEXT_HOP_PROTOCOL', 'refusing to send a command with a line break');
     this.write(`${line}\r\n`);
     return this.read();
+  }
+
+  /**
+   * Sends several command lines in one write and resolves with their replies, in order. Only for
+   * a next hop that offers PIPELINING (RFC 2920), and never with DATA or a command that changes
+   * the connection (STARTTLS, AUTH) inside the group.
+   */
+  async commands(lines: readonly string[]): Promise<Reply[]> {
+    if (lines.some((line) => /[\r\n]/.test(line)))
+      throw new SandgateError('ERR_NEXT_HOP_PROTOCOL', 'refusing to send a command with a line break');
+    this.write(lines.map((line) => `${line}\r\n`).join(''));
+    return Promise.all(lines.map(() => this.read()));
   }
 
   /**

@@ -281,6 +281,59 @@ describe('relay over real sockets (nodemailer client -> relay -> smtp-server sin
     expect(sink.messages).toHaveLength(0);
   });
 
+  it('shares next-hop sessions between client connections: an idle client connection holds none', async () => {
+    const { sink, h } = await setup();
+    const a = await openTransaction(h.port);
+    a.send('Subject: a\r\n\r\nbody\r\n.\r\n');
+    expect((await a.read()).code).toBe(250);
+    // a stays connected and idle (as in an MTA's connection cache); b's message takes the same session.
+    const b = await openTransaction(h.port);
+    b.send('Subject: b\r\n\r\nbody\r\n.\r\n');
+    expect((await b.read()).code).toBe(250);
+    await a.cmd('QUIT');
+    await b.cmd('QUIT');
+    expect(await sink.waitFor(2)).toHaveLength(2);
+    expect(sink.connections).toBe(1);
+  });
+
+  it('ends the next hop transaction too when the client sends RSET, so its next MAIL is not nested', async () => {
+    const { sink, h } = await setup();
+    const t = await SmtpTalk.open(h.port);
+    expect((await t.read()).code).toBe(220);
+    await t.cmd('EHLO mta.test.local');
+    expect((await t.cmd('MAIL FROM:<a@test.local>')).code).toBe(250);
+    expect((await t.cmd('RCPT TO:<b@example.test>')).code).toBe(250);
+    expect((await t.cmd('RSET')).code).toBe(250);
+    expect((await t.cmd('MAIL FROM:<c@test.local>')).code).toBe(250);
+    expect((await t.cmd('RCPT TO:<d@example.test>')).code).toBe(250);
+    expect((await t.cmd('DATA')).code).toBe(354);
+    t.send('Subject: after rset\r\n\r\nbody\r\n.\r\n');
+    expect((await t.read()).code).toBe(250);
+    await t.cmd('QUIT');
+    const [got] = await sink.waitFor(1);
+    expect(got!.sender).toBe('c@test.local');
+    expect(got!.recipients).toEqual(['d@example.test']);
+  });
+
+  it('sends XFORWARD one command at a time to a next hop without PIPELINING', async () => {
+    const sink = await startSmtpSink({ hidePIPELINING: true });
+    cleanup.push(() => sink.close());
+    const h = await startRelay({ kind: 'smtp', host: '127.0.0.1', port: sink.port }, {});
+    cleanup.push(() => h.close());
+    const t = await SmtpTalk.open(h.port);
+    expect((await t.read()).code).toBe(220);
+    await t.cmd('EHLO mta.test.local');
+    expect((await t.cmd('XFORWARD NAME=client.example ADDR=192.0.2.7 HELO=helo.example')).code).toBe(250);
+    expect((await t.cmd('MAIL FROM:<a@test.local>')).code).toBe(250);
+    expect((await t.cmd('RCPT TO:<b@example.test>')).code).toBe(250);
+    expect((await t.cmd('DATA')).code).toBe(354);
+    t.send('Subject: x\r\n\r\nbody\r\n.\r\n');
+    expect((await t.read()).code).toBe(250);
+    await t.cmd('QUIT');
+    const [got] = await sink.waitFor(1);
+    expect(got!.xforward).toMatchObject({ ADDR: '192.0.2.7', NAME: 'client.example', HELO: 'helo.example' });
+  });
+
   it('passes XFORWARD to a next hop that offers it, and reuses the next-hop connection', async () => {
     const { sink, h } = await setup();
     const t = await SmtpTalk.open(h.port);

@@ -55,3 +55,44 @@ describe('toDataWire', () => {
     }
   });
 });
+
+describe('the fast path for chunks that are already clean', () => {
+  // An independent statement of the rules, on the whole text at once.
+  const oracleNormalise = (s: string) => s.replace(/\r\n|\r|\n/g, '\r\n');
+  const oracleWire = (s: string) => {
+    const n = oracleNormalise(s).replace(/(^|\r\n)\./g, '$1..');
+    return n + (n === '' || n.endsWith('\r\n') ? '.\r\n' : '\r\n.\r\n');
+  };
+  // Deterministic pseudo-random chunks of a small alphabet, so clean and unclean chunks, CRLFs
+  // split across chunks and line-leading dots all occur many times.
+  let seed = 42;
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
+  const pieces = ['a', 'bc', '\r\n', '\r\n', '\r\n.', '.', '\r', '\n', 'x\r\ny\r\n'];
+  const sample = () =>
+    Array.from({ length: 1 + rnd(6) }, () =>
+      Array.from({ length: rnd(8) }, () => pieces[rnd(pieces.length)]).join(''),
+    );
+
+  it('normalises exactly like the byte-by-byte rules, whichever path each chunk takes', () => {
+    for (let i = 0; i < 2000; i++) {
+      const chunks = sample();
+      expect(normalise(chunks)).toBe(oracleNormalise(chunks.join('')));
+    }
+  });
+
+  it('dot-stuffs and terminates exactly like the rules, whichever path each chunk takes', async () => {
+    for (let i = 0; i < 1000; i++) {
+      const chunks = sample();
+      expect(await wire(chunks)).toBe(oracleWire(chunks.join('')));
+    }
+  });
+
+  it('hands a clean chunk on as it is, without copying it', () => {
+    const chunk = Buffer.from('Subject: x\r\n\r\nbody line\r\nmore\r\n');
+    expect(new LineNormaliser(true).push(chunk)).toBe(chunk);
+    expect(new LineNormaliser(false).push(chunk)).toBe(chunk);
+  });
+});
