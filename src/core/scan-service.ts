@@ -231,18 +231,10 @@ export class ScanService implements Evaluator {
       );
       return outcome;
     };
-    if (this.now() >= options.deadline) {
+    const deadline = options.deadline;
+    if (this.now() >= deadline) {
       return done({ kind: 'failed', reason: 'timeout', message: 'no budget left for this scanner' }, false);
     }
-    let fingerprint: string;
-    try {
-      const budget = Math.max(1, Math.min(options.deadline - this.now(), 10_000));
-      fingerprint = await scanner.fingerprint(AbortSignal.timeout(budget));
-    } catch (err) {
-      return done(failureFromError(err), false);
-    }
-    const memo = this.o.memo;
-    const deadline = options.deadline;
     if (scanner.local) {
       // Cheaper to recompute than to cache or lock: run it directly, still bounded by the deadline.
       const ctx: ScanContext = {
@@ -258,6 +250,14 @@ export class ScanService implements Evaluator {
         return done(failureFromError(err), false);
       }
     }
+    let fingerprint: string;
+    try {
+      const budget = Math.max(1, Math.min(deadline - this.now(), 10_000));
+      fingerprint = await scanner.fingerprint(AbortSignal.timeout(budget));
+    } catch (err) {
+      return done(failureFromError(err), false);
+    }
+    const memo = this.o.memo;
     // The front end may dispose of its spool as soon as it has an answer; work still running keeps the bytes.
     const releaseBytes = message.retain?.();
     const result = memo.run({
