@@ -16,6 +16,14 @@ const CHANGED: Reply = {
   lines: ['Next hop changed its answer on reconnect, try again later'],
 };
 
+/** Who the client is, as the next hop should see it. */
+export interface ClientAttributes {
+  /** XFORWARD attributes (empty: send none). */
+  readonly xforward: ReadonlyMap<string, string>;
+  /** XCLIENT attributes; undefined unless relay.nextHopOptions.xclient is on. */
+  readonly xclient?: ReadonlyMap<string, string>;
+}
+
 export interface ForwarderOptions {
   readonly connector: NextHopConnector;
   /**
@@ -39,7 +47,7 @@ export interface ForwarderOptions {
 export class Forwarder {
   private session: NextHopSession | undefined;
   private sender: { address: string; params: Params } | undefined;
-  private xforward: ReadonlyMap<string, string> = new Map();
+  private client: ClientAttributes = { xforward: new Map() };
   private readonly accepted: Array<{ address: string; params: Params }> = [];
   /** The command in flight (a keep-alive NOOP), so the next command waits for it. */
   private busy: Promise<unknown> = Promise.resolve();
@@ -51,17 +59,19 @@ export class Forwarder {
     return this.accepted.map((r) => r.address);
   }
 
-  async mail(address: string, params: Params, xforward: ReadonlyMap<string, string>): Promise<Reply> {
+  async mail(address: string, params: Params, client: ClientAttributes): Promise<Reply> {
     // A transaction still open at the next hop: the client sent RSET (smtp-server answers that
     // itself), so end it there too, or the next hop would refuse this MAIL as nested.
     const open = this.sender !== undefined;
     this.accepted.length = 0;
     this.sender = undefined;
-    this.xforward = xforward;
+    this.client = client;
     return this.guard(async () => {
+      // A session that cannot change its XCLIENT identity serves one transaction only.
+      if (this.session !== undefined && !this.session.reusable) await this.drop();
       const s = await this.ensure();
       if (open) await s.reset();
-      await s.xforward(xforward);
+      await this.introduce(s, client);
       const r = await s.mail(address, params);
       if (r.code < 300) this.sender = { address, params };
       return r;
@@ -96,7 +106,7 @@ export class Forwarder {
         );
         await this.drop();
         const s = await this.ensure();
-        await s.xforward(this.xforward);
+        await this.introduce(s, this.client);
         const m = await s.mail(sender.address, sender.params);
         if (m.code >= 300) return [CHANGED];
         for (const r of this.accepted) {
@@ -153,6 +163,31 @@ export class Forwarder {
     // Back to the pool only with no transaction open at the next hop; otherwise QUIT.
     if (this.options.pool) this.options.pool.release(s, this.sender === undefined);
     else await s.close().catch(() => undefined);
+  }
+
+  /**
+   * Tells the next hop who the client is, before MAIL: XCLIENT when configured and offered (the
+   * session then is the client's, XFORWARD is not needed), else, or when XCLIENT is refused,
+   * XFORWARD (which rides along with MAIL).
+   */
+  private async introduce(s: NextHopSession, client: ClientAttributes): Promise<void> {
+    if (client.xclient !== undefined) {
+      const r = await s.xclient(client.xclient);
+      if (r.status === 'sent' || r.status === 'unchanged') return;
+      if (r.status === 'refused') {
+        this.options.log.warn(
+          {
+            event: 'relay.xclient_refused',
+            nextHop: this.options.connector.describe,
+            code: r.reply.code,
+            reply: r.reply.lines.join(' ').slice(0, 200),
+            fallback: client.xforward.size > 0 ? 'xforward' : 'none',
+          },
+          'next hop refused XCLIENT; passing the client on with XFORWARD where offered',
+        );
+      }
+    }
+    await s.xforward(client.xforward);
   }
 
   private async ensure(): Promise<NextHopSession> {

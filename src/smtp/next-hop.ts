@@ -3,15 +3,34 @@ import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync } from 'n
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NextHop } from '../core/config/relay.js';
+import { SandgateError } from '../core/errors.js';
 import { SmtpClient, type Reply, type SmtpClientOptions } from './smtp-client.js';
 
 /** MAIL FROM / RCPT TO parameters to pass on, keyed upper case (BODY, SMTPUTF8, SIZE, RET, ENVID, NOTIFY, ORCPT). */
 export type Params = Readonly<Record<string, string | true>>;
 
+/** What came of an XCLIENT attempt (see NextHopSession.xclient). */
+export type XclientResult =
+  | { readonly status: 'sent' | 'unchanged' | 'not-offered' }
+  | { readonly status: 'refused'; readonly reply: Reply };
+
 /** One session with the next hop: the relay's client session drives it command by command. */
 export interface NextHopSession {
   /** Whether the session can take another command (a dead SMTP connection cannot). */
   readonly usable: boolean;
+  /**
+   * Whether the session may go back to a pool for another client's transaction. False once it
+   * carries one client's XCLIENT identity that the next hop will not let us change again, or
+   * after a refused XCLIENT (the next hop's idea of the client is then unknown).
+   */
+  readonly reusable: boolean;
+  /**
+   * XCLIENT, outside a transaction: makes the next hop see the client as `attrs` says (only the
+   * attributes it lists), reads its new greeting and says EHLO again. 'unchanged': the session
+   * already carries exactly this identity. 'not-offered': the next hop has no XCLIENT (or none
+   * of these attributes). 'refused': a 4xx/5xx to the (first) XCLIENT; the caller falls back.
+   */
+  xclient(attrs: ReadonlyMap<string, string>): Promise<XclientResult>;
   /** XFORWARD attributes, sent only when the next hop offers XFORWARD (and only the attributes it lists). */
   xforward(attrs: ReadonlyMap<string, string>): Promise<void>;
   mail(sender: string, params: Params): Promise<Reply>;
@@ -31,6 +50,48 @@ export interface NextHopConnector {
 export type SmtpNextHopOptions = Omit<SmtpClientOptions, 'host' | 'port' | 'lmtp' | 'signal'>;
 
 const ok = (text: string): Reply => ({ code: 250, enhanced: '2.0.0', lines: [text] });
+
+/** RFC 3461 xtext: bytes outside "!".."~", and "+" and "=", as "+HH". */
+export function xtext(value: string): string {
+  let out = '';
+  for (const b of Buffer.from(value, 'utf8')) {
+    out +=
+      b >= 0x21 && b <= 0x7e && b !== 0x2b && b !== 0x3d
+        ? String.fromCharCode(b)
+        : `+${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+/** An SMTP command line is at most 512 octets with its CRLF (RFC 5321 4.5.3.1.4). */
+const MAX_COMMAND = 510;
+
+/**
+ * XCLIENT command lines for `attrs` (name -> plain value, or [UNAVAILABLE] / [TEMPUNAVAIL]),
+ * keeping only the attributes the next hop listed (`offered`, upper case) and non-empty values,
+ * xtext-encoded, in the order given (NAME and ADDR first). Callers send every attribute they
+ * have a name for, unknown ones as [UNAVAILABLE], so nothing of an earlier client stays. Attributes that do not fit one 512-octet command go into further
+ * XCLIENT commands, as XCLIENT_README asks.
+ */
+export function xclientLines(attrs: ReadonlyMap<string, string>, offered: ReadonlySet<string>): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const [name, value] of attrs) {
+    const key = name.toUpperCase();
+    if (!offered.has(key) || value === '') continue;
+    // A value too long for any command goes as [UNAVAILABLE]: left out, the next hop would keep
+    // the previous client's value on a reused session.
+    let part = `${key}=${xtext(value)}`;
+    if (part.length + 'XCLIENT '.length > MAX_COMMAND) part = `${key}=[UNAVAILABLE]`;
+    if (line !== '' && line.length + 1 + part.length > MAX_COMMAND) {
+      lines.push(line);
+      line = '';
+    }
+    line = line === '' ? `XCLIENT ${part}` : `${line} ${part}`;
+  }
+  if (line !== '') lines.push(line);
+  return lines;
+}
 
 export function createConnector(hop: NextHop, smtp: SmtpNextHopOptions): NextHopConnector {
   switch (hop.kind) {
@@ -63,11 +124,65 @@ export function createConnector(hop: NextHop, smtp: SmtpNextHopOptions): NextHop
 class SmtpSession implements NextHopSession {
   /** XFORWARD lines that go out in one write with the next MAIL (when the next hop pipelines). */
   private xforwardLines: string[] = [];
+  /** The XCLIENT attributes listed in the next hop's first EHLO reply; undefined: no XCLIENT. */
+  private readonly xclientOffer: ReadonlySet<string> | undefined;
+  /** The XCLIENT lines the next hop last accepted: whose identity this session carries. */
+  private identity: string | undefined;
+  private fixed = false;
 
-  constructor(private readonly client: SmtpClient) {}
+  constructor(private readonly client: SmtpClient) {
+    const offer = client.extensions.get('XCLIENT');
+    this.xclientOffer =
+      offer === undefined
+        ? undefined
+        : new Set(
+            offer
+              .toUpperCase()
+              .split(/\s+/)
+              .filter((a) => a !== ''),
+          );
+  }
 
   get usable(): boolean {
     return !this.client.closed;
+  }
+
+  get reusable(): boolean {
+    return !this.fixed;
+  }
+
+  async xclient(attrs: ReadonlyMap<string, string>): Promise<XclientResult> {
+    if (this.xclientOffer === undefined) return { status: 'not-offered' };
+    const lines = xclientLines(attrs, this.xclientOffer);
+    if (lines.length === 0) return { status: 'not-offered' };
+    const key = lines.join('\n');
+    if (key === this.identity) return { status: 'unchanged' };
+    if (!this.client.extensions.has('XCLIENT')) {
+      // The next hop took one XCLIENT and offers no other (smtp-server after ADDR): the session
+      // is another client's. Not reached through the pool, which never gets such a session back.
+      throw new SandgateError('ERR_NEXT_HOP_UNAVAILABLE', 'the next hop session cannot take another XCLIENT');
+    }
+    this.xforwardLines = [];
+    this.identity = undefined;
+    // The EHLO after XCLIENT names the client as it named itself: Postfix logs and checks the
+    // HELO name of that EHLO, not the XCLIENT HELO attribute.
+    const helo = attrs.get('HELO');
+    const refused = await this.client.xclient(
+      lines,
+      helo !== undefined &&
+        /^[\x21-\x7e]{1,255}$/.test(helo) &&
+        !/^\[(UNAVAILABLE|TEMPUNAVAIL)\]$/i.test(helo)
+        ? helo
+        : undefined,
+    );
+    if (refused !== undefined) {
+      this.fixed = true;
+      return { status: 'refused', reply: refused };
+    }
+    this.identity = key;
+    // No XCLIENT in the new EHLO reply: this identity is for good; the session serves no one else.
+    if (!this.client.extensions.has('XCLIENT')) this.fixed = true;
+    return { status: 'sent' };
   }
 
   async xforward(attrs: ReadonlyMap<string, string>): Promise<void> {
@@ -153,12 +268,17 @@ class SmtpSession implements NextHopSession {
  */
 class DirectorySession implements NextHopSession {
   readonly usable = true;
+  readonly reusable = true;
   private sender = '';
 
   constructor(private readonly dir: string) {}
 
   xforward(): Promise<void> {
     return Promise.resolve();
+  }
+
+  xclient(): Promise<XclientResult> {
+    return Promise.resolve({ status: 'not-offered' });
   }
 
   mail(sender: string): Promise<Reply> {

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
-import type net from 'node:net';
+import net from 'node:net';
 import type tls from 'node:tls';
 import {
   SMTPServer,
@@ -14,7 +14,7 @@ import { isSandgateError } from '../core/errors.js';
 import { newMsgId } from '../core/ids.js';
 import type { Logger } from '../core/logger.js';
 import type { Envelope } from '../core/message.js';
-import { Forwarder } from './forwarder.js';
+import { Forwarder, type ClientAttributes } from './forwarder.js';
 import type { QueueFrontEnd } from './queue/intake.js';
 import { rewriteHeaders } from './headers.js';
 import { NetworkList, normaliseAddress } from './networks.js';
@@ -263,11 +263,7 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
     cb: Callback,
   ): Promise<void> {
     if (this.options.queue) return cb();
-    const r = await this.forwarder(session).mail(
-      address.address,
-      paramsOf(address),
-      this.xforwardOf(session),
-    );
+    const r = await this.forwarder(session).mail(address.address, paramsOf(address), this.clientOf(session));
     cb(r.code < 300 ? null : toError(passBack(r)));
   }
 
@@ -292,6 +288,13 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
     await f?.close();
   }
 
+  /** Who the client is, for the next hop: XFORWARD attributes, and XCLIENT ones when configured. */
+  private clientOf(session: SMTPServerSession): ClientAttributes {
+    const xforward = this.xforwardOf(session);
+    if (!this.options.relay.nextHopOptions.xclient) return { xforward };
+    return { xforward, xclient: xclientOf(session) };
+  }
+
   /** XFORWARD attributes for the next hop: what a trusted peer told us, else what we saw. */
   private xforwardOf(session: SMTPServerSession): ReadonlyMap<string, string> {
     if (!this.options.relay.nextHopOptions.xforward) return new Map();
@@ -302,7 +305,8 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
       ['ADDR', addr.includes(':') ? `IPV6:${addr}` : addr],
       ['PORT', String(session.remotePort)],
       ['PROTO', session.openingCommand === 'HELO' ? 'SMTP' : 'ESMTP'],
-      ['HELO', session.hostNameAppearsAs || '[UNAVAILABLE]'],
+      // XCLIENT's HELO outlives the EHLO the peer sends after it (XCLIENT_README).
+      ['HELO', stringOr(session.xClient.get('HELO'), session.hostNameAppearsAs || '[UNAVAILABLE]')],
     ]);
     for (const k of ['PROTO', 'IDENT', 'SOURCE'] as const) {
       const v = xf.get(k);
@@ -474,6 +478,54 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
       stopKeepAlive();
     }
   }
+}
+
+const stringOr = (v: unknown, fallback: string): string => (typeof v === 'string' && v !== '' ? v : fallback);
+
+const UNAVAILABLE = '[UNAVAILABLE]';
+const HOSTNAME =
+  /^(?=.{1,253}\.?$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i;
+
+/**
+ * XCLIENT attributes (Postfix XCLIENT_README): the client as a trusted peer described it with
+ * XCLIENT or XFORWARD (smtp-server applied those to the session), else as it connected to us.
+ * Every attribute gets a value, [UNAVAILABLE] when unknown, so that a next-hop session reused for
+ * another client keeps nothing of the previous one (a LOGIN above all). sandgate does no DNS
+ * lookups: a client name nobody told us is [TEMPUNAVAIL] ("unknown" for now, not "has none").
+ */
+function xclientOf(session: SMTPServerSession): ReadonlyMap<string, string> {
+  const xc = session.xClient;
+  const xf = session.xForward;
+  const given = (k: string): string | false | undefined => {
+    const v = xc.has(k) ? xc.get(k) : xf.get(k);
+    return typeof v === 'string' ? v : v === false ? false : undefined;
+  };
+  const fromPeer = xc.has('ADDR') || xf.has('ADDR');
+  const ip = (a: string) => {
+    const n = normaliseAddress(a);
+    return n.includes(':') ? `IPV6:${n}` : n;
+  };
+  const name = session.clientHostname;
+  const proto = given('PROTO') || (session.openingCommand === 'HELO' ? 'SMTP' : 'ESMTP');
+  const helo = given('HELO') ?? session.hostNameAppearsAs;
+  const login = xc.get('LOGIN');
+  return new Map([
+    [
+      'NAME',
+      given('NAME') === false
+        ? UNAVAILABLE
+        : name && HOSTNAME.test(name) && net.isIP(name) === 0
+          ? name
+          : '[TEMPUNAVAIL]',
+    ],
+    ['ADDR', given('ADDR') === false || !session.remoteAddress ? UNAVAILABLE : ip(session.remoteAddress)],
+    ['PORT', session.remotePort > 0 ? String(session.remotePort) : UNAVAILABLE],
+    ['PROTO', /^SMTP$/i.test(proto) ? 'SMTP' : 'ESMTP'],
+    ['HELO', helo && helo.length <= 255 ? helo : UNAVAILABLE],
+    ['LOGIN', typeof login === 'string' && login !== '' ? login : UNAVAILABLE],
+    ['DESTADDR', fromPeer || !session.localAddress ? UNAVAILABLE : ip(session.localAddress)],
+    ['DESTPORT', fromPeer || !(session.localPort > 0) ? UNAVAILABLE : String(session.localPort)],
+  ]);
 }
 
 function paramsOf(address: SMTPServerAddress): Params {

@@ -141,6 +141,26 @@ export class SmtpClient {
     return out;
   }
 
+  /**
+   * XCLIENT (Postfix XCLIENT_README): sends each line and expects the new greeting (220) to each,
+   * then says EHLO/LHLO again (with `helo`, the client's own name, when given: Postfix takes
+   * the HELO name from that EHLO), which refreshes `extensions`. Resolves with the refusal of the
+   * first line (the identity is unchanged; the session carries on as before), or undefined on
+   * success. A refusal of a later line leaves the identity half changed: the connection is closed
+   * and the call rejects with ERR_NEXT_HOP_UNAVAILABLE, as does a 421.
+   */
+  async xclient(lines: readonly string[], helo?: string): Promise<Reply | undefined> {
+    for (const [i, line] of lines.entries()) {
+      const r = await this.command(line);
+      if (r.code === 220) continue;
+      if (i === 0 && r.code !== 421) return r;
+      this.close();
+      throw this.refused('XCLIENT', r);
+    }
+    await this.hello(helo);
+    return undefined;
+  }
+
   /** QUIT politely (bounded by the timeout), then close. */
   async quit(): Promise<void> {
     if (this.closed) return;
@@ -157,10 +177,10 @@ export class SmtpClient {
     this.socket.destroy();
   }
 
-  private async hello(): Promise<void> {
+  private async hello(name = this.options.name): Promise<void> {
     const verb = this.options.lmtp ? 'LHLO' : 'EHLO';
-    let r = await this.command(`${verb} ${this.options.name}`);
-    if (r.code !== 250 && !this.options.lmtp) r = await this.command(`HELO ${this.options.name}`);
+    let r = await this.command(`${verb} ${name}`);
+    if (r.code !== 250 && !this.options.lmtp) r = await this.command(`HELO ${name}`);
     if (r.code !== 250) throw this.refused(verb, r);
     this.extensions.clear();
     for (const line of r.lines.slice(1)) {

@@ -115,6 +115,14 @@ export const relaySchema = z
         keepAlive: duration.prefault('60s'),
         /** Pass XFORWARD to the next hop when it offers it. */
         xforward: bool.default(true),
+        /**
+         * Pass the client on with XCLIENT when the next hop offers it (inline mode): the next hop
+         * then applies its access rules (smtpd_client_restrictions, permit_mynetworks, ...) to the
+         * original client instead of to sandgate. Off by default: that changes what the next hop
+         * accepts, so an operator must choose it (and authorize us: smtpd_authorized_xclient_hosts).
+         * Sent before each transaction; XFORWARD is the fallback when XCLIENT is refused.
+         */
+        xclient: bool.default(false),
       })
       .strict()
       .prefault({}),

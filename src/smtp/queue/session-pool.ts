@@ -42,9 +42,12 @@ export class SessionPool {
     return this.connector.connect(signal);
   }
 
-  /** Gives a session back; `healthy` false (or a closed pool) closes it instead. */
+  /**
+   * Gives a session back; `healthy` false, a closed pool, or a session bound to one client's
+   * XCLIENT identity (not `reusable`) closes it instead.
+   */
   release(session: NextHopSession, healthy: boolean): void {
-    if (!healthy || !session.usable || this.closed) {
+    if (!healthy || !session.usable || !session.reusable || this.closed) {
       void session.close().catch(() => undefined);
       return;
     }
