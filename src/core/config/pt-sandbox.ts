@@ -1,34 +1,13 @@
 import { z } from 'zod';
 import { byteSize, duration } from './durations.js';
 import { bool, int, list } from './primitives.js';
+import { EXECUTABLE_EXTENSIONS } from './extensions.js';
 
 /** Attachment types worth a sandbox analysis when the prefilter is on (extensions, lower case, no dot). */
 export const DEFAULT_RISKY_EXTENSIONS: readonly string[] = [
   // executables and scripts
-  'exe',
-  'dll',
-  'scr',
-  'com',
-  'pif',
-  'bat',
-  'cmd',
-  'vbs',
-  'vbe',
-  'js',
-  'jse',
-  'wsf',
-  'wsh',
-  'hta',
-  'cpl',
-  'msi',
-  'msp',
-  'lnk',
-  'jar',
-  'ps1',
+  ...EXECUTABLE_EXTENSIONS,
   'psm1',
-  'reg',
-  'sh',
-  'elf',
   'apk',
   'url',
   'chm',
@@ -72,10 +51,6 @@ export const DEFAULT_RISKY_EXTENSIONS: readonly string[] = [
   'arj',
   'lzh',
   'ace',
-  'iso',
-  'img',
-  'vhd',
-  'vhdx',
   // nested mail
   'eml',
   'msg',

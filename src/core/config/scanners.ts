@@ -3,37 +3,13 @@ import { byteSize } from './durations.js';
 import { bool, int, list } from './primitives.js';
 import { clamdSchema } from './clamd.js';
 import { ptSandboxSchema } from './pt-sandbox.js';
+import { WINDOWS_RUNNABLE_EXTENSIONS } from './extensions.js';
 
 /** The embedded rules engine: needs no server. */
 export const rulesSchema = z
   .object({
     /** File extensions (lower case, without the dot) that make an attachment malicious. */
-    blockedExtensions: list(z.string()).default([
-      'exe',
-      'scr',
-      'com',
-      'pif',
-      'bat',
-      'cmd',
-      'vbs',
-      'vbe',
-      'js',
-      'jse',
-      'wsf',
-      'wsh',
-      'hta',
-      'cpl',
-      'msi',
-      'msp',
-      'lnk',
-      'jar',
-      'ps1',
-      'reg',
-      'iso',
-      'img',
-      'vhd',
-      'vhdx',
-    ]),
+    blockedExtensions: list(z.string()).default([...WINDOWS_RUNNABLE_EXTENSIONS]),
     /** A double extension such as invoice.pdf.exe is malicious. */
     blockDoubleExtensions: bool.default(true),
     /** An executable (PE "MZ...PE", ELF) under a harmless name or type is malicious. */

@@ -2,48 +2,10 @@
  * Name and magic-number checks on attachments and archive members. Pure functions over a file
  * name and the first bytes of the content.
  */
+import { EXECUTABLE_EXTENSIONS } from '../../core/config/extensions.js';
 
 /** Extensions that run code on Windows or Unix when opened: the target side of a double extension. */
-const EXECUTABLE_EXTENSIONS = new Set([
-  'exe',
-  'scr',
-  'com',
-  'pif',
-  'bat',
-  'cmd',
-  'vbs',
-  'vbe',
-  'js',
-  'jse',
-  'wsf',
-  'wsh',
-  'hta',
-  'cpl',
-  'msi',
-  'msp',
-  'lnk',
-  'jar',
-  'ps1',
-  'reg',
-  'dll',
-  'sys',
-  'drv',
-  'ocx',
-  'so',
-  'elf',
-  'bin',
-  'run',
-  'sh',
-  'app',
-  'appx',
-  'msix',
-  'efi',
-  'xll',
-  'iso',
-  'img',
-  'vhd',
-  'vhdx',
-]);
+const EXECUTABLE = new Set(EXECUTABLE_EXTENSIONS);
 
 /** Extensions people trust: the decoy side of a double extension (invoice.pdf.exe). */
 const DECOY_EXTENSIONS = new Set([
@@ -105,13 +67,13 @@ export function doubleExtension(filename: string, blocked: ReadonlySet<string>):
   if (exts.length < 2) return undefined;
   const last = exts[exts.length - 1] as string;
   const decoy = exts[exts.length - 2] as string;
-  if (!(EXECUTABLE_EXTENSIONS.has(last) || blocked.has(last))) return undefined;
+  if (!(EXECUTABLE.has(last) || blocked.has(last))) return undefined;
   return DECOY_EXTENSIONS.has(decoy) ? `${decoy}.${last}` : undefined;
 }
 
 export function isExecutableName(filename: string | undefined, blocked: ReadonlySet<string>): boolean {
   const ext = filename === undefined ? undefined : extensions(filename).at(-1);
-  return ext !== undefined && (EXECUTABLE_EXTENSIONS.has(ext) || blocked.has(ext));
+  return ext !== undefined && (EXECUTABLE.has(ext) || blocked.has(ext));
 }
 
 /**
