@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { headerFieldValue, mapHeaderBlock, type RawHeaderField } from './header-block.js';
 import type { MessageSource } from './message.js';
 
@@ -28,7 +28,7 @@ export interface MessageAnalysis {
  */
 export async function analyseMessage(message: MessageSource): Promise<MessageAnalysis> {
   const hash = createHash('sha256');
-  const lf = new LfNormaliser((b) => hash.update(b));
+  const lf = new LfNormaliser(hash);
   let headers: HeaderLine[] = [];
   const counted = mapHeaderBlock(message.open() as AsyncIterable<Buffer>, (fields) => {
     headers = fields.map((f) => ({ name: f.name, value: headerFieldValue(f) }));
@@ -52,36 +52,33 @@ function fieldsThatCount(fields: readonly RawHeaderField[]): RawHeaderField[] {
   return kept;
 }
 
-/** Feeds bytes on with CRLF turned into LF, also when a CR ends one chunk and its LF starts the next. */
+/**
+ * Hashes bytes with CRLF turned into LF, also when a CR ends one chunk and its LF starts the next.
+ * One hash update per chunk: a chunk with CRs goes through a latin1 string (a native copy and
+ * replace), far cheaper than an update per line.
+ */
 class LfNormaliser {
   private pendingCr = false;
-  constructor(private readonly out: (b: Buffer) => void) {}
+  constructor(private readonly hash: Hash) {}
 
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
-    let start = 0;
     if (this.pendingCr) {
       this.pendingCr = false;
-      if (chunk[0] !== 0x0a) this.out(CR);
+      if (chunk[0] !== 0x0a) this.hash.update(CR);
     }
-    let cr = chunk.indexOf(0x0d, start);
-    while (cr !== -1) {
-      if (cr + 1 === chunk.length) {
-        if (cr > start) this.out(chunk.subarray(start, cr));
-        this.pendingCr = true;
-        return;
-      }
-      if (chunk[cr + 1] === 0x0a) {
-        if (cr > start) this.out(chunk.subarray(start, cr));
-        start = cr + 1;
-      }
-      cr = chunk.indexOf(0x0d, cr + 1);
+    let body = chunk;
+    if (chunk[chunk.length - 1] === 0x0d) {
+      body = chunk.subarray(0, chunk.length - 1);
+      this.pendingCr = true;
     }
-    if (start < chunk.length) this.out(chunk.subarray(start));
+    if (body.length === 0) return;
+    if (body.indexOf(0x0d) === -1) this.hash.update(body);
+    else this.hash.update(body.toString('latin1').replaceAll('\r\n', '\n'), 'latin1');
   }
 
   end(): void {
-    if (this.pendingCr) this.out(CR);
+    if (this.pendingCr) this.hash.update(CR);
     this.pendingCr = false;
   }
 }

@@ -1,6 +1,6 @@
 import { analyseMessage, OUR_HEADER_PREFIX, type HeaderLine } from './content-key.js';
 import type { EvaluateOptions, Evaluation, Evaluator } from './evaluation.js';
-import type { Logger } from './logger.js';
+import { lazyChild, type Logger } from './logger.js';
 import { findValidMark, MARK_HEADER, verdictHeaders, type MarkKind } from './mark.js';
 import type { MessageSource } from './message.js';
 import type { Metrics } from './metrics.js';
@@ -53,7 +53,8 @@ export class ScanService implements Evaluator {
 
   async evaluate(message: MessageSource, options: EvaluateOptions): Promise<Evaluation> {
     const started = this.now();
-    const log = this.o.log.child({ msgId: message.msgId });
+    // Made only if something beyond the summary line is logged for this message (finish()).
+    const log = lazyChild(this.o.log, { msgId: message.msgId });
     const analysis = await analyseMessage(message);
     const { contentKey, headers } = analysis;
     const stripHeaders = unique(
@@ -70,7 +71,7 @@ export class ScanService implements Evaluator {
         threats: [],
         failOpen: false,
       };
-      return this.finish(message, log, started, {
+      return this.finish(message, started, {
         decision,
         outcomes: [],
         contentKey,
@@ -98,7 +99,7 @@ export class ScanService implements Evaluator {
         failOpen: false,
         bypass,
       };
-      return this.finish(message, log, started, {
+      return this.finish(message, started, {
         decision,
         outcomes,
         contentKey,
@@ -117,7 +118,7 @@ export class ScanService implements Evaluator {
         threats: [],
         failOpen: false,
       };
-      return this.finish(message, log, started, {
+      return this.finish(message, started, {
         decision,
         outcomes: [],
         contentKey,
@@ -149,7 +150,7 @@ export class ScanService implements Evaluator {
         decision = { ...decision, action: 'tempfail', keepCopy: false, reason: 'quarantine-failed' };
       }
     }
-    return this.finish(message, log, started, {
+    return this.finish(message, started, {
       decision,
       outcomes,
       contentKey,
@@ -178,9 +179,10 @@ export class ScanService implements Evaluator {
     options: EvaluateOptions,
     log: Logger,
   ): Promise<Outcome[]> {
-    let release: (() => void) | undefined;
+    let release = options.signal?.aborted === true ? undefined : this.slots.tryAcquire();
     try {
-      release = await this.slots.acquire(
+      // Only a caller that has to wait for a slot needs a timer for it.
+      release ??= await this.slots.acquire(
         options.signal ?? AbortSignal.timeout(Math.max(1, options.deadline - this.now())),
       );
     } catch {
@@ -221,14 +223,16 @@ export class ScanService implements Evaluator {
     options: EvaluateOptions,
     parentLog: Logger,
   ): Promise<Outcome> {
-    const log = parentLog.child({ scanner: scanner.name });
+    const log = lazyChild(parentLog, { scanner: scanner.name });
     const started = this.now();
     const done = (finding: Finding, cached: boolean): Outcome => {
       const outcome: Outcome = { ...finding, scanner: scanner.name, cached, ms: this.now() - started };
-      log.debug(
-        { event: 'scan.scanner_done', outcome: describeFinding(finding), cached, ms: outcome.ms },
-        'scanner done',
-      );
+      if (log.isLevelEnabled?.('debug') !== false) {
+        log.debug(
+          { event: 'scan.scanner_done', outcome: describeFinding(finding), cached, ms: outcome.ms },
+          'scanner done',
+        );
+      }
       return outcome;
     };
     const deadline = options.deadline;
@@ -237,8 +241,9 @@ export class ScanService implements Evaluator {
     }
     if (scanner.local) {
       // Cheaper to recompute than to cache or lock: run it directly, still bounded by the deadline.
+      const timer = deadlineSignal(Math.max(1, deadline - this.now()));
       const ctx: ScanContext = {
-        signal: AbortSignal.timeout(Math.max(1, deadline - this.now())),
+        signal: timer.signal,
         deadline,
         log,
         now: this.now,
@@ -248,6 +253,8 @@ export class ScanService implements Evaluator {
         return done(await scanner.scan(message, ctx), false);
       } catch (err) {
         return done(failureFromError(err), false);
+      } finally {
+        timer.clear();
       }
     }
     let fingerprint: string;
@@ -334,7 +341,6 @@ export class ScanService implements Evaluator {
 
   private finish(
     message: MessageSource,
-    log: Logger,
     started: number,
     parts: {
       decision: Decision;
@@ -354,8 +360,11 @@ export class ScanService implements Evaluator {
       reason: decision.reason,
     });
     this.o.metrics.messageSeconds.observe({ front_end: this.o.frontEnd }, ms / 1000);
-    log.info(
+    // Through the root logger with msgId first: the line the message's child would write, without
+    // making the child (its bindings come first in a pino line, as msgId does here).
+    this.o.log.info(
       {
+        msgId: message.msgId,
         event: 'message.verdict',
         action: decision.action,
         verdict: decision.verdict,
@@ -392,6 +401,19 @@ export class ScanService implements Evaluator {
       ...(parts.quarantineId !== undefined ? { quarantineId: parts.quarantineId } : {}),
     };
   }
+}
+
+/**
+ * AbortSignal.timeout() for a call that usually ends long before the deadline: the timer is
+ * cleared when the call is done instead of lingering (one per message) until the deadline.
+ */
+function deadlineSignal(ms: number): { signal: AbortSignal; clear: () => void } {
+  const controller = new AbortController();
+  const timer = setTimeout(() => {
+    controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
+  }, ms);
+  timer.unref();
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
 }
 
 function canonicalName(lower: string): string {

@@ -13,6 +13,13 @@ export class Semaphore {
     return this.active;
   }
 
+  /** The release function of a slot taken at once, or undefined when every slot is in use (or some are waited for). */
+  tryAcquire(): (() => void) | undefined {
+    if (this.active >= this.limit || this.waiters.length > 0) return undefined;
+    this.active++;
+    return this.releaser();
+  }
+
   /** Resolves with a release function once a slot is free; rejects if the signal aborts while waiting. */
   acquire(signal?: AbortSignal): Promise<() => void> {
     if (signal?.aborted) return Promise.reject(signal.reason as Error);

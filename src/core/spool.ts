@@ -1,9 +1,9 @@
 import { createReadStream, createWriteStream, mkdirSync, rmSync, statSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { SandgateError } from './errors.js';
 import type { Envelope, MessageSource } from './message.js';
+import { pump } from './mime/pump.js';
 
 export interface SpoolOptions {
   readonly msgId: string;
@@ -114,7 +114,8 @@ export class Spool implements MessageSource {
     });
 
     try {
-      await pipeline(input, sink, options.signal ? { signal: options.signal } : {});
+      // The lean pipeline(): stream/promises' builds an AbortController and an AbortError per call.
+      await pump([input, sink], options.signal);
     } catch (err) {
       // The file is opened asynchronously: wait until it is closed, or removing it could come first.
       await closed(out);

@@ -17,13 +17,17 @@ export type ChunkGuard = (length: number) => void;
 /**
  * The decoded bytes of one part: in memory up to a threshold, in a file above it, with the size
  * and SHA-256 known once written, so the part can be opened several times. One owner disposes it.
+ * A part that stays in memory is hashed only when its SHA-256 is first asked for (most small
+ * parts never are); a part that goes to a file is hashed while written.
  */
 export class PartSpool {
   private chunks: Buffer[] = [];
   private file: string | undefined;
   private out: WriteStream | undefined;
-  private readonly hash: Hash = createHash('sha256');
+  /** Hashes the bytes as they are written once the part has moved to a file. */
+  private hash: Hash | undefined;
   private digest = '';
+  private ended = false;
   private headBuf: Buffer = Buffer.alloc(0);
   private bytes = 0;
   private disposed = false;
@@ -38,7 +42,13 @@ export class PartSpool {
     return this.bytes;
   }
 
+  /** Hex SHA-256 of the bytes; '' until the spool is complete. */
   get sha256(): string {
+    if (this.digest !== '' || !this.ended) return this.digest;
+    if (this.disposed) throw new Error('part spool read after dispose()');
+    const hash = createHash('sha256');
+    for (const c of this.chunks) hash.update(c);
+    this.digest = hash.digest('hex');
     return this.digest;
   }
 
@@ -51,25 +61,45 @@ export class PartSpool {
     return this.file;
   }
 
+  /**
+   * Appends decoded bytes without a stream in between (a single writer that calls end() after
+   * its last write): returns at once, or a promise while the spool file pushes back. Throws what
+   * the guard throws.
+   */
+  write(chunk: Buffer): Promise<void> | undefined {
+    this.guard?.(chunk.length);
+    return this.append(chunk);
+  }
+
+  /** Completes the spool after the last write(): closes the file, if any. */
+  end(): Promise<void> {
+    return new Promise((resolve) => this.complete(() => resolve()));
+  }
+
+  private complete(done: () => void): void {
+    this.ended = true;
+    if (this.hash !== undefined) this.digest = this.hash.digest('hex');
+    if (this.out === undefined) return done();
+    const out = this.out;
+    this.out = undefined;
+    out.end(() => done());
+  }
+
   /** A sink for the decoded bytes; the spool is complete when it finishes. */
   writable(): Writable {
     return new Writable({
       highWaterMark: 64 * 1024,
       write: (chunk: Buffer, _enc, done) => {
+        let wait: Promise<void> | undefined;
         try {
-          this.guard?.(chunk.length);
-          this.append(chunk, done);
+          wait = this.write(chunk);
         } catch (err) {
-          done(err as Error);
+          return done(err as Error);
         }
+        if (wait === undefined) return done();
+        wait.then(() => done(), done);
       },
-      final: (done) => {
-        this.digest = this.hash.digest('hex');
-        if (this.out === undefined) return done();
-        const out = this.out;
-        this.out = undefined;
-        out.end(() => done());
-      },
+      final: (done) => this.complete(() => done()),
       destroy: (err, done) => {
         if (this.out !== undefined) {
           const out = this.out;
@@ -81,9 +111,9 @@ export class PartSpool {
     });
   }
 
-  private append(chunk: Buffer, done: (err?: Error | null) => void): void {
-    if (this.disposed) return done(new Error('part spool written after dispose()'));
-    this.hash.update(chunk);
+  /** Keeps one chunk; a promise only while the spool file pushes back. */
+  private append(chunk: Buffer): Promise<void> | undefined {
+    if (this.disposed) throw new Error('part spool written after dispose()');
     if (this.headBuf.length < HEAD_BYTES) {
       const take = chunk.subarray(0, HEAD_BYTES - this.headBuf.length);
       this.headBuf = this.headBuf.length === 0 ? Buffer.from(take) : Buffer.concat([this.headBuf, take]);
@@ -91,28 +121,35 @@ export class PartSpool {
     this.bytes += chunk.length;
     if (this.out === undefined && this.bytes <= this.threshold) {
       this.chunks.push(chunk);
-      return done();
+      return undefined;
     }
     if (this.out === undefined) {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
       this.file = join(this.dir, `part-${process.pid}-${randomBytes(8).toString('hex')}.bin`);
       const out = createWriteStream(this.file, { flags: 'wx', mode: 0o600 });
       this.out = out;
-      for (const c of this.chunks) out.write(c);
+      this.hash = createHash('sha256');
+      for (const c of this.chunks) {
+        this.hash.update(c);
+        out.write(c);
+      }
       this.chunks = [];
     }
+    this.hash?.update(chunk);
     const out = this.out;
-    if (out.write(chunk)) return done();
-    const onDrain = () => {
-      out.off('error', onError);
-      done();
-    };
-    const onError = (err: Error) => {
-      out.off('drain', onDrain);
-      done(err);
-    };
-    out.once('drain', onDrain);
-    out.once('error', onError);
+    if (out.write(chunk)) return undefined;
+    return new Promise((resolve, reject) => {
+      const onDrain = () => {
+        out.off('error', onError);
+        resolve();
+      };
+      const onError = (err: Error) => {
+        out.off('drain', onDrain);
+        reject(err);
+      };
+      out.once('drain', onDrain);
+      out.once('error', onError);
+    });
   }
 
   /** A fresh stream over the bytes (or a byte range of them: end exclusive). */

@@ -21,6 +21,16 @@ export function pump(streams: readonly (Readable | Writable)[], signal?: AbortSi
     if (signal?.aborted) return onAbort();
     signal?.addEventListener('abort', onAbort, { once: true });
     for (const s of streams) s.once('error', fail);
+    // A stage that closes without an error before its end would otherwise leave the chain waiting.
+    for (let i = 0; i + 1 < streams.length; i++) {
+      const stage = streams[i] as Readable;
+      stage.once('close', () => {
+        if (!stage.readableEnded) fail(prematureClose());
+      });
+    }
+    sink.once('close', () => {
+      if (!sink.writableFinished) fail(prematureClose());
+    });
     sink.once('finish', () => {
       if (settled) return;
       settled = true;
@@ -31,6 +41,10 @@ export function pump(streams: readonly (Readable | Writable)[], signal?: AbortSi
       (streams[i] as Readable).pipe(streams[i + 1] as Writable);
     }
   });
+}
+
+function prematureClose(): Error {
+  return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 }
 
 /** Resolves when `stream` can take more writes, or when it closed (the caller then sees why). */

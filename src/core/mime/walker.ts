@@ -116,10 +116,13 @@ function errorReason(err: unknown): string {
 /** Header blocks larger than this skip the single-part fast path (the splitter still reads them). */
 const HEADER_PROBE_MAX = 256 * 1024;
 
-/** Writes one leaf's raw body through its transfer decoder into its spool. */
+/**
+ * Writes one leaf's raw body through its transfer decoder into its spool. A body without a
+ * transfer encoding to undo (7bit, 8bit, binary) goes straight into the spool, no stream between.
+ */
 class Leaf {
-  readonly done: Promise<void>;
-  private readonly entry: Writable;
+  /** The decoder stage and the pipe into the spool; undefined for a body written as it is. */
+  private readonly stage: { readonly entry: Writable; readonly done: Promise<void> } | undefined;
 
   constructor(
     readonly node: MimeNode,
@@ -127,28 +130,38 @@ class Leaf {
     readonly spool: PartSpool,
     encoding: string,
   ) {
-    const sink = spool.writable();
     const decoder =
       encoding === 'base64'
         ? new Base64Decoder()
         : encoding === 'quoted-printable'
           ? new QpDecoder()
           : undefined;
-    this.entry = decoder ?? sink;
-    this.done = pump(decoder !== undefined ? [decoder, sink] : [sink]);
-    this.done.catch(() => undefined); // awaited in finish(); a failure also shows through write()
+    if (decoder !== undefined) {
+      const done = pump([decoder, spool.writable()]);
+      done.catch(() => undefined); // awaited in finish(); a failure also shows through write()
+      this.stage = { entry: decoder, done };
+    }
   }
 
   /** Resolves at once unless the leaf pushes back; rejects when the leaf failed. */
   async write(chunk: Buffer): Promise<void> {
-    if (chunk.length === 0 || this.entry.write(chunk)) return;
-    await Promise.race([drained(this.entry), this.done]);
+    if (chunk.length === 0) return;
+    if (this.stage === undefined) {
+      await this.spool.write(chunk);
+      return;
+    }
+    if (this.stage.entry.write(chunk)) return;
+    await Promise.race([drained(this.stage.entry), this.stage.done]);
   }
 
   async finish(state: WalkState): Promise<void> {
-    this.entry.end();
     try {
-      await this.done;
+      if (this.stage === undefined) {
+        await this.spool.end();
+      } else {
+        this.stage.entry.end();
+        await this.stage.done;
+      }
     } catch (err) {
       this.spool.dispose();
       throw err;
@@ -157,7 +170,9 @@ class Leaf {
   }
 
   abandon(): void {
-    if (!this.entry.destroyed) this.entry.destroy(new Error('walk ended'));
+    if (this.stage !== undefined && !this.stage.entry.destroyed) {
+      this.stage.entry.destroy(new Error('walk ended'));
+    }
     this.spool.dispose();
   }
 }
@@ -352,7 +367,10 @@ async function deliver(
       ...meta,
       ...extra,
       size: spool.size,
-      sha256: spool.sha256,
+      // Computed when first read (an in-memory part is hashed only if someone asks).
+      get sha256() {
+        return spool.sha256;
+      },
       head: spool.head,
       ...(container !== undefined ? { container } : {}),
       open: () => spool.open(),

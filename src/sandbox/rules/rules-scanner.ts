@@ -43,6 +43,8 @@ class ScanState {
   readonly allowed: string[] = [];
   encrypted: string | undefined;
   uninspected = 0;
+  /** Parts with content whose hash was not looked up in the allowlists (nothing to excuse). */
+  unchecked = 0;
 
   get malicious(): boolean {
     return this.hits.some((h) => h.severity === 'malicious');
@@ -86,6 +88,7 @@ export class RulesScanner implements Scanner {
     const state = new ScanState();
     const raw = this.settings.eicar ? new StreamSearch([EICAR]) : undefined;
     let summary: WalkSummary;
+    let rawExcused = false;
     try {
       summary = await walkMessage(
         message,
@@ -98,10 +101,15 @@ export class RulesScanner implements Scanner {
         },
         async (part) => {
           if (state.isAllowed(part.path)) return;
-          await this.inspect(part, state, ctx.signal);
+          await this.inspect(part, state, ctx.signal, (raw?.matches.size ?? 0) > 0);
           return state.malicious ? 'stop' : undefined;
         },
       );
+      // A raw hit is excused by any allowed part: look up the parts not looked up above (rare:
+      // EICAR in the raw message but in no decoded part).
+      if (raw?.matches.size && state.allowed.length === 0 && !state.malicious && state.unchecked > 0) {
+        rawExcused = await this.anyPartAllowed(message, ctx.signal);
+      }
     } catch (err) {
       if (ctx.signal.aborted || isSandgateError(err, 'ERR_ABORTED')) {
         throw new SandgateError('ERR_SCANNER_TIMEOUT', 'the rules scan was stopped at the deadline', {
@@ -119,27 +127,78 @@ export class RulesScanner implements Scanner {
       throw err;
     }
     // A raw hit also covers MIME the walker could not take apart; an allowed part may hold it.
-    if (raw?.matches.size && state.allowed.length === 0 && !state.malicious) {
+    if (raw?.matches.size && state.allowed.length === 0 && !rawExcused && !state.malicious) {
       state.hits.push({ threat: Threats.eicar, severity: 'malicious', rule: 'eicar', path: 'raw' });
     }
     return conclude(state, summary);
   }
 
-  private async inspect(part: WalkedPart, state: ScanState, signal: AbortSignal): Promise<void> {
-    const hit = (threat: string, severity: Hit['severity'], rule: string) =>
-      state.hits.push({ threat, severity, rule, path: part.path });
-    const s = this.settings;
-    const hasContent =
-      part.encrypted !== true && part.unsupportedMethod === undefined && part.damaged !== true;
+  private isAllowedHash(sha256: string): boolean {
+    return this.allowedHashes.has(sha256) || this.options.allowList?.has(sha256) === true;
+  }
 
-    if (
-      hasContent &&
-      (this.allowedHashes.has(part.sha256) || this.options.allowList?.has(part.sha256) === true)
-    ) {
-      state.allowed.push(part.path);
-      return;
+  /** Walks the message again, only to ask whether any part's hash is allowed. */
+  private async anyPartAllowed(message: MessageSource, signal: AbortSignal): Promise<boolean> {
+    let allowed = false;
+    await walkMessage(
+      message,
+      {
+        limits: this.settings.limits,
+        spoolDir: this.options.spoolDir,
+        memoryThreshold: this.settings.memorySpoolThreshold,
+        signal,
+      },
+      (part) => {
+        allowed = hasContent(part) && this.isAllowedHash(part.sha256);
+        return Promise.resolve(allowed ? 'stop' : undefined);
+      },
+    );
+    return allowed;
+  }
+
+  /**
+   * Checks one part. The allowlists (a database lookup) are asked only when the answer matters:
+   * the part has hits to excuse, is a container whose contents it would excuse, or the raw
+   * message already holds EICAR; otherwise the part is counted as unchecked.
+   */
+  private async inspect(
+    part: WalkedPart,
+    state: ScanState,
+    signal: AbortSignal,
+    rawHit: boolean,
+  ): Promise<void> {
+    const hits: Hit[] = [];
+    const hit = (threat: string, severity: Hit['severity'], rule: string) =>
+      hits.push({ threat, severity, rule, path: part.path });
+    const content = hasContent(part);
+
+    await this.collect(part, content, signal, hit);
+    if (content) {
+      if (hits.length > 0 || part.container !== undefined || rawHit) {
+        if (this.isAllowedHash(part.sha256)) {
+          state.allowed.push(part.path);
+          return;
+        }
+      } else {
+        state.unchecked++;
+      }
+    } else if (part.encrypted === true) {
+      state.encrypted ??= part.path;
+    } else {
+      state.uninspected++;
     }
-    if (hasContent && this.blockedHashes.has(part.sha256))
+    state.hits.push(...hits);
+  }
+
+  /** The rules' hits on one part, allowlists aside. */
+  private async collect(
+    part: WalkedPart,
+    content: boolean,
+    signal: AbortSignal,
+    hit: (threat: string, severity: Hit['severity'], rule: string) => void,
+  ): Promise<void> {
+    const s = this.settings;
+    if (content && this.blockedHashes.size > 0 && this.blockedHashes.has(part.sha256))
       hit(Threats.blockedHash, 'malicious', 'blocked-sha256');
 
     // Names are visible even when the content is not (an encrypted member's name is not encrypted).
@@ -154,11 +213,7 @@ export class RulesScanner implements Scanner {
       hit(Threats.macro, s.macros, 'ooxml-macro');
     }
 
-    if (!hasContent) {
-      if (part.encrypted === true) state.encrypted ??= part.path;
-      else state.uninspected++;
-      return;
-    }
+    if (!content) return;
 
     if (
       s.blockDisguisedExecutables &&
@@ -178,6 +233,11 @@ export class RulesScanner implements Scanner {
       else if (s.macros !== 'off') hit(Threats.macro, s.macros, 'ole-macro');
     }
   }
+}
+
+/** False for an archive member yielded without its bytes (encrypted, unsupported method, damaged). */
+function hasContent(part: WalkedPart): boolean {
+  return part.encrypted !== true && part.unsupportedMethod === undefined && part.damaged !== true;
 }
 
 function conclude(state: ScanState, summary: WalkSummary): Finding {
