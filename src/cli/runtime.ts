@@ -38,6 +38,8 @@ export interface RuntimeOptions {
   readonly frontEnd: string;
   /** Report-only: no quarantine copies (sandgate scan of a local file). */
   readonly reportOnly?: boolean;
+  /** The front end writes the per-message summary line itself (relay.message, helper.reply). */
+  readonly frontEndSummary?: boolean;
   /** Long-running front ends (relay, helper, admin) also run the quarantine retention job. */
   readonly jobs?: boolean;
   /** Replaces the configured chain (tests, benchmarks). */
@@ -119,6 +121,7 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
       concurrency: config.scan.concurrency,
       metrics,
       log,
+      logSummary: options.frontEndSummary !== true,
       ...(options.now ? { now: options.now } : {}),
     });
     let closed = false;

@@ -78,3 +78,8 @@ export function describeFinding(f: Finding): string {
       return `failed(${f.reason})`;
   }
 }
+
+/** Each outcome as `scanner:result`, `:cached` added when it came from the cache: the summary-line form. */
+export function describeOutcomes(outcomes: readonly Outcome[]): string[] {
+  return outcomes.map((o) => `${o.scanner}:${describeFinding(o)}${o.cached ? ':cached' : ''}`);
+}

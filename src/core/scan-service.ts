@@ -4,7 +4,7 @@ import { lazyChild, type Logger } from './logger.js';
 import { findValidMark, MARK_HEADER, verdictHeaders, type MarkKind } from './mark.js';
 import type { MessageSource } from './message.js';
 import type { Metrics } from './metrics.js';
-import { describeFinding, type Finding, type Outcome } from './outcome.js';
+import { describeFinding, describeOutcomes, type Finding, type Outcome } from './outcome.js';
 import { decide, type Decision, type PolicyConfig } from './policy.js';
 import type { BypassMatcher, FirstFailureStore, QuarantineWriter } from './ports.js';
 import type { Scanner, ScanContext } from './scanner.js';
@@ -27,6 +27,12 @@ export interface ScanServiceOptions {
   readonly concurrency: number;
   readonly metrics: Metrics;
   readonly log: Logger;
+  /**
+   * Write the `message.verdict` summary line (default). Front ends that write their own per-message
+   * line with the same fields (the relay's relay.message, the helper's helper.reply) turn it off, so
+   * each message has one summary line.
+   */
+  readonly logSummary?: boolean;
   readonly now?: () => number;
 }
 
@@ -362,22 +368,24 @@ export class ScanService implements Evaluator {
     this.o.metrics.messageSeconds.observe({ front_end: this.o.frontEnd }, ms / 1000);
     // Through the root logger with msgId first: the line the message's child would write, without
     // making the child (its bindings come first in a pino line, as msgId does here).
-    this.o.log.info(
-      {
-        msgId: message.msgId,
-        event: 'message.verdict',
-        action: decision.action,
-        verdict: decision.verdict,
-        reason: decision.reason,
-        threats: decision.threats,
-        outcomes: outcomes.map((o) => `${o.scanner}:${describeFinding(o)}${o.cached ? ':cached' : ''}`),
-        quarantineId: parts.quarantineId,
-        bytes: message.size,
-        ms,
-        frontEnd: this.o.frontEnd,
-      },
-      'message verdict',
-    );
+    if (this.o.logSummary !== false) {
+      this.o.log.info(
+        {
+          msgId: message.msgId,
+          event: 'message.verdict',
+          action: decision.action,
+          verdict: decision.verdict,
+          reason: decision.reason,
+          threats: decision.threats,
+          outcomes: describeOutcomes(outcomes),
+          quarantineId: parts.quarantineId,
+          bytes: message.size,
+          ms,
+          frontEnd: this.o.frontEnd,
+        },
+        'message verdict',
+      );
+    }
     return {
       msgId: message.msgId,
       decision,

@@ -3,6 +3,7 @@ import { isSandgateError } from '../core/errors.js';
 import type { Evaluator } from '../core/evaluation.js';
 import { newMsgId } from '../core/ids.js';
 import type { Logger } from '../core/logger.js';
+import { describeOutcomes } from '../core/outcome.js';
 import { FileMessage } from '../core/spool.js';
 import { readQueueFile, resolveQueuePath } from './envelope.js';
 import {
@@ -353,6 +354,8 @@ export class HelperSession {
         action: ev.decision.action,
         verdict: ev.decision.verdict,
         reason: ev.decision.reason,
+        threats: ev.decision.threats,
+        outcomes: describeOutcomes(ev.outcomes),
         reply: reply.kind,
         alreadyJudged: ev.alreadyJudged,
         quarantineId: ev.quarantineId,

@@ -13,6 +13,7 @@ import type { Evaluation, Evaluator } from '../core/evaluation.js';
 import { isSandgateError } from '../core/errors.js';
 import { newMsgId } from '../core/ids.js';
 import type { Logger } from '../core/logger.js';
+import { describeOutcomes } from '../core/outcome.js';
 import type { Envelope } from '../core/message.js';
 import { Forwarder, type ClientAttributes } from './forwarder.js';
 import type { QueueFrontEnd } from './queue/intake.js';
@@ -421,6 +422,7 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
         reason: evaluation.decision.reason,
         verdict: evaluation.decision.verdict,
         threats: evaluation.decision.threats,
+        outcomes: describeOutcomes(evaluation.outcomes),
         ...(evaluation.quarantineId !== undefined ? { quarantineId: evaluation.quarantineId } : {}),
         bytes: spool.size,
         scanMs: evaluation.ms,

@@ -127,7 +127,7 @@ async function startRuntime(config: Config, log: Logger): Promise<Runtime> {
   await new Promise((r) => setImmediate(r));
   const { createRuntime } = await import('../runtime.js');
   await new Promise((r) => setImmediate(r));
-  return createRuntime(config, { log, frontEnd: 'helper', jobs: true });
+  return createRuntime(config, { log, frontEnd: 'helper', jobs: true, frontEndSummary: true });
 }
 
 /**

@@ -44,7 +44,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
     return EXIT.error;
   }
   const log = createLogger(config, 'stdout');
-  const runtime = createRuntime(config, { log, frontEnd: 'relay', jobs: true });
+  const runtime = createRuntime(config, { log, frontEnd: 'relay', jobs: true, frontEndSummary: true });
   const hop: NextHop =
     config.relay.nextHop.kind === 'directory'
       ? { kind: 'directory', path: resolve(io.cwd, config.relay.nextHop.path) }

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { describeOutcomes } from '../../core/outcome.js';
 import type { RelayQueueConfig } from '../../core/config/relay.js';
 import type { Evaluation, Evaluator } from '../../core/evaluation.js';
 import { isSandgateError } from '../../core/errors.js';
@@ -198,6 +199,7 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
         reason: d.reason,
         verdict: d.verdict,
         threats: d.threats,
+        outcomes: describeOutcomes(ev.outcomes),
         scanMs: ev.ms,
         ...(ev.quarantineId !== undefined ? { quarantineId: ev.quarantineId } : {}),
       },
