@@ -30,7 +30,7 @@ async function startRelay(
   dir: string,
   sandbox: FakePtSandbox,
   sink: SmtpSink,
-): Promise<{ port: number; child: ChildProcess }> {
+): Promise<{ port: number; child: ChildProcess; records: Array<Record<string, unknown>> }> {
   const tokenFile = join(dir, 'pt.token');
   writeFileSync(tokenFile, FAKE_PT_TOKEN);
   const configFile = join(dir, 'sandgate.yaml');
@@ -62,14 +62,16 @@ async function startRelay(
       }),
   );
   const lines = createInterface({ input: child.stdout });
+  const records: Array<Record<string, unknown>> = [];
   const port = await new Promise<number>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`relay exited with ${code} before listening`)));
     lines.on('line', (line) => {
       const rec = JSON.parse(line) as { event?: string; port?: number };
+      records.push(rec);
       if (rec.event === 'relay.listening' && rec.port) resolve(rec.port);
     });
   });
-  return { port, child };
+  return { port, child, records };
 }
 
 /** Sends like an MTA: resolves with the SMTP code of the final reply. */
@@ -103,7 +105,7 @@ describe('sandgate relay with PT Sandbox (real process, fake appliance)', () => 
     cleanups.push(() => sandbox.close());
     const sink = await startSmtpSink();
     cleanups.push(() => sink.close());
-    const { port } = await startRelay(dir, sandbox, sink);
+    const { port, records } = await startRelay(dir, sandbox, sink);
 
     const clean =
       'From: a@example.test\r\nTo: b@example.test\r\nSubject: sandboxed\r\n\r\nplease analyse\r\n';
@@ -122,5 +124,15 @@ describe('sandgate relay with PT Sandbox (real process, fake appliance)', () => 
     expect(sink.messages).toHaveLength(1);
     // One analysis per content, whatever the number of retries.
     expect(sandbox.tasksCreated()).toBe(2);
+
+    // One info summary line per message, with the core's per-scanner outcomes in it.
+    const summaries = records.filter(
+      (r) => r.level === 30 && (r.event === 'relay.message' || r.event === 'message.verdict'),
+    );
+    expect(summaries.every((r) => r.event === 'relay.message')).toBe(true);
+    expect(summaries.find((r) => r.code === 550)).toMatchObject({
+      action: 'reject',
+      outcomes: ['rules:clean', 'pt-sandbox:malicious(Fake.Dangerous.Marker):cached'],
+    });
   });
 });
