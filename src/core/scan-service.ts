@@ -4,12 +4,13 @@ import { lazyChild, type Logger } from './logger.js';
 import { findValidMark, MARK_HEADER, verdictHeaders, type MarkKind } from './mark.js';
 import type { MessageSource } from './message.js';
 import type { Metrics } from './metrics.js';
-import { describeFinding, describeOutcomes, type Finding, type Outcome } from './outcome.js';
+import { describeFinding, describeOutcomes, type Outcome } from './outcome.js';
 import { decide, type Decision, type PolicyConfig } from './policy.js';
 import type { BypassMatcher, FirstFailureStore, QuarantineWriter } from './ports.js';
-import type { Scanner, ScanContext } from './scanner.js';
+import { runScanner, type RunScannerDeps } from './run-scanner.js';
+import type { Scanner } from './scanner.js';
 import { Semaphore } from './semaphore.js';
-import { failureFromError, type VerdictMemo } from './verdict-memo.js';
+import type { VerdictMemo } from './verdict-memo.js';
 
 export interface ScanServiceOptions {
   readonly frontEnd: string;
@@ -44,11 +45,13 @@ export class ScanService implements Evaluator {
   private readonly slots: Semaphore;
   private readonly now: () => number;
   private readonly background = new Set<Promise<unknown>>();
+  private readonly scannerDeps: RunScannerDeps;
 
   constructor(private readonly o: ScanServiceOptions) {
     if (o.scanners.length === 0) throw new Error('ScanService needs at least one scanner');
     this.slots = new Semaphore(o.concurrency);
     this.now = o.now ?? Date.now;
+    this.scannerDeps = { memo: o.memo, now: this.now };
   }
 
   /** Waits for monitor-mode scans and background scanner work (tests, graceful shutdown). */
@@ -205,7 +208,7 @@ export class ScanService implements Evaluator {
       const outcomes: Outcome[] = [];
       for (const scanner of this.o.scanners) {
         options.onProgress?.({ scanner: scanner.name, phase: 'start' });
-        const outcome = await this.runScanner(scanner, message, contentKey, options, log);
+        const outcome = await runScanner(scanner, message, contentKey, options, log, this.scannerDeps);
         options.onProgress?.({ scanner: scanner.name, phase: 'done' });
         outcomes.push(outcome);
         this.o.metrics.scannerOutcomes.inc({
@@ -220,88 +223,6 @@ export class ScanService implements Evaluator {
     } finally {
       release();
     }
-  }
-
-  private async runScanner(
-    scanner: Scanner,
-    message: MessageSource,
-    contentKey: string,
-    options: EvaluateOptions,
-    parentLog: Logger,
-  ): Promise<Outcome> {
-    const log = lazyChild(parentLog, { scanner: scanner.name });
-    const started = this.now();
-    const done = (finding: Finding, cached: boolean): Outcome => {
-      const outcome: Outcome = { ...finding, scanner: scanner.name, cached, ms: this.now() - started };
-      if (log.isLevelEnabled?.('debug') !== false) {
-        log.debug(
-          { event: 'scan.scanner_done', outcome: describeFinding(finding), cached, ms: outcome.ms },
-          'scanner done',
-        );
-      }
-      return outcome;
-    };
-    const deadline = options.deadline;
-    if (this.now() >= deadline) {
-      return done({ kind: 'failed', reason: 'timeout', message: 'no budget left for this scanner' }, false);
-    }
-    if (scanner.local) {
-      // Cheaper to recompute than to cache or lock: run it directly, still bounded by the deadline.
-      const timer = deadlineSignal(Math.max(1, deadline - this.now()));
-      const ctx: ScanContext = {
-        signal: timer.signal,
-        deadline,
-        log,
-        now: this.now,
-        memo: { run: (_partKey, compute) => compute() },
-      };
-      try {
-        return done(await scanner.scan(message, ctx), false);
-      } catch (err) {
-        return done(failureFromError(err), false);
-      } finally {
-        timer.clear();
-      }
-    }
-    let fingerprint: string;
-    try {
-      const budget = Math.max(1, Math.min(deadline - this.now(), 10_000));
-      fingerprint = await scanner.fingerprint(AbortSignal.timeout(budget));
-    } catch (err) {
-      return done(failureFromError(err), false);
-    }
-    const memo = this.o.memo;
-    // The front end may dispose of its spool as soon as it has an answer; work still running keeps the bytes.
-    const releaseBytes = message.retain?.();
-    const result = memo.run({
-      key: { scanner: scanner.name, fingerprint, contentKey },
-      deadline,
-      backgroundMs: scanner.backgroundMs,
-      ...(scanner.cleanTtlCapMs !== undefined ? { cleanTtlCapMs: scanner.cleanTtlCapMs } : {}),
-      ...(releaseBytes !== undefined ? { whenDone: releaseBytes } : {}),
-      compute: async (signal) => {
-        const ctx: ScanContext = {
-          signal,
-          deadline,
-          log,
-          now: this.now,
-          memo: {
-            run: async (partKey, compute) =>
-              (
-                await memo.run({
-                  key: { scanner: scanner.name, fingerprint, contentKey: `part:${partKey}` },
-                  deadline,
-                  backgroundMs: scanner.backgroundMs,
-                  compute: () => compute(),
-                })
-              ).finding,
-          },
-        };
-        return scanner.scan(message, ctx);
-      },
-    });
-    const { finding, source } = await result;
-    return done(finding, source !== 'scan');
   }
 
   private monitorInBackground(message: MessageSource, contentKey: string, log: Logger): void {
@@ -409,19 +330,6 @@ export class ScanService implements Evaluator {
       ...(parts.quarantineId !== undefined ? { quarantineId: parts.quarantineId } : {}),
     };
   }
-}
-
-/**
- * AbortSignal.timeout() for a call that usually ends long before the deadline: the timer is
- * cleared when the call is done instead of lingering (one per message) until the deadline.
- */
-function deadlineSignal(ms: number): { signal: AbortSignal; clear: () => void } {
-  const controller = new AbortController();
-  const timer = setTimeout(() => {
-    controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
-  }, ms);
-  timer.unref();
-  return { signal: controller.signal, clear: () => clearTimeout(timer) };
 }
 
 function canonicalName(lower: string): string {

@@ -1,14 +1,6 @@
-import {
-  createReadStream,
-  createWriteStream,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-} from 'node:fs';
-import { pipeline as pipelineCb, Readable, type Writable } from 'node:stream';
-import { open, rename, rm } from 'node:fs/promises';
+import { createReadStream, mkdirSync, rmSync } from 'node:fs';
+import { pipeline as pipelineCb, Readable } from 'node:stream';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
@@ -16,6 +8,8 @@ import { SandgateError } from '../core/errors.js';
 import type { Envelope } from '../core/message.js';
 import type { QuarantineEntry, QuarantineWriter } from '../core/ports.js';
 import type { StateDb } from './db.js';
+import { fsyncDir, PARTIAL, writeDurably } from './durable-file.js';
+import { recoverQuarantine } from './quarantine-recovery.js';
 
 /** What the sidecar JSON beside each item holds; the index row can always be rebuilt from it. */
 export interface QuarantineRecord {
@@ -112,10 +106,6 @@ function likeEscape(s: string): string {
   return s.replace(/[\\%_]/g, (c) => `\\${c}`);
 }
 
-const PARTIAL = '.partial';
-/** Files younger than this may belong to a write still in progress in another process. */
-const RECOVERY_GRACE_MS = 60_000;
-
 /**
  * Writes quarantine items durably: the gzipped original and a JSON sidecar, each written to a
  * temporary name, fsynced and renamed, the directory fsynced, then the index row inserted. A crash
@@ -187,44 +177,8 @@ export class QuarantineStore implements QuarantineWriter {
    * the row), removes temporary files and message files without a sidecar older than a grace period.
    */
   recover(): { indexed: number; removed: number } {
-    let indexed = 0;
-    let removed = 0;
-    const known = this.db.prepare<[string], { id: string }>('SELECT id FROM quarantine WHERE id = ?');
-    const cutoff = this.now() - RECOVERY_GRACE_MS;
-    for (const day of safeReaddir(this.dir)) {
-      const dayDir = join(this.dir, day);
-      if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) continue;
-      const names = new Set(safeReaddir(dayDir));
-      for (const name of names) {
-        const path = join(dayDir, name);
-        const old = statSync(path).mtimeMs < cutoff;
-        if (name.endsWith(PARTIAL)) {
-          if (old) {
-            rmSync(path, { force: true });
-            removed++;
-          }
-        } else if (name.endsWith('.json')) {
-          const record = JSON.parse(readFileSync(path, 'utf8')) as QuarantineRecord;
-          if (!names.has(`${record.id}.eml.gz`)) {
-            // A sidecar whose message file is gone (removed by hand): nothing to keep.
-            if (old) {
-              rmSync(path, { force: true });
-              this.db.prepare('DELETE FROM quarantine WHERE id = ?').run(record.id);
-              removed++;
-            }
-          } else if (known.get(record.id) === undefined) {
-            this.index(record);
-            indexed++;
-          }
-        } else if (name.endsWith('.eml.gz') && !names.has(name.replace(/\.eml\.gz$/, '.json')) && old) {
-          rmSync(path, { force: true });
-          removed++;
-        }
-      }
-    }
-    return { indexed, removed };
+    return recoverQuarantine({ db: this.db, dir: this.dir, now: this.now, index: (r) => this.index(r) });
   }
-
   count(): number {
     return (this.db.prepare('SELECT COUNT(*) AS n FROM quarantine').get() as { n: number }).n;
   }
@@ -380,35 +334,5 @@ export class QuarantineStore implements QuarantineWriter {
       storedSize: r.storedSize,
       file: r.file,
     });
-  }
-}
-
-/**
- * Writes to `<path>.partial` (the stream is flushed to disk before its descriptor closes), then
- * renames it to `path`; returns the bytes written.
- */
-export async function writeDurably(path: string, write: (out: Writable) => Promise<void>): Promise<number> {
-  const tmp = path + PARTIAL;
-  const out = createWriteStream(tmp, { flags: 'wx', mode: 0o600, flush: true });
-  await write(out);
-  const size = statSync(tmp).size;
-  await rename(tmp, path);
-  return size;
-}
-
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-function safeReaddir(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
   }
 }

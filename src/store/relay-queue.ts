@@ -1,20 +1,13 @@
-import {
-  closeSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readSync,
-  renameSync,
-  rmSync,
-  statSync,
-} from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { mkdirSync, rmSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SandgateError } from '../core/errors.js';
 import type { MessageSource } from '../core/message.js';
 import { FileMessage } from '../core/spool.js';
 import type { StateDb } from './db.js';
+import { PARTIAL } from './durable-file.js';
+import { durableWriter, QUEUE_FILE_SUFFIX as SUFFIX, readQueueHead } from './relay-queue-file.js';
+import { recoverRelayQueue } from './relay-queue-recovery.js';
 
 /** MAIL FROM / RCPT TO parameters kept with a queued message (keys upper case). */
 export type QueueParams = Readonly<Record<string, string | true>>;
@@ -110,10 +103,6 @@ interface RcptRow {
   state: string;
   reply: string | null;
 }
-
-const SUFFIX = '.msg';
-const PARTIAL = '.partial';
-const WRITE_BATCH = 256 * 1024;
 
 /**
  * The relay's durable queue (queue mode). Accepting a message: the envelope (one JSON line) and the
@@ -346,87 +335,15 @@ export class RelayQueueStore {
 
   /**
    * Start-up repair (before accepting): removes temporary files; indexes message files without a
-   * row (the file is the durable record: a crash or power loss between the rename and the commit
-   * may have lost the row; such a message may then be delivered although its client, cut off
-   * before our 250, sends it again: a duplicate, never a loss); drops rows whose file is gone.
+   * row; drops rows whose file is gone (see recoverRelayQueue).
    */
   recover(): { removedFiles: number; indexed: string[]; removedRows: string[] } {
-    let removedFiles = 0;
-    const names = new Set(readdirSync(this.dir));
-    const rows = this.db.prepare<[], { id: string; file: string }>('SELECT id, file FROM relay_queue').all();
-    const known = new Set(rows.map((r) => r.file));
-    const indexed: string[] = [];
-    for (const name of names) {
-      if (name.endsWith(PARTIAL)) {
-        rmSync(join(this.dir, name), { force: true });
-        removedFiles++;
-      } else if (name.endsWith(SUFFIX) && !known.has(name)) {
-        const item = this.readPrepared(name);
-        if (item === undefined) {
-          renameSync(join(this.dir, name), join(this.dir, `${name}.bad`));
-          continue;
-        }
-        this.insert(item);
-        indexed.push(item.id);
-      }
-    }
-    const removedRows: string[] = [];
-    for (const r of rows) {
-      if (!names.has(r.file)) {
-        this.remove(r.id);
-        removedRows.push(r.id);
-      }
-    }
-    this.refreshCounters();
-    return { removedFiles, indexed, removedRows };
-  }
-
-  /** The prepared item a complete message file describes (its envelope line), or undefined. */
-  private readPrepared(file: string): PreparedItem | undefined {
-    try {
-      const path = join(this.dir, file);
-      const fd = openSync(path, 'r');
-      let n: number;
-      const buf = Buffer.alloc(1024 * 1024);
-      try {
-        n = readSync(fd, buf, 0, buf.length, 0);
-      } finally {
-        closeSync(fd);
-      }
-      const nl = buf.subarray(0, n).indexOf(0x0a);
-      if (nl < 0) return undefined;
-      const head = JSON.parse(buf.subarray(0, nl).toString('utf8')) as {
-        id: string;
-        kind: QueueKind;
-        createdAt: number;
-        envelope: QueueEnvelope;
-      };
-      if (`${head.id}${SUFFIX}` !== file || !Array.isArray(head.envelope.recipients)) return undefined;
-      return {
-        id: head.id,
-        kind: head.kind,
-        createdAt: head.createdAt,
-        envelope: head.envelope,
-        size: statSync(path).size - (nl + 1),
-        file,
-        dataOffset: nl + 1,
-      };
-    } catch {
-      return undefined;
-    }
+    return recoverRelayQueue(this, this.db);
   }
 
   /** Reads the envelope line of a queue file (diagnostics). */
   readHead(file: string): unknown {
-    const fd = openSync(join(this.dir, file), 'r');
-    try {
-      const buf = Buffer.alloc(64 * 1024);
-      const n = readSync(fd, buf, 0, buf.length, 0);
-      const nl = buf.subarray(0, n).indexOf(0x0a);
-      return JSON.parse(buf.subarray(0, nl < 0 ? n : nl).toString('utf8')) as unknown;
-    } finally {
-      closeSync(fd);
-    }
+    return readQueueHead(this.dir, file);
   }
 
   private deleteRow(id: string): boolean {
@@ -468,57 +385,4 @@ function fromRows(row: ItemRow, rcpts: RcptRow[]): QueueItem {
     ...(row.last_error !== null ? { lastError: row.last_error } : {}),
     recipients,
   };
-}
-
-/** Writes `<path>.partial` (envelope line, then the bytes), fsyncs it, renames it and fsyncs the directory. */
-export const durableWriter: QueueFileWriter = {
-  async write(path, head, body) {
-    const tmp = path + PARTIAL;
-    const fh = await open(tmp, 'wx', 0o600);
-    try {
-      let batch: Buffer[] = [head];
-      let batched = head.length;
-      for await (const chunk of body) {
-        batch.push(chunk);
-        batched += chunk.length;
-        if (batched >= WRITE_BATCH) {
-          await writeAll(fh, batch);
-          batch = [];
-          batched = 0;
-        }
-      }
-      if (batch.length > 0) await writeAll(fh, batch);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-    fsyncDir(join(path, '..'));
-  },
-};
-
-async function writeAll(fh: Awaited<ReturnType<typeof open>>, chunks: Buffer[]): Promise<void> {
-  const total = chunks.reduce((n, c) => n + c.length, 0);
-  const { bytesWritten } = await fh.writev(chunks);
-  if (bytesWritten !== total) {
-    // A short vectored write (rare): write the rest chunk by chunk.
-    let skip = bytesWritten;
-    for (const c of chunks) {
-      if (skip >= c.length) {
-        skip -= c.length;
-        continue;
-      }
-      await fh.write(c.subarray(skip));
-      skip = 0;
-    }
-  }
-}
-
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }

@@ -1,5 +1,5 @@
 /**
- * Drives a scanner the way the scan service does (src/core/scan-service.ts): the message goes
+ * Drives a scanner the way the scan service does (src/core/run-scanner.ts): the message goes
  * through a VerdictMemo (cache + single-flight + deadline race, background until the scanner's
  * backgroundMs), and ctx.memo routes sub-parts through the same memo under `part:<key>`. The
  * stores are in memory; a test shares one harness to share the cache.

@@ -1,0 +1,112 @@
+import type { EvaluateOptions } from './evaluation.js';
+import { lazyChild, type Logger } from './logger.js';
+import type { MessageSource } from './message.js';
+import { describeFinding, type Finding, type Outcome } from './outcome.js';
+import type { Scanner, ScanContext } from './scanner.js';
+import { failureFromError, type VerdictMemo } from './verdict-memo.js';
+
+/** What one scanner's run takes from the scan service. */
+export interface RunScannerDeps {
+  readonly memo: VerdictMemo;
+  readonly now: () => number;
+}
+
+/**
+ * Runs one scanner of the chain within the message's deadline: local scanners directly, the others
+ * through the verdict memo (cache and single-flight by scanner, fingerprint and content key).
+ */
+export async function runScanner(
+  scanner: Scanner,
+  message: MessageSource,
+  contentKey: string,
+  options: EvaluateOptions,
+  parentLog: Logger,
+  service: RunScannerDeps,
+): Promise<Outcome> {
+  const log = lazyChild(parentLog, { scanner: scanner.name });
+  const started = service.now();
+  const done = (finding: Finding, cached: boolean): Outcome => {
+    const outcome: Outcome = { ...finding, scanner: scanner.name, cached, ms: service.now() - started };
+    if (log.isLevelEnabled?.('debug') !== false) {
+      log.debug(
+        { event: 'scan.scanner_done', outcome: describeFinding(finding), cached, ms: outcome.ms },
+        'scanner done',
+      );
+    }
+    return outcome;
+  };
+  const deadline = options.deadline;
+  if (service.now() >= deadline) {
+    return done({ kind: 'failed', reason: 'timeout', message: 'no budget left for this scanner' }, false);
+  }
+  if (scanner.local) {
+    // Cheaper to recompute than to cache or lock: run it directly, still bounded by the deadline.
+    const timer = deadlineSignal(Math.max(1, deadline - service.now()));
+    const ctx: ScanContext = {
+      signal: timer.signal,
+      deadline,
+      log,
+      now: service.now,
+      memo: { run: (_partKey, compute) => compute() },
+    };
+    try {
+      return done(await scanner.scan(message, ctx), false);
+    } catch (err) {
+      return done(failureFromError(err), false);
+    } finally {
+      timer.clear();
+    }
+  }
+  let fingerprint: string;
+  try {
+    const budget = Math.max(1, Math.min(deadline - service.now(), 10_000));
+    fingerprint = await scanner.fingerprint(AbortSignal.timeout(budget));
+  } catch (err) {
+    return done(failureFromError(err), false);
+  }
+  const memo = service.memo;
+  // The front end may dispose of its spool as soon as it has an answer; work still running keeps the bytes.
+  const releaseBytes = message.retain?.();
+  const result = memo.run({
+    key: { scanner: scanner.name, fingerprint, contentKey },
+    deadline,
+    backgroundMs: scanner.backgroundMs,
+    ...(scanner.cleanTtlCapMs !== undefined ? { cleanTtlCapMs: scanner.cleanTtlCapMs } : {}),
+    ...(releaseBytes !== undefined ? { whenDone: releaseBytes } : {}),
+    compute: async (signal) => {
+      const ctx: ScanContext = {
+        signal,
+        deadline,
+        log,
+        now: service.now,
+        memo: {
+          run: async (partKey, compute) =>
+            (
+              await memo.run({
+                key: { scanner: scanner.name, fingerprint, contentKey: `part:${partKey}` },
+                deadline,
+                backgroundMs: scanner.backgroundMs,
+                compute: () => compute(),
+              })
+            ).finding,
+        },
+      };
+      return scanner.scan(message, ctx);
+    },
+  });
+  const { finding, source } = await result;
+  return done(finding, source !== 'scan');
+}
+
+/**
+ * AbortSignal.timeout() for a call that usually ends long before the deadline: the timer is
+ * cleared when the call is done instead of lingering (one per message) until the deadline.
+ */
+function deadlineSignal(ms: number): { signal: AbortSignal; clear: () => void } {
+  const controller = new AbortController();
+  const timer = setTimeout(() => {
+    controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
+  }, ms);
+  timer.unref();
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
+}
