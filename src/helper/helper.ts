@@ -1,11 +1,12 @@
 import type { Readable, Writable } from 'node:stream';
-import { isSandgateError } from '../core/errors.js';
 import type { Evaluator } from '../core/evaluation.js';
 import { newMsgId } from '../core/ids.js';
 import type { Logger } from '../core/logger.js';
-import { describeOutcomes } from '../core/outcome.js';
-import { FileMessage } from '../core/spool.js';
-import { readQueueFile, resolveQueuePath } from './envelope.js';
+import { BrokenNotice } from './broken-notice.js';
+import type { CoreState } from './core-state.js';
+import { evaluateRequest } from './evaluate-request.js';
+import { JunkLog } from './junk-log.js';
+import { OutputWriter } from './output-writer.js';
 import {
   formatInfo,
   formatReply,
@@ -14,32 +15,9 @@ import {
   type Command,
   type Reply,
 } from './protocol.js';
-import {
-  replyForEvaluation,
-  tempfailReply,
-  type HelperTempfailReason,
-  type ReplySettings,
-} from './replies.js';
-
-export interface HelperSettings {
-  /** CommuniGate's base directory: FILE paths are resolved against it and may not leave it. */
-  readonly baseDir: string;
-  /** Budget per FILE request (ms), from the moment its line arrives. */
-  readonly deadlineMs: number;
-  /** FILE requests evaluated at once; more wait in order. */
-  readonly concurrency: number;
-  /** Longest command line accepted (bytes). */
-  readonly maxLineLength: number;
-  readonly maxProtocolVersion: number;
-  readonly replies: ReplySettings;
-}
-
-/**
- * The verdict core, or why there is none: then the helper runs in broken mode and answers every
- * FILE with the tempfail reply, saying why in a `* ` line.
- */
-export type CoreState =
-  { readonly evaluator: Evaluator } | { readonly evaluator?: undefined; readonly brokenReason: string };
+import { tempfailReply, type HelperTempfailReason } from './replies.js';
+import type { Request } from './request.js';
+import type { HelperSettings } from './settings.js';
 
 export interface HelperSessionOptions {
   readonly input: Readable;
@@ -68,27 +46,6 @@ export interface HelperResult {
   readonly abandoned: number;
 }
 
-interface Request {
-  readonly seq: string;
-  readonly path: string | undefined;
-  readonly msgId: string;
-  readonly received: number;
-  readonly deadline: number;
-  readonly abort: AbortController;
-  state: 'queued' | 'running' | 'done';
-  timer?: NodeJS.Timeout;
-}
-
-/** Time kept back from the evaluator's deadline so that its answer can still be written in time. */
-function replyMargin(deadlineMs: number): number {
-  return Math.min(250, Math.floor(deadlineMs / 10));
-}
-
-/** How often a broken-config helper repeats why it answers every FILE with the tempfail reply. */
-const BROKEN_NOTICE_EVERY_MS = 60_000;
-/** Junk lines logged per minute; the rest are counted. */
-const JUNK_LOG_PER_MINUTE = 20;
-
 /**
  * The CommuniGate Pro helper loop: reads command lines, answers INTF, KEY, QUIT and unknown
  * commands at once, and evaluates FILE requests concurrently (up to `concurrency`, more wait in
@@ -109,13 +66,9 @@ export class HelperSession {
   private answered = 0;
   private closing: HelperExitReason | undefined;
   private inputEnded = false;
-  private outputOpen = true;
-  private lastBrokenNotice = 0;
-  private junkWindowStart = 0;
-  private junkLogged = 0;
-  private junkSuppressed = 0;
-  private unflushed = 0;
-  private onFlushed: (() => void) | undefined;
+  private readonly out: OutputWriter;
+  private readonly junkLog: JunkLog;
+  private readonly broken: BrokenNotice;
   private finish!: (result: HelperResult) => void;
   readonly done: Promise<HelperResult>;
 
@@ -124,6 +77,9 @@ export class HelperSession {
     this.now = options.now ?? Date.now;
     this.newId = options.msgId ?? (() => newMsgId(this.now()));
     this.lines = new LineReader(options.settings.maxLineLength);
+    this.out = new OutputWriter(options.output);
+    this.junkLog = new JunkLog(options.log, this.now);
+    this.broken = new BrokenNotice(this.now, (text) => this.info(text));
     this.done = new Promise((resolve) => {
       this.finish = resolve;
     });
@@ -134,11 +90,11 @@ export class HelperSession {
     const { input, output, log } = this.o;
     output.on('error', (err) => {
       log.warn({ event: 'helper.output_error', err }, 'stdout failed; stopping');
-      this.outputOpen = false;
+      this.out.markClosed();
       this.close('output-closed');
     });
     output.on('close', () => {
-      this.outputOpen = false;
+      this.out.markClosed();
     });
     for (const n of this.o.notices ?? []) this.info(n);
     const core = this.o.core;
@@ -171,7 +127,7 @@ export class HelperSession {
     if (this.closing !== undefined) return;
     this.core = state;
     if (state.evaluator === undefined) {
-      this.brokenNotice();
+      this.broken.send(this.core);
       for (const req of this.waiting.splice(0)) {
         this.answer(req, tempfailReply(this.o.settings.replies, 'config', req.msgId), 'config');
       }
@@ -201,13 +157,13 @@ export class HelperSession {
 
   private onLine(text: string | undefined, tooLongBytes: number): void {
     if (text === undefined) {
-      this.junk({ reason: 'too-long', bytes: tooLongBytes });
+      this.junkLog.junk({ reason: 'too-long', bytes: tooLongBytes });
       return;
     }
     const parsed = parseCommandLine(text);
     if (!parsed.ok) {
       if (parsed.reason === 'no-sequence')
-        this.junk({ reason: 'no-sequence', bytes: Buffer.byteLength(text) });
+        this.junkLog.junk({ reason: 'no-sequence', bytes: Buffer.byteLength(text) });
       return;
     }
     this.onCommand(parsed.command);
@@ -265,7 +221,7 @@ export class HelperSession {
     this.o.log.debug({ event: 'helper.request', seq, path, msgId: req.msgId }, 'FILE');
 
     if (this.core !== undefined && this.core.evaluator === undefined) {
-      this.brokenNotice();
+      this.broken.send(this.core);
       this.answer(req, tempfailReply(this.o.settings.replies, 'config', req.msgId), 'config');
       return;
     }
@@ -304,7 +260,7 @@ export class HelperSession {
   private run(req: Request, evaluator: Evaluator): void {
     req.state = 'running';
     this.running++;
-    this.evaluate(req, evaluator).then(
+    evaluateRequest(req, evaluator, { settings: this.o.settings, log: this.o.log, now: this.now }).then(
       ({ reply, outcome }) => this.answer(req, reply, outcome),
       (err: unknown) => {
         this.o.log.error(
@@ -314,57 +270,6 @@ export class HelperSession {
         this.answer(req, this.tempfail(req, 'internal'), 'internal');
       },
     );
-  }
-
-  private async evaluate(req: Request, evaluator: Evaluator): Promise<{ reply: Reply; outcome: string }> {
-    let message: FileMessage;
-    try {
-      const abs = resolveQueuePath(this.o.settings.baseDir, req.path as string);
-      const qf = await readQueueFile(abs);
-      message = new FileMessage(req.msgId, qf.envelope, abs, qf.bodyOffset, qf.size);
-      this.o.log.debug(
-        {
-          event: 'helper.queue_file',
-          seq: req.seq,
-          msgId: req.msgId,
-          module: qf.module,
-          recipients: qf.envelope.recipients.length,
-          bytes: qf.size,
-        },
-        'queue file read',
-      );
-    } catch (err) {
-      const reason = queueFileReason(err);
-      this.o.log.warn(
-        { event: 'helper.queue_file_error', seq: req.seq, msgId: req.msgId, path: req.path, reason, err },
-        'cannot use the queue file; answering tempfail',
-      );
-      return { reply: this.tempfail(req, reason), outcome: reason };
-    }
-    // Answered (deadline) or abandoned (QUIT) while the file was being read: nothing to evaluate.
-    if (req.state === 'done') return { reply: this.tempfail(req, 'deadline'), outcome: 'expired' };
-    const deadline = req.deadline - replyMargin(this.o.settings.deadlineMs);
-    const ev = await evaluator.evaluate(message, { deadline, signal: req.abort.signal });
-    const reply = replyForEvaluation(ev, this.o.settings.replies);
-    this.o.log.info(
-      {
-        event: 'helper.reply',
-        seq: req.seq,
-        msgId: req.msgId,
-        action: ev.decision.action,
-        verdict: ev.decision.verdict,
-        reason: ev.decision.reason,
-        threats: ev.decision.threats,
-        outcomes: describeOutcomes(ev.outcomes),
-        reply: reply.kind,
-        alreadyJudged: ev.alreadyJudged,
-        quarantineId: ev.quarantineId,
-        bytes: message.size,
-        ms: this.now() - req.received,
-      },
-      'answered',
-    );
-    return { reply, outcome: ev.decision.action };
   }
 
   /** The one final reply of a request; later attempts (deadline vs. verdict) are ignored. */
@@ -396,43 +301,6 @@ export class HelperSession {
     }
   }
 
-  private junk(fields: { reason: string; bytes: number }): void {
-    const now = this.now();
-    if (now - this.junkWindowStart >= 60_000) {
-      if (this.junkSuppressed > 0) {
-        this.o.log.warn(
-          { event: 'helper.junk_suppressed', count: this.junkSuppressed },
-          'more junk lines ignored',
-        );
-      }
-      this.junkWindowStart = now;
-      this.junkLogged = 0;
-      this.junkSuppressed = 0;
-    }
-    if (this.junkLogged < JUNK_LOG_PER_MINUTE) {
-      this.junkLogged++;
-      this.o.log.warn(
-        { event: 'helper.junk_line', ...fields },
-        'ignored a line without a usable sequence number',
-      );
-    } else {
-      this.junkSuppressed++;
-    }
-  }
-
-  private brokenNotice(): void {
-    const now = this.now();
-    if (this.lastBrokenNotice !== 0 && now - this.lastBrokenNotice < BROKEN_NOTICE_EVERY_MS) return;
-    this.lastBrokenNotice = now;
-    const why =
-      this.core !== undefined && this.core.evaluator === undefined
-        ? this.core.brokenReason
-        : 'no verdict core';
-    this.info(
-      `sandgate cannot scan: ${why}; answering every FILE with REJECTED until the helper is restarted`,
-    );
-  }
-
   /** Sends an informational `* ` line (shown in CommuniGate's log). */
   notice(text: string): void {
     if (this.closing === undefined) this.info(text);
@@ -443,12 +311,7 @@ export class HelperSession {
   }
 
   private write(line: string): void {
-    if (!this.outputOpen) return;
-    this.unflushed++;
-    this.o.output.write(line, () => {
-      this.unflushed--;
-      if (this.unflushed === 0) this.onFlushed?.();
-    });
+    this.out.write(line);
   }
 
   private close(reason: HelperExitReason): void {
@@ -470,23 +333,7 @@ export class HelperSession {
     }
     this.o.input.pause();
     const result: HelperResult = { reason, answered: this.answered, abandoned: abandoned.length };
-    if (!this.outputOpen) {
-      this.finish(result);
-      return;
-    }
     // Resolve once everything written so far has been handed to the OS.
-    if (this.unflushed === 0) this.finish(result);
-    else this.onFlushed = () => this.finish(result);
+    this.out.whenFlushed(() => this.finish(result));
   }
-}
-
-function queueFileReason(err: unknown): HelperTempfailReason {
-  if (isSandgateError(err, 'ERR_MESSAGE_MALFORMED')) return 'queue-file-malformed';
-  if (isSandgateError(err, 'ERR_INPUT_NOT_FOUND')) {
-    const reason = err.details.reason;
-    if (reason === 'outside-base') return 'outside-base';
-    if (reason === 'missing') return 'queue-file-missing';
-    return 'queue-file-unreadable';
-  }
-  return 'queue-file-unreadable';
 }

@@ -7,7 +7,8 @@ import type { EvaluateOptions, Evaluation, Evaluator } from '../../../src/core/e
 import { silentLogger, type Logger } from '../../../src/core/logger.js';
 import type { MessageSource } from '../../../src/core/message.js';
 import type { Decision } from '../../../src/core/policy.js';
-import { HelperSession, type HelperSettings } from '../../../src/helper/helper.js';
+import { HelperSession } from '../../../src/helper/helper.js';
+import type { HelperSettings } from '../../../src/helper/settings.js';
 import { DEFAULT_REPLY_SETTINGS } from '../../../src/helper/replies.js';
 
 /** An evaluator the test answers by hand: each call waits until the test resolves it. */

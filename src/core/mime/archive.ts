@@ -1,0 +1,104 @@
+import { PassThrough, type Readable, type Transform, type Writable } from 'node:stream';
+import { createInflateRaw } from 'node:zlib';
+import { isSandgateError } from '../errors.js';
+import { deliver } from './deliver.js';
+import type { PartSpool } from './part-spool.js';
+import { pump } from './pump.js';
+import type { WalkedPart } from './types.js';
+import { LimitReached, StopWalk, type PartMeta, type WalkState } from './walk-state.js';
+import { memberDataOffset, readZipDirectory, ZipFormatError, type ZipEntry } from './zip.js';
+
+/** Yields the members of a spooled zip archive (recursively through deliver()). */
+export async function walkZip(
+  state: WalkState,
+  archive: PartSpool,
+  path: string,
+  depth: number,
+): Promise<void> {
+  const { limits } = state.options;
+  const remaining = limits.maxArchiveMembers - state.members;
+  let dir;
+  try {
+    dir = await readZipDirectory(archive, remaining);
+  } catch (err) {
+    if (!(err instanceof ZipFormatError)) throw err;
+    state.unreadableArchives++;
+    return;
+  }
+  if (dir.declaredEntries > remaining) throw new LimitReached('members', path);
+  for (const entry of dir.entries) {
+    if (entry.isDirectory) continue;
+    state.checkAborted();
+    state.members++;
+    const memberPath = `${path}/${entry.name}`;
+    const meta: PartMeta = {
+      path: memberPath,
+      depth,
+      contentType: 'application/octet-stream',
+      filename: baseName(entry.name),
+      isAttachment: true,
+    };
+    if (entry.encrypted || (entry.method !== 0 && entry.method !== 8)) {
+      await deliverOpaque(
+        state,
+        meta,
+        entry.encrypted ? { encrypted: true } : { unsupportedMethod: entry.method },
+      );
+      continue;
+    }
+    const spool = await extractMember(state, archive, entry, memberPath);
+    if (spool === undefined) await deliverOpaque(state, meta, { damaged: true });
+    else await deliver(state, spool, meta);
+  }
+}
+
+/** A member the walker cannot read: yielded with no content and a flag saying why. */
+async function deliverOpaque(state: WalkState, meta: PartMeta, extra: Partial<WalkedPart>): Promise<void> {
+  const part: WalkedPart = {
+    ...meta,
+    ...extra,
+    size: 0,
+    sha256: '',
+    head: Buffer.alloc(0),
+    open: () => new PassThrough().end(),
+    scan: () => Promise.resolve(),
+  };
+  if ((await state.onPart(part)) === 'stop') throw new StopWalk();
+}
+
+function baseName(name: string): string {
+  const cut = Math.max(name.lastIndexOf('/'), name.lastIndexOf('\\'));
+  return cut >= 0 ? name.slice(cut + 1) : name;
+}
+
+/** Decompresses one member into a spool; undefined when its bytes are damaged. */
+async function extractMember(
+  state: WalkState,
+  archive: PartSpool,
+  entry: ZipEntry,
+  memberPath: string,
+): Promise<PartSpool | undefined> {
+  const { limits } = state.options;
+  let out = 0;
+  const spool = state.newSpool(memberPath, (n) => {
+    out += n;
+    if (out > limits.ratioMinBytes && out > limits.maxExpansionRatio * Math.max(entry.compressedSize, 1)) {
+      throw new LimitReached('ratio', memberPath);
+    }
+  });
+  try {
+    const start = await memberDataOffset(archive, entry);
+    const stages: (Readable | Transform | Writable)[] = [
+      archive.open({ start, end: start + entry.compressedSize }),
+    ];
+    if (entry.method === 8) stages.push(createInflateRaw({ chunkSize: 64 * 1024 }));
+    stages.push(spool.writable());
+    await pump(stages, state.options.signal);
+    return spool;
+  } catch (err) {
+    spool.dispose();
+    if (err instanceof LimitReached || isSandgateError(err) || state.options.signal?.aborted) throw err;
+    // A damaged member (bad local header, corrupt deflate data).
+    return undefined;
+  }
+}

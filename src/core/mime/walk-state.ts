@@ -1,0 +1,57 @@
+import { SandgateError } from '../errors.js';
+import { PartSpool } from './part-spool.js';
+import type { OnPart, WalkLimitKind, WalkOptions } from './types.js';
+
+const DEFAULT_MEMORY_THRESHOLD = 1024 * 1024;
+
+/** Thrown inside the walk when a limit is reached; turned into WalkSummary.limit. */
+export class LimitReached extends Error {
+  constructor(
+    readonly kind: WalkLimitKind,
+    readonly at: string,
+  ) {
+    super(`walk limit ${kind} reached at ${at}`);
+  }
+}
+
+/** Thrown inside the walk when onPart returned 'stop'. */
+export class StopWalk extends Error {}
+
+export interface PartMeta {
+  readonly path: string;
+  readonly depth: number;
+  readonly contentType: string;
+  readonly filename?: string;
+  readonly isAttachment: boolean;
+}
+
+export class WalkState {
+  parts = 0;
+  members = 0;
+  bytes = 0;
+  unreadableArchives = 0;
+  readonly threshold: number;
+  constructor(
+    readonly options: WalkOptions,
+    readonly onPart: OnPart,
+  ) {
+    this.threshold = options.memoryThreshold ?? DEFAULT_MEMORY_THRESHOLD;
+  }
+
+  checkAborted(): void {
+    if (this.options.signal?.aborted) {
+      throw new SandgateError('ERR_ABORTED', 'the MIME walk was aborted', {
+        cause: this.options.signal.reason,
+      });
+    }
+  }
+
+  /** A spool whose every byte counts against the total-bytes budget. */
+  newSpool(path: string, extraGuard?: (n: number) => void): PartSpool {
+    return new PartSpool(this.options.spoolDir, this.threshold, (n) => {
+      this.bytes += n;
+      if (this.bytes > this.options.limits.maxTotalBytes) throw new LimitReached('total-bytes', path);
+      extraGuard?.(n);
+    });
+  }
+}
