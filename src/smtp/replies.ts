@@ -115,3 +115,14 @@ export function toError(r: SmtpReply): ResponseError {
 export function toText(r: SmtpReply): string {
   return `${r.enhanced} ${r.text}`;
 }
+
+/** A next hop's refusal of MAIL or RCPT, passed back with its own code. */
+export function passBack(r: Reply): SmtpReply {
+  const cls = Math.floor(r.code / 100);
+  const enhanced = r.enhanced && r.enhanced.startsWith(`${cls}.`) ? r.enhanced : `${cls}.0.0`;
+  return {
+    code: r.code >= 400 && r.code < 600 ? r.code : 451,
+    enhanced,
+    text: r.lines.join(' ').slice(0, 400),
+  };
+}

@@ -1,37 +1,35 @@
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
-import type tls from 'node:tls';
-import {
-  SMTPServer,
-  type SMTPServerAddress,
-  type SMTPServerDataStream,
-  type SMTPServerSession,
-} from 'smtp-server';
+import type net from 'node:net';
+import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { NextHop, RelayConfig } from '../core/config/relay.js';
-import type { Evaluation, Evaluator } from '../core/evaluation.js';
+import type { Evaluator } from '../core/evaluation.js';
 import { isSandgateError } from '../core/errors.js';
 import { newMsgId } from '../core/ids.js';
 import type { Logger } from '../core/logger.js';
 import { describeOutcomes } from '../core/outcome.js';
 import type { Envelope } from '../core/message.js';
-import { Forwarder, type ClientAttributes } from './forwarder.js';
+import { clientAttributesOf, xforwardOf } from './client-attributes.js';
+import { replyToData, type DataCallback } from './data-reply.js';
+import { evaluateUnderDeadline, type DeadlineContext } from './evaluate-under-deadline.js';
+import { Forwarder } from './forwarder.js';
 import type { QueueFrontEnd } from './queue/intake.js';
 import { rewriteHeaders } from './headers.js';
 import { NetworkList, normaliseAddress } from './networks.js';
 import { createConnector, type NextHopConnector, type Params } from './next-hop.js';
 import { SessionPool } from './queue/session-pool.js';
 import { receiveMessage } from './receive.js';
+import { RelaySmtpServer } from './relay-smtp-server.js';
 import {
   combineReplies,
   decisionReply,
   nextHopReply,
+  passBack,
   REPLIES,
   toError,
   toText,
   type SmtpReply,
 } from './replies.js';
-import type { Reply } from './smtp-client.js';
 
 /** What the relay needs from the configuration (the relay section plus two scan limits). */
 export interface RelayServerOptions {
@@ -56,44 +54,6 @@ export interface RelayStats {
 }
 
 type Callback = (err?: Error | null) => void;
-type DataCallback = (err?: Error | null, message?: string | Array<string | Error>) => void;
-
-/**
- * smtp-server waits a fixed 100 ms before each greeting to catch clients that talk too early
- * (spam bots). The MTA that feeds a content filter is trusted and pays that on every new
- * connection (at concurrency 10 that caps the relay at ~94 messages/s). For trusted peers we
- * greet at once: connectionReady() is made idempotent and called right away, and the library's
- * own timer later finds it already done. Everyone else keeps the delay.
- */
-class RelaySmtpServer extends SMTPServer {
-  constructor(
-    options: ConstructorParameters<typeof SMTPServer>[0],
-    private readonly fastPeers: NetworkList,
-    private readonly maxClients: number,
-  ) {
-    super(options);
-  }
-
-  override connect(
-    socket: net.Socket | tls.TLSSocket,
-    socketOptions?: Parameters<SMTPServer['connect']>[1],
-  ): void {
-    super.connect(socket, socketOptions);
-    if (this.connections.size > this.maxClients) return;
-    if (!this.fastPeers.has(socket.remoteAddress ?? '')) return;
-    let conn: (typeof this.connections extends Set<infer C> ? C : never) | undefined;
-    for (const c of this.connections) conn = c; // a Set keeps insertion order: the last one is the new one
-    if (conn === undefined) return;
-    const ready = conn.connectionReady.bind(conn);
-    let started = false;
-    conn.connectionReady = (next?: () => void) => {
-      if (started) return;
-      started = true;
-      ready(next);
-    };
-    conn.connectionReady();
-  }
-}
 
 /** The summary of one transaction, as logged; emitted as 'message' after the client got its reply. */
 export interface MessageSummary {
@@ -118,12 +78,20 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
   /** Aborted when a session's client goes away, so its evaluation can stop early. */
   private readonly aborts = new Map<string, AbortController>();
   private readonly now: () => number;
+  /** What each message's evaluation runs under (relay.deadline). */
+  private readonly deadline: DeadlineContext;
   private closing: Promise<void> | undefined;
 
   constructor(private readonly options: RelayServerOptions) {
     super();
     const relay = options.relay;
     this.now = options.now ?? Date.now;
+    this.deadline = {
+      evaluator: options.evaluator,
+      deadlineMs: relay.deadline,
+      now: this.now,
+      aborts: this.aborts,
+    };
     this.allowed = new NetworkList(relay.allowedClients);
     const trusted = new NetworkList(relay.trustedPeers.filter((a) => !a.includes('/')));
     const hop = relay.nextHopOptions;
@@ -264,7 +232,11 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
     cb: Callback,
   ): Promise<void> {
     if (this.options.queue) return cb();
-    const r = await this.forwarder(session).mail(address.address, paramsOf(address), this.clientOf(session));
+    const r = await this.forwarder(session).mail(
+      address.address,
+      paramsOf(address),
+      clientAttributesOf(session, this.options.relay.nextHopOptions),
+    );
     cb(r.code < 300 ? null : toError(passBack(r)));
   }
 
@@ -287,33 +259,6 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
     const f = this.forwarders.get(session.id);
     this.forwarders.delete(session.id);
     await f?.close();
-  }
-
-  /** Who the client is, for the next hop: XFORWARD attributes, and XCLIENT ones when configured. */
-  private clientOf(session: SMTPServerSession): ClientAttributes {
-    const xforward = this.xforwardOf(session);
-    if (!this.options.relay.nextHopOptions.xclient) return { xforward };
-    return { xforward, xclient: xclientOf(session) };
-  }
-
-  /** XFORWARD attributes for the next hop: what a trusted peer told us, else what we saw. */
-  private xforwardOf(session: SMTPServerSession): ReadonlyMap<string, string> {
-    if (!this.options.relay.nextHopOptions.xforward) return new Map();
-    const xf = session.xForward;
-    const addr = normaliseAddress(session.remoteAddress);
-    const attrs = new Map<string, string>([
-      ['NAME', session.clientHostname || '[UNAVAILABLE]'],
-      ['ADDR', addr.includes(':') ? `IPV6:${addr}` : addr],
-      ['PORT', String(session.remotePort)],
-      ['PROTO', session.openingCommand === 'HELO' ? 'SMTP' : 'ESMTP'],
-      // XCLIENT's HELO outlives the EHLO the peer sends after it (XCLIENT_README).
-      ['HELO', stringOr(session.xClient.get('HELO'), session.hostNameAppearsAs || '[UNAVAILABLE]')],
-    ]);
-    for (const k of ['PROTO', 'IDENT', 'SOURCE'] as const) {
-      const v = xf.get(k);
-      if (typeof v === 'string' && v !== '') attrs.set(k, v);
-    }
-    return attrs;
   }
 
   private async onData(
@@ -346,16 +291,7 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
       log.info({ event: 'relay.message', ...line }, 'message');
       // After the `finally` below has disposed of the spool.
       queueMicrotask(() => this.emit('message', { msgId, ...line }));
-      if (Array.isArray(reply)) {
-        cb(
-          null,
-          reply.map((r) => (r.code < 400 ? toText(r) : toError(r))),
-        );
-      } else if (reply.code < 400) {
-        cb(null, toText(reply));
-      } else {
-        cb(toError(reply));
-      }
+      replyToData(cb, reply);
     };
 
     let received: Awaited<ReturnType<typeof receiveMessage>>;
@@ -399,11 +335,11 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
         const q = await queue.accept(spool, {
           mailParams: session.envelope.mailFrom ? paramsOf(session.envelope.mailFrom) : {},
           recipients: session.envelope.rcptTo.map((a) => ({ address: a.address, params: paramsOf(a) })),
-          xforward: this.xforwardOf(session),
+          xforward: xforwardOf(session, this.options.relay.nextHopOptions),
         });
         return answer(q.reply, { action: q.action, reason: q.reason, bytes: spool.size });
       }
-      const evaluation = await this.evaluate(spool, forwarder, started, session.id);
+      const evaluation = await evaluateUnderDeadline(this.deadline, spool, forwarder, started, session.id);
       if (evaluation === 'deadline') {
         await forwarder.abandon();
         return answer(REPLIES.deadline(msgId), { action: 'tempfail', reason: 'deadline', bytes: spool.size });
@@ -450,99 +386,10 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
       if (this.closing !== undefined) setImmediate(() => this.closeIdle());
     }
   }
-
-  /** Runs the evaluator under the relay deadline; the keep-alive NOOPs hold the next hop meanwhile. */
-  private async evaluate(
-    spool: Parameters<Evaluator['evaluate']>[0],
-    forwarder: Forwarder,
-    started: number,
-    sessionId: string,
-  ): Promise<Evaluation | 'deadline' | Error> {
-    const deadline = started + this.options.relay.deadline;
-    // Not aborted at the deadline: the core lets a scan run on so its verdict answers the retry.
-    const abort = new AbortController();
-    this.aborts.set(sessionId, abort);
-    const stopKeepAlive = forwarder.keepAlive();
-    let timer: NodeJS.Timeout | undefined;
-    const overrun = new Promise<'deadline'>((resolve) => {
-      timer = setTimeout(() => resolve('deadline'), Math.max(0, deadline - this.now()));
-    });
-    try {
-      return await Promise.race([
-        this.options.evaluator
-          .evaluate(spool, { deadline, signal: abort.signal })
-          .catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))),
-        overrun,
-      ]);
-    } finally {
-      clearTimeout(timer);
-      this.aborts.delete(sessionId);
-      stopKeepAlive();
-    }
-  }
-}
-
-const stringOr = (v: unknown, fallback: string): string => (typeof v === 'string' && v !== '' ? v : fallback);
-
-const UNAVAILABLE = '[UNAVAILABLE]';
-const HOSTNAME =
-  /^(?=.{1,253}\.?$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i;
-
-/**
- * XCLIENT attributes (Postfix XCLIENT_README): the client as a trusted peer described it with
- * XCLIENT or XFORWARD (smtp-server applied those to the session), else as it connected to us.
- * Every attribute gets a value, [UNAVAILABLE] when unknown, so that a next-hop session reused for
- * another client keeps nothing of the previous one (a LOGIN above all). sandgate does no DNS
- * lookups: a client name nobody told us is [TEMPUNAVAIL] ("unknown" for now, not "has none").
- */
-function xclientOf(session: SMTPServerSession): ReadonlyMap<string, string> {
-  const xc = session.xClient;
-  const xf = session.xForward;
-  const given = (k: string): string | false | undefined => {
-    const v = xc.has(k) ? xc.get(k) : xf.get(k);
-    return typeof v === 'string' ? v : v === false ? false : undefined;
-  };
-  const fromPeer = xc.has('ADDR') || xf.has('ADDR');
-  const ip = (a: string) => {
-    const n = normaliseAddress(a);
-    return n.includes(':') ? `IPV6:${n}` : n;
-  };
-  const name = session.clientHostname;
-  const proto = given('PROTO') || (session.openingCommand === 'HELO' ? 'SMTP' : 'ESMTP');
-  const helo = given('HELO') ?? session.hostNameAppearsAs;
-  const login = xc.get('LOGIN');
-  return new Map([
-    [
-      'NAME',
-      given('NAME') === false
-        ? UNAVAILABLE
-        : name && HOSTNAME.test(name) && net.isIP(name) === 0
-          ? name
-          : '[TEMPUNAVAIL]',
-    ],
-    ['ADDR', given('ADDR') === false || !session.remoteAddress ? UNAVAILABLE : ip(session.remoteAddress)],
-    ['PORT', session.remotePort > 0 ? String(session.remotePort) : UNAVAILABLE],
-    ['PROTO', /^SMTP$/i.test(proto) ? 'SMTP' : 'ESMTP'],
-    ['HELO', helo && helo.length <= 255 ? helo : UNAVAILABLE],
-    ['LOGIN', typeof login === 'string' && login !== '' ? login : UNAVAILABLE],
-    ['DESTADDR', fromPeer || !session.localAddress ? UNAVAILABLE : ip(session.localAddress)],
-    ['DESTPORT', fromPeer || !(session.localPort > 0) ? UNAVAILABLE : String(session.localPort)],
-  ]);
 }
 
 function paramsOf(address: SMTPServerAddress): Params {
   const out: Record<string, string | true> = {};
   if (address.args) for (const [k, v] of Object.entries(address.args)) out[k.toUpperCase()] = v;
   return out;
-}
-
-/** A next hop's refusal of MAIL or RCPT, passed back with its own code. */
-function passBack(r: Reply): SmtpReply {
-  const cls = Math.floor(r.code / 100);
-  const enhanced = r.enhanced && r.enhanced.startsWith(`${cls}.`) ? r.enhanced : `${cls}.0.0`;
-  return {
-    code: r.code >= 400 && r.code < 600 ? r.code : 451,
-    enhanced,
-    text: r.lines.join(' ').slice(0, 400),
-  };
 }

@@ -3,22 +3,13 @@ import { describeOutcomes } from '../../core/outcome.js';
 import type { RelayQueueConfig } from '../../core/config/relay.js';
 import type { Evaluation, Evaluator } from '../../core/evaluation.js';
 import { isSandgateError } from '../../core/errors.js';
-import { newMsgId } from '../../core/ids.js';
 import type { Logger } from '../../core/logger.js';
 import type { MessageSource } from '../../core/message.js';
 import type { QuarantineWriter } from '../../core/ports.js';
-import { BufferMessage } from '../../core/spool.js';
-import type {
-  QueueItem,
-  QueueRecipient,
-  QueueScan,
-  RecipientState,
-  RelayQueueStore,
-} from '../../store/relay-queue.js';
-import { rewriteHeaders } from '../headers.js';
+import type { QueueItem, QueueScan, RelayQueueStore } from '../../store/relay-queue.js';
 import type { NextHopSession } from '../next-hop.js';
-import { formatReply, type Reply } from '../smtp-client.js';
-import { buildDsn } from './dsn.js';
+import { sendToNextHop, type DeliveryAttempt } from './delivery.js';
+import { expirePending, queueFailureDsn, wantsFailureNotice } from './failure-dsn.js';
 import type { SessionPool } from './session-pool.js';
 
 export type QueueOutcome = 'delivered' | 'deferred' | 'bounced' | 'quarantined' | 'failed';
@@ -39,8 +30,6 @@ export interface QueueWorkerOptions {
   /** Longest sleep between looks at the queue (a `sandgate queue retry` from another process). */
   readonly pollMs?: number;
 }
-
-const HEADER_LIMIT = 64 * 1024;
 
 /**
  * Works the relay queue: each due item is scanned once (the deadline is the queue's), then handed
@@ -273,10 +262,7 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
   private async deliver(item: QueueItem, scan: QueueScan, log: Logger): Promise<void> {
     const pending = item.recipients.filter((r) => r.state === 'pending');
     if (pending.length === 0) return this.finish(item, log);
-    const results: Array<{ idx: number; state: RecipientState; reply: string }> = [];
-    const set = (r: QueueRecipient, reply: Reply) =>
-      results.push({ idx: r.idx, state: classify(reply), reply: formatReply(reply).slice(0, 500) });
-    let temporary: string | undefined;
+    const attempt: DeliveryAttempt = { results: [], temporary: undefined };
     let session: NextHopSession | undefined;
     let healthy = false;
     try {
@@ -298,40 +284,10 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
         throw err;
       }
       this.active.add(session);
-      await session.xforward(new Map(Object.entries(item.envelope.xforward)));
-      const mail = await session.mail(item.envelope.sender, item.envelope.mailParams);
-      const accepted: QueueRecipient[] = [];
-      if (mail.code >= 300) {
-        for (const r of pending) set(r, mail);
-        temporary = formatReply(mail);
-      } else {
-        for (const r of pending) {
-          const reply = await session.rcpt(r.address, r.params);
-          if (reply.code < 300) accepted.push(r);
-          else {
-            set(r, reply);
-            temporary = formatReply(reply);
-          }
-        }
-      }
-      if (accepted.length === 0) {
-        await session.reset();
-      } else {
-        const message = this.o.store.message(item);
-        const replies = await session.data(
-          rewriteHeaders(message.open(), { prepend: scan.headers, strip: scan.stripHeaders }),
-          accepted.map((r) => r.address),
-          item.id,
-        );
-        accepted.forEach((r, i) => {
-          const reply = (replies.length === accepted.length ? replies[i] : replies[0]) ?? replies[0];
-          if (reply !== undefined) set(r, reply);
-          if (reply !== undefined && reply.code >= 400 && reply.code < 500) temporary = formatReply(reply);
-        });
-      }
+      await sendToNextHop(session, item, pending, scan, this.o.store, attempt);
       healthy = true;
     } catch (err) {
-      temporary = `${this.o.nextHop}: ${describe(err)}`;
+      attempt.temporary = `${this.o.nextHop}: ${describe(err)}`;
     } finally {
       if (session !== undefined) {
         this.active.delete(session);
@@ -340,15 +296,15 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
     }
     // Recorded at once: a recipient the next hop took is never sent to again (a crash before this
     // line is the one window in which a message can go out twice).
-    this.o.store.record(item.id, results, this.now());
-    const delivered = results.filter((r) => r.state === 'delivered').length;
+    this.o.store.record(item.id, attempt.results, this.now());
+    const delivered = attempt.results.filter((r) => r.state === 'delivered').length;
     if (delivered > 0)
       log.info({ event: 'queue.delivered', recipients: delivered, nextHop: this.o.nextHop }, 'delivered');
     const fresh = this.o.store.get(item.id);
     if (fresh === undefined) return; // deleted by an operator meanwhile
     if (fresh.recipients.every((r) => r.state !== 'pending')) return this.finish(fresh, log);
     if (this.stopping && !healthy) return;
-    await this.deferOrExpire(fresh, temporary ?? 'deferred', log);
+    await this.deferOrExpire(fresh, attempt.temporary ?? 'deferred', log);
   }
 
   /** Every recipient is done: DSN for the failed ones (unless the sender is null), then remove. */
@@ -375,42 +331,11 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
     }
     try {
       const now = this.now();
-      const bytes = await buildDsn({
+      const dsnId = await queueFailureDsn(this.o.store, item, notify, {
         reportingMta: this.o.config.reportingMta ?? this.o.hostname,
-        to: item.envelope.sender,
-        msgId: item.id,
-        ...(typeof item.envelope.mailParams.ENVID === 'string'
-          ? { envelopeId: xtextDecode(item.envelope.mailParams.ENVID) }
-          : {}),
-        arrivalDate: item.createdAt,
-        lastAttempt: now,
-        originalHeaders: await headerBlock(this.o.store.message(item)),
-        recipients: notify.map((r) => ({
-          address: r.address,
-          ...(typeof r.params.ORCPT === 'string' ? { orcpt: xtextDecode(r.params.ORCPT) } : {}),
-          status: statusOf(r.reply),
-          ...(r.reply !== undefined ? { diagnostic: r.reply } : {}),
-          ...(r.reply !== undefined && !r.reply.startsWith('sandgate:') ? { remoteMta: this.o.nextHop } : {}),
-        })),
-        why: notify.some((r) => r.reply?.startsWith('sandgate:')) ? 'expired' : 'refused',
+        nextHop: this.o.nextHop,
+        now,
       });
-      const dsnId = newMsgId(now);
-      const envelope = {
-        sender: '',
-        mailParams: {},
-        recipients: [{ address: item.envelope.sender, params: {} }],
-        xforward: {},
-      };
-      const prepared = await this.o.store.prepare(
-        new BufferMessage(
-          dsnId,
-          { sender: '', recipients: [item.envelope.sender], frontEnd: 'relay' },
-          bytes,
-        ),
-        envelope,
-        { kind: 'dsn', now },
-      );
-      this.o.store.insert(prepared, { remove: item.id });
       log.info({ event: 'queue.dsn', dsnId, recipients: notify.length }, 'DSN queued to the sender');
       this.emit('outcome', { id: item.id, outcome: 'bounced' });
     } catch (err) {
@@ -452,14 +377,7 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
       return;
     }
     log.warn({ event: 'queue.expired', phase: 'delivery', err: error }, 'queue lifetime over; giving up');
-    const reply = `sandgate: delivery time expired (4.4.7); last error: ${error}`.slice(0, 500);
-    this.o.store.record(
-      item.id,
-      item.recipients
-        .filter((r) => r.state === 'pending')
-        .map((r) => ({ idx: r.idx, state: 'failed', reply })),
-      now,
-    );
+    expirePending(this.o.store, item, error, now);
     const fresh = this.o.store.get(item.id);
     if (fresh) await this.finish(fresh, log);
   }
@@ -469,47 +387,6 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
     const base = Math.min(this.o.config.retryMax, this.o.config.retryMin * 2 ** Math.min(attempt - 1, 30));
     return Math.round(base * (0.9 + Math.random() * 0.2));
   }
-}
-
-function classify(r: Reply): RecipientState {
-  if (r.code >= 200 && r.code < 300) return 'delivered';
-  if (r.code >= 500 && r.code < 600) return 'failed';
-  return 'pending';
-}
-
-/** NOTIFY absent: failures are reported (RFC 3461 default); NOTIFY=NEVER or without FAILURE: not. */
-function wantsFailureNotice(params: Readonly<Record<string, string | true>>): boolean {
-  const n = params.NOTIFY;
-  if (typeof n !== 'string') return true;
-  return n.toUpperCase().split(',').includes('FAILURE');
-}
-
-/** The enhanced status of a stored reply ("550 5.1.1 ..."), else 5.0.0; 4.4.7 for our expiry. */
-function statusOf(reply: string | undefined): string {
-  if (reply?.startsWith('sandgate:')) return '4.4.7';
-  const m = /^\d{3} ([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply ?? '');
-  const s = m?.[1];
-  return s !== undefined && s.startsWith('5.') ? s : '5.0.0';
-}
-
-/** RFC 3461 xtext (+XX hex escapes), as ORCPT and ENVID arrive. */
-function xtextDecode(s: string): string {
-  return s.replace(/\+([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
-}
-
-/** The header block of a message (up to 64 KB), for the DSN's text/rfc822-headers part. */
-async function headerBlock(message: MessageSource): Promise<string> {
-  let head = '';
-  const stream = message.open({ end: Math.min(message.size, HEADER_LIMIT) });
-  for await (const chunk of stream) {
-    head += (chunk as Buffer).toString('latin1');
-    const end = head.indexOf('\r\n\r\n');
-    if (end >= 0) {
-      stream.destroy();
-      return Buffer.from(head.slice(0, end + 2), 'latin1').toString('utf8');
-    }
-  }
-  return Buffer.from(head, 'latin1').toString('utf8');
 }
 
 function describe(err: unknown): string {
