@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import type { NextHop } from '../core/config/relay.js';
+import { fsyncDir, PARTIAL, writeDurably } from '../core/durable-file.js';
 import { SandgateError } from '../core/errors.js';
 import { SmtpClient, type Reply, type SmtpClientOptions } from './smtp-client.js';
 
@@ -264,7 +265,8 @@ class SmtpSession implements NextHopSession {
 /**
  * The `directory` next hop: one file per delivered message, `<msgId>.eml`, whose first two
  * lines carry the envelope (`Return-Path: <sender>`, `X-Envelope-To: <a>, <b>`). Written to a
- * temporary name, fsynced, renamed, and the directory fsynced, so a file that exists is complete.
+ * temporary name (`.partial`), fsynced, renamed, and the directory fsynced, so a `.eml` that exists
+ * is complete.
  */
 class DirectorySession implements NextHopSession {
   readonly usable = true;
@@ -293,28 +295,17 @@ class DirectorySession implements NextHopSession {
   async data(message: AsyncIterable<Buffer>, recipients: readonly string[], msgId: string): Promise<Reply[]> {
     const safe = /^[A-Za-z0-9._-]{1,100}$/.test(msgId) ? msgId : randomBytes(6).toString('hex');
     const name = `${safe}.eml`;
-    const tmp = join(this.dir, `.tmp-${name}`);
     const final = join(this.dir, name);
     const clean = (s: string) => s.replace(/[\r\n<>]/g, '');
-    const envelope =
+    const envelope = Buffer.from(
       `Return-Path: <${clean(this.sender)}>\r\n` +
-      `X-Envelope-To: ${recipients.map((r) => `<${clean(r)}>`).join(', ')}\r\n`;
-    const fh = await open(tmp, 'wx', 0o640);
+        `X-Envelope-To: ${recipients.map((r) => `<${clean(r)}>`).join(', ')}\r\n`,
+    );
     try {
-      await fh.write(envelope);
-      for await (const chunk of message) await fh.write(chunk);
-      await fh.sync();
-      await fh.close();
-      renameSync(tmp, final);
-      const d = openSync(this.dir, 'r');
-      try {
-        fsyncSync(d);
-      } finally {
-        closeSync(d);
-      }
+      await writeDurably(final, (out) => pipeline(withPrefix(envelope, message), out), { mode: 0o640 });
+      await fsyncDir(this.dir);
     } catch (err) {
-      await fh.close().catch(() => undefined);
-      rmSync(tmp, { force: true });
+      rmSync(final + PARTIAL, { force: true });
       throw err;
     }
     return [ok(`Ok: delivered to ${name}`)];
@@ -332,4 +323,9 @@ class DirectorySession implements NextHopSession {
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+async function* withPrefix(prefix: Buffer, rest: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  yield prefix;
+  yield* rest;
 }
