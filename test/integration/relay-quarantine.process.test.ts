@@ -2,14 +2,12 @@
  * An operator's path through the built `sandgate relay` process: EICAR is refused with 550, its copy
  * shows up in the quarantine API on the relay's own admin port (token required), and /metrics counts it.
  */
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import nodemailer from 'nodemailer';
 import { afterEach, expect, it } from 'vitest';
 import { startSmtpSink } from '../fakes/smtp-sink.js';
-import { SANDGATE_BIN } from '../support/cli.js';
+import { startRelayProcess } from '../support/relay-process.js';
 import { EICAR } from '../support/relay.js';
 import { tempDir } from '../support/tmp.js';
 
@@ -33,27 +31,9 @@ it('refuses EICAR, keeps it in the quarantine, and shows it on the relay admin p
       admin: { enabled: true, listen: '127.0.0.1:0', tokenFile: join(dir, 'admin.token') },
     }),
   );
-  const child = spawn(process.execPath, [SANDGATE_BIN, 'relay', '--config', configFile], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  cleanups.push(
-    () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
-  );
-  const ports: { relay?: number; admin?: number } = {};
-  await new Promise<void>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`relay exited with ${code} before listening`)));
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const rec = JSON.parse(line) as { event?: string; port?: number };
-      if (rec.event === 'relay.listening') ports.relay = rec.port;
-      if (rec.event === 'admin.listening') ports.admin = rec.port;
-      if (ports.relay && ports.admin) resolve();
-    });
-  });
+  const relay = await startRelayProcess(configFile, true);
+  cleanups.push(() => relay.stop());
+  const ports = { relay: relay.relayPort, admin: relay.adminPort };
 
   const t = nodemailer.createTransport({
     host: '127.0.0.1',

@@ -4,10 +4,8 @@
  * analysis goes on in the background, and the client's retry is answered from the cache: 250 and
  * handed on once for CLEAN, 550 5.7.1 and not handed on for DANGEROUS, one sandbox task each.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import nodemailer from 'nodemailer';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -17,7 +15,7 @@ import {
   type FakePtSandbox,
 } from '../fakes/fake-pt-sandbox.js';
 import { startSmtpSink, type SmtpSink } from '../fakes/smtp-sink.js';
-import { SANDGATE_BIN } from '../support/cli.js';
+import { startRelayProcess } from '../support/relay-process.js';
 import { tempDir } from '../support/tmp.js';
 
 const TASK_MS = 1_500;
@@ -30,7 +28,7 @@ async function startRelay(
   dir: string,
   sandbox: FakePtSandbox,
   sink: SmtpSink,
-): Promise<{ port: number; child: ChildProcess; records: Array<Record<string, unknown>> }> {
+): Promise<{ port: number; records: Array<Record<string, unknown>> }> {
   const tokenFile = join(dir, 'pt.token');
   writeFileSync(tokenFile, FAKE_PT_TOKEN);
   const configFile = join(dir, 'sandgate.yaml');
@@ -50,28 +48,9 @@ async function startRelay(
       relay: { listen: '127.0.0.1:0', nextHop: `smtp://127.0.0.1:${sink.port}`, deadline: '500ms' },
     }),
   );
-  const child = spawn(process.execPath, [SANDGATE_BIN, 'relay', '--config', configFile], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  cleanups.push(
-    () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
-  );
-  const lines = createInterface({ input: child.stdout });
-  const records: Array<Record<string, unknown>> = [];
-  const port = await new Promise<number>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`relay exited with ${code} before listening`)));
-    lines.on('line', (line) => {
-      const rec = JSON.parse(line) as { event?: string; port?: number };
-      records.push(rec);
-      if (rec.event === 'relay.listening' && rec.port) resolve(rec.port);
-    });
-  });
-  return { port, child, records };
+  const relay = await startRelayProcess(configFile);
+  cleanups.push(() => relay.stop());
+  return { port: relay.relayPort, records: relay.records };
 }
 
 /** Sends like an MTA: resolves with the SMTP code of the final reply. */

@@ -1,0 +1,54 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { SANDGATE_BIN } from './cli.js';
+
+export interface RelayProcess {
+  readonly child: ChildProcess;
+  readonly relayPort: number;
+  /** The admin port, when the config enables it. */
+  readonly adminPort?: number;
+  /** Every JSON log line the relay wrote to stdout so far (it keeps filling). */
+  readonly records: Array<Record<string, unknown>>;
+  /** SIGTERM, then waits for the exit. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the built `sandgate relay --config FILE` and resolves once it listens (and its admin port
+ * too, when `withAdmin`), with the ports it logged: the config can ask for port 0.
+ */
+export async function startRelayProcess(configFile: string, withAdmin = false): Promise<RelayProcess> {
+  const child = spawn(process.execPath, [SANDGATE_BIN, 'relay', '--config', configFile], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const records: Array<Record<string, unknown>> = [];
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+    });
+  const ports: { relay?: number; admin?: number } = {};
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.once('exit', (code) => reject(new Error(`relay exited with ${code} before listening`)));
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        const rec = JSON.parse(line) as Record<string, unknown>;
+        records.push(rec);
+        if (rec.event === 'relay.listening') ports.relay = rec.port as number;
+        if (rec.event === 'admin.listening') ports.admin = rec.port as number;
+        if (ports.relay !== undefined && (!withAdmin || ports.admin !== undefined)) resolve();
+      });
+    });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    child,
+    relayPort: ports.relay!,
+    ...(ports.admin !== undefined ? { adminPort: ports.admin } : {}),
+    records,
+    stop,
+  };
+}
