@@ -54,6 +54,19 @@ class ManualEvaluator implements Evaluator {
   async waitForCalls(n: number): Promise<void> {
     while (this.calls.length < n) await new Promise<void>((r) => this.waiters.push(r));
   }
+
+  /**
+   * The call for the queue file whose message has this Subject. Requests read their queue files
+   * concurrently, so calls arrive in no fixed order.
+   */
+  async callFor(subject: string): Promise<ManualEvaluator['calls'][number]> {
+    for (const call of this.calls) {
+      let text = '';
+      for await (const c of call.message.open()) text += (c as Buffer).toString('latin1');
+      if (text.includes(`Subject: ${subject}\n`)) return call;
+    }
+    throw new Error(`no evaluation for a message with Subject: ${subject}`);
+  }
 }
 
 /** Records log lines so tests can assert on events. */
@@ -100,14 +113,15 @@ class Peer {
 }
 
 let base: string;
-const MSG =
-  'P I 01-01-2024 00:00:00 0000 ____ ____ <a@x.test>\nR W 01-01-2024 00:00:00 0000 ____ _FY_ <b@y.test>\nS SMTP [10.0.0.1]\n\nSubject: t\n\nbody\n';
+/** A queue file; its Subject tells the tests which request an evaluation belongs to. */
+const msg = (subject: string) =>
+  `P I 01-01-2024 00:00:00 0000 ____ ____ <a@x.test>\nR W 01-01-2024 00:00:00 0000 ____ _FY_ <b@y.test>\nS SMTP [10.0.0.1]\n\nSubject: ${subject}\n\nbody\n`;
 
 beforeAll(() => {
   base = mkdtempSync(join(tmpdir(), 'sg-helper-unit-'));
   mkdirSync(join(base, 'Queue', '57'), { recursive: true });
-  for (let i = 1; i <= 5; i++) writeFileSync(join(base, 'Queue', `${i}.msg`), MSG);
-  writeFileSync(join(base, 'Queue', '57', '9.msg'), MSG);
+  for (let i = 1; i <= 5; i++) writeFileSync(join(base, 'Queue', `${i}.msg`), msg(`t${i}`));
+  writeFileSync(join(base, 'Queue', '57', '9.msg'), msg('t9'));
   writeFileSync(join(base, 'Queue', 'bad.msg'), 'no envelope here\nat all\n');
 });
 afterAll(() => rmSync(base, { recursive: true, force: true }));
@@ -185,11 +199,20 @@ describe('HelperSession', () => {
       ['b@y.test'],
       ['b@y.test'],
     ]);
-    ev.calls[2]!.resolve({ action: 'reject', keepCopy: false, verdict: 'malicious', threats: ['EICAR'] });
+    (await ev.callFor('t9')).resolve({
+      action: 'reject',
+      keepCopy: false,
+      verdict: 'malicious',
+      threats: ['EICAR'],
+    });
     expect(await peer.reply('3')).toBe('3 DISCARD');
-    ev.calls[0]!.resolve({});
+    (await ev.callFor('t1')).resolve({});
     expect(await peer.reply('1')).toBe('1 OK');
-    ev.calls[1]!.resolve({ action: 'tempfail', verdict: 'unscanned', reason: 'failure:unavailable' });
+    (await ev.callFor('t2')).resolve({
+      action: 'tempfail',
+      verdict: 'unscanned',
+      reason: 'failure:unavailable',
+    });
     expect(await peer.reply('2')).toBe(
       '2 REJECTED "sandgate: not scanned yet (failure:unavailable), will retry"',
     );
@@ -214,7 +237,7 @@ describe('HelperSession', () => {
     expect(call.options.deadline).toBeLessThan(Date.now() + 2000);
     const parts: Buffer[] = [];
     for await (const c of call.message.open()) parts.push(c as Buffer);
-    expect(Buffer.concat(parts).toString()).toBe('Subject: t\n\nbody\n');
+    expect(Buffer.concat(parts).toString()).toBe('Subject: t1\n\nbody\n');
     call.resolve({});
     peer.input.end();
     await done;
@@ -348,8 +371,8 @@ describe('HelperSession', () => {
     void done.then(() => (ended = true));
     await new Promise((r) => setTimeout(r, 10));
     expect(ended).toBe(false);
-    ev.calls[1]!.resolve({});
-    ev.calls[0]!.resolve({});
+    (await ev.callFor('t2')).resolve({});
+    (await ev.callFor('t1')).resolve({});
     expect(await done).toEqual({ reason: 'eof', answered: 2, abandoned: 0 });
     expect(peer.replies()).toEqual(['2 OK', '1 OK']);
   });
