@@ -15,7 +15,7 @@ import {
   type FakePtSandbox,
 } from '../fakes/fake-pt-sandbox.js';
 import { startSmtpSink, type SmtpSink } from '../fakes/smtp-sink.js';
-import { startRelayProcess } from '../support/relay-process.js';
+import { startRelayProcess, type RelayProcess } from '../support/relay-process.js';
 import { tempDir } from '../support/tmp.js';
 
 const TASK_MS = 1_500;
@@ -24,11 +24,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function startRelay(
-  dir: string,
-  sandbox: FakePtSandbox,
-  sink: SmtpSink,
-): Promise<{ port: number; records: Array<Record<string, unknown>> }> {
+async function startRelay(dir: string, sandbox: FakePtSandbox, sink: SmtpSink): Promise<RelayProcess> {
   const tokenFile = join(dir, 'pt.token');
   writeFileSync(tokenFile, FAKE_PT_TOKEN);
   const configFile = join(dir, 'sandgate.yaml');
@@ -50,7 +46,7 @@ async function startRelay(
   );
   const relay = await startRelayProcess(configFile);
   cleanups.push(() => relay.stop());
-  return { port: relay.relayPort, records: relay.records };
+  return relay;
 }
 
 /** Sends like an MTA: resolves with the SMTP code of the final reply. */
@@ -84,7 +80,8 @@ describe('sandgate relay with PT Sandbox (real process, fake appliance)', () => 
     cleanups.push(() => sandbox.close());
     const sink = await startSmtpSink();
     cleanups.push(() => sink.close());
-    const { port, records } = await startRelay(dir, sandbox, sink);
+    const relay = await startRelay(dir, sandbox, sink);
+    const port = relay.relayPort;
 
     const clean =
       'From: a@example.test\r\nTo: b@example.test\r\nSubject: sandboxed\r\n\r\nplease analyse\r\n';
@@ -105,13 +102,12 @@ describe('sandgate relay with PT Sandbox (real process, fake appliance)', () => 
     expect(sandbox.tasksCreated()).toBe(2);
 
     // One info summary line per message, with the core's per-scanner outcomes in it.
-    const summaries = records.filter(
-      (r) => r.level === 30 && (r.event === 'relay.message' || r.event === 'message.verdict'),
-    );
-    expect(summaries.every((r) => r.event === 'relay.message')).toBe(true);
-    expect(summaries.find((r) => r.code === 550)).toMatchObject({
+    const refusal = await relay.waitForRecord((r) => r.event === 'relay.message' && r.code === 550);
+    expect(refusal).toMatchObject({
+      level: 30,
       action: 'reject',
       outcomes: ['rules:clean', 'pt-sandbox:malicious(Fake.Dangerous.Marker):cached'],
     });
+    expect(relay.records.filter((r) => r.event === 'message.verdict')).toEqual([]);
   });
 });

@@ -9,6 +9,8 @@ export interface RelayProcess {
   readonly adminPort?: number;
   /** Every JSON log line the relay wrote to stdout so far (it keeps filling). */
   readonly records: Array<Record<string, unknown>>;
+  /** Resolves with the first log record (already written or still to come) that matches. */
+  waitForRecord(match: (r: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
   /** SIGTERM, then waits for the exit. */
   stop(): Promise<void>;
 }
@@ -22,6 +24,7 @@ export async function startRelayProcess(configFile: string, withAdmin = false): 
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const records: Array<Record<string, unknown>> = [];
+  const watchers: Array<() => void> = [];
   const stop = () =>
     new Promise<void>((resolve) => {
       if (child.exitCode !== null) return resolve();
@@ -35,6 +38,7 @@ export async function startRelayProcess(configFile: string, withAdmin = false): 
       createInterface({ input: child.stdout }).on('line', (line) => {
         const rec = JSON.parse(line) as Record<string, unknown>;
         records.push(rec);
+        for (const w of watchers.splice(0)) w();
         if (rec.event === 'relay.listening') ports.relay = rec.port as number;
         if (rec.event === 'admin.listening') ports.admin = rec.port as number;
         if (ports.relay !== undefined && (!withAdmin || ports.admin !== undefined)) resolve();
@@ -49,6 +53,15 @@ export async function startRelayProcess(configFile: string, withAdmin = false): 
     relayPort: ports.relay!,
     ...(ports.admin !== undefined ? { adminPort: ports.admin } : {}),
     records,
+    waitForRecord: async (match) => {
+      // Log lines are written asynchronously: the line about a reply can follow the reply itself.
+      for (;;) {
+        const hit = records.find(match);
+        if (hit !== undefined) return hit;
+        if (child.exitCode !== null) throw new Error('relay exited before writing the expected log line');
+        await new Promise<void>((resolve) => watchers.push(resolve));
+      }
+    },
     stop,
   };
 }
