@@ -232,9 +232,11 @@ describe.runIf(postfixAvailable())('relay passes the client on with XCLIENT to a
     expect(refused.code).toBe(554);
     expect(refused.text).toMatch(/^5\.7\.1 /);
     await a.cmd('QUIT');
-    expect(postfix.maillog()).toMatch(
-      /reject: RCPT from client\.example\[192\.0\.2\.9\]: 554 .*proto=ESMTP helo=<helo\.example>/,
-    );
+    expect(
+      await postfix.waitForLog(
+        /reject: RCPT from client\.example\[192\.0\.2\.9\]: 554 .*proto=ESMTP helo=<helo\.example>/,
+      ),
+    ).toMatch(/reject: RCPT from client\.example\[192\.0\.2\.9\]: 554 .*proto=ESMTP helo=<helo\.example>/);
 
     // A client that connects to the relay itself (127.0.0.1, in mynetworks) is accepted as itself.
     const b = await client(h.port);
@@ -242,6 +244,8 @@ describe.runIf(postfixAvailable())('relay passes the client on with XCLIENT to a
     await b.cmd('QUIT');
     const [m] = await sink.waitFor(1);
     expect(m!.bytes.toString()).toMatch(/Subject: direct/);
-    expect(postfix.maillog()).toMatch(/client=unknown\[127\.0\.0\.1\]/);
+    expect(await postfix.waitForLog(/client=unknown\[127\.0\.0\.1\]/)).toMatch(
+      /client=unknown\[127\.0\.0\.1\]/,
+    );
   });
 });

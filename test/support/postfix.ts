@@ -21,6 +21,8 @@ export interface PostfixInstance {
   /** The re-injection smtpd (content_filter cleared, XFORWARD allowed); the relay's next hop. */
   readonly reinjectPort: number;
   maillog(): string;
+  /** Resolves with the maillog once it matches: postlogd writes it after the SMTP reply went out. */
+  waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -203,6 +205,24 @@ async function startOnce(dir: string, options: PostfixOptions): Promise<PostfixI
     inPort,
     reinjectPort,
     maillog: () => readLog(dir),
+    waitForLog: (pattern, timeoutMs = 10_000) =>
+      new Promise<string>((resolve, reject) => {
+        const look = () => {
+          const log = readLog(dir);
+          if (!pattern.test(log)) return;
+          clearTimeout(limit);
+          watcher.close();
+          resolve(log);
+        };
+        const watcher = watchFile(join(dir, 'maillog'), look);
+        const limit = setTimeout(() => {
+          watcher.close();
+          reject(
+            new Error(`maillog did not match ${String(pattern)} within ${timeoutMs} ms:\n${readLog(dir)}`),
+          );
+        }, timeoutMs);
+        look();
+      }),
     async stop() {
       spawnSync(POSTFIX, ['-c', etc, 'stop'], { encoding: 'utf8' });
       const timer = setTimeout(() => master.kill('SIGKILL'), 10_000);
