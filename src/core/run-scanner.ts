@@ -3,7 +3,7 @@ import { lazyChild, type Logger } from './logger.js';
 import type { MessageSource } from './message.js';
 import { describeFinding, type Finding, type Outcome } from './outcome.js';
 import type { Scanner, ScanContext } from './scanner.js';
-import { failureFromError, type VerdictMemo } from './verdict-memo.js';
+import { failureFromError, type MemoResult, type VerdictMemo } from './verdict-memo.js';
 
 /** What one scanner's run takes from the scan service. */
 export interface RunScannerDeps {
@@ -64,21 +64,50 @@ export async function runScanner(
   } catch (err) {
     return done(failureFromError(err), false);
   }
-  const memo = service.memo;
   // The front end may dispose of its spool as soon as it has an answer; work still running keeps the bytes.
   const releaseBytes = message.retain?.();
-  const result = memo.run({
-    key: { scanner: scanner.name, fingerprint, contentKey },
+  const result = scanThroughMemo(service.memo, scanner, message, {
+    fingerprint,
+    contentKey,
+    deadline,
+    log,
+    now: service.now,
+    ...(releaseBytes !== undefined ? { whenDone: releaseBytes } : {}),
+  });
+  const { finding, source } = await result;
+  return done(finding, source !== 'scan');
+}
+
+/**
+ * One scan through the verdict memo (cache and single-flight by scanner, fingerprint and content
+ * key), with the scanner's own sub-parts memoised under `part:<key>` (attachments mode).
+ */
+export function scanThroughMemo(
+  memo: VerdictMemo,
+  scanner: Scanner,
+  message: MessageSource,
+  o: {
+    readonly fingerprint: string;
+    readonly contentKey: string;
+    readonly deadline: number;
+    readonly log: Logger;
+    readonly now: () => number;
+    readonly whenDone?: () => void;
+  },
+): Promise<MemoResult> {
+  const { fingerprint, deadline } = o;
+  return memo.run({
+    key: { scanner: scanner.name, fingerprint, contentKey: o.contentKey },
     deadline,
     backgroundMs: scanner.backgroundMs,
     ...(scanner.cleanTtlCapMs !== undefined ? { cleanTtlCapMs: scanner.cleanTtlCapMs } : {}),
-    ...(releaseBytes !== undefined ? { whenDone: releaseBytes } : {}),
+    ...(o.whenDone !== undefined ? { whenDone: o.whenDone } : {}),
     compute: async (signal) => {
       const ctx: ScanContext = {
         signal,
         deadline,
-        log,
-        now: service.now,
+        log: o.log,
+        now: o.now,
         memo: {
           run: async (partKey, compute) =>
             (
@@ -94,8 +123,6 @@ export async function runScanner(
       return scanner.scan(message, ctx);
     },
   });
-  const { finding, source } = await result;
-  return done(finding, source !== 'scan');
 }
 
 /**

@@ -10,6 +10,7 @@ import type { MessageSource } from '../../src/core/message.js';
 import type { Finding } from '../../src/core/outcome.js';
 import type { InflightStore, VerdictKey, VerdictStore } from '../../src/core/ports.js';
 import type { ScanContext, Scanner } from '../../src/core/scanner.js';
+import { scanThroughMemo } from '../../src/core/run-scanner.js';
 import { VerdictMemo, type MemoResult } from '../../src/core/verdict-memo.js';
 
 const id = (k: VerdictKey) => `${k.scanner}\0${k.fingerprint}\0${k.contentKey}`;
@@ -71,31 +72,12 @@ export class MemoHarness {
     deadline: number,
   ): Promise<MemoResult> {
     const fingerprint = await scanner.fingerprint(AbortSignal.timeout(5000));
-    const memo = this.memo;
-    return memo.run({
-      key: { scanner: scanner.name, fingerprint, contentKey },
+    return scanThroughMemo(this.memo, scanner, message, {
+      fingerprint,
+      contentKey,
       deadline,
-      backgroundMs: scanner.backgroundMs,
-      compute: (signal) => {
-        const ctx: ScanContext = {
-          signal,
-          deadline,
-          log: this.log,
-          now: Date.now,
-          memo: {
-            run: async (partKey, compute) =>
-              (
-                await memo.run({
-                  key: { scanner: scanner.name, fingerprint, contentKey: `part:${partKey}` },
-                  deadline,
-                  backgroundMs: scanner.backgroundMs,
-                  compute: () => compute(),
-                })
-              ).finding,
-          },
-        };
-        return scanner.scan(message, ctx);
-      },
+      log: this.log,
+      now: Date.now,
     });
   }
 
