@@ -178,12 +178,16 @@ async function main(): Promise<void> {
   // The children run this file bundled for plain node: without a TypeScript loader in the
   // process, the peak RSS measured is sandgate's.
   const bundled = bundleForNode(fileURLToPath(import.meta.url));
-  for (const flag of ['--child-text', '--child-attachment']) {
-    const r = spawnSync(process.execPath, [bundled, flag], {
-      encoding: 'utf8',
-    });
-    if (r.status !== 0) throw new Error(`child ${flag} failed: ${r.stderr}`);
-    rows.push(JSON.parse(r.stdout) as Row);
+  try {
+    for (const flag of ['--child-text', '--child-attachment']) {
+      const r = spawnSync(process.execPath, [bundled.file, flag], {
+        encoding: 'utf8',
+      });
+      if (r.status !== 0) throw new Error(`child ${flag} failed: ${r.stderr}`);
+      rows.push(JSON.parse(r.stdout) as Row);
+    }
+  } finally {
+    bundled.remove();
   }
 
   const header = ['case', 'msgs', 'MB', 'msgs/s', 'MB/s', 'CPU ms/msg', 'peak RSS MB', 'verdicts'];

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
-import { expect, it } from 'vitest';
+import { expect, it, onTestFinished } from 'vitest';
 import { startSmtpSink } from '../fakes/smtp-sink.js';
 import { bundleForNode } from '../support/bundle.js';
 
@@ -19,10 +19,12 @@ function* bigMessage(bytes: number): Generator<Buffer> {
 it('relays a 50 MB message with the relay process peak RSS under 200 MB', { timeout: 120_000 }, async () => {
   const sink = await startSmtpSink();
   const spool = mkdtempSync(join(tmpdir(), 'sg-rss-spool-'));
+  const bundle = bundleForNode(join(import.meta.dirname, 'relay-rss-child.ts'));
+  onTestFinished(() => bundle.remove());
   const child = spawn(
     process.execPath,
     // Bundled for plain node: without a TypeScript loader in the process, the RSS measured is the relay's.
-    [bundleForNode(join(import.meta.dirname, 'relay-rss-child.ts')), String(sink.port), spool],
+    [bundle.file, String(sink.port), spool],
     {
       stdio: ['pipe', 'pipe', 'inherit'],
     },

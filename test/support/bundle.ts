@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildSync } from 'esbuild';
@@ -8,8 +8,9 @@ import { buildSync } from 'esbuild';
  * memory a test measures runs sandgate's code as shipped, without a TypeScript loader in the
  * process (tsx alone adds about 35 MB of RSS). Native modules stay external.
  */
-export function bundleForNode(entry: string): string {
-  const outfile = join(mkdtempSync(join(tmpdir(), 'sandgate-bundle-')), 'child.mjs');
+export function bundleForNode(entry: string): { file: string; remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'sandgate-bundle-'));
+  const outfile = join(dir, 'child.mjs');
   buildSync({
     entryPoints: [entry],
     outfile,
@@ -24,5 +25,5 @@ export function bundleForNode(entry: string): string {
     },
     logLevel: 'error',
   });
-  return outfile;
+  return { file: outfile, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }

@@ -3,15 +3,16 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { bundleForNode } from '../../../support/bundle.js';
 
 const CHILD = fileURLToPath(new URL('./walk-big.child.ts', import.meta.url));
 // Plain node, no TypeScript loader: the RSS measured is the walker's.
-let bundled: string;
+let bundled: ReturnType<typeof bundleForNode>;
 beforeAll(() => {
   bundled = bundleForNode(CHILD);
 });
+afterAll(() => bundled.remove());
 const HUNDRED_MB = 100 * 1024 * 1024;
 const LIMIT = 150 * 1024 * 1024;
 
@@ -24,7 +25,7 @@ interface ChildResult {
 
 function runChild(kind: 'text' | 'attachment', spoolDir: string): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bundled, kind, String(HUNDRED_MB), spoolDir], {
+    const child = spawn(process.execPath, [bundled.file, kind, String(HUNDRED_MB), spoolDir], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
