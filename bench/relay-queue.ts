@@ -15,19 +15,11 @@ import { createRuntime, type Runtime } from '../src/cli/runtime.js';
 import { silentLogger } from '../src/core/logger.js';
 import { createQueueMode, type QueueMode } from '../src/smtp/queue/index.js';
 import { RelayServer } from '../src/smtp/server.js';
+import { freePort } from '../test/support/free-port.js';
 
 const N = Number(process.argv[2] ?? 1000);
 const SIZE = 20480;
 const CONC = 10;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function sink(port: number): { stop(): Promise<void> } {
   const p = spawn('smtp-sink', ['-u', 'nobody', `127.0.0.1:${port}`, '1024'], { stdio: 'ignore' });

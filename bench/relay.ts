@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { postfixAvailable, startPostfix, type PostfixInstance } from '../test/support/postfix.js';
+import { freePort } from '../test/support/free-port.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -34,17 +35,6 @@ const runCleanups = () =>
 // Interrupted: still stop the sink, Postfix and the filters (the filters also stop when their stdin closes).
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => void runCleanups().finally(() => process.exit(130)));
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 function once(fn: () => Promise<void>): () => Promise<void> {

@@ -2,9 +2,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { accessSync, constants, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { freePort } from './free-port.js';
 
 /** The EICAR test file (68 bytes). */
 export const EICAR_TEST_FILE = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
@@ -76,15 +77,6 @@ export function writeSignatureDb(dbDir: string): void {
     join(dbDir, 'test.ndb'),
     `Test.EICAR.NDB:0:*:${hex('EICAR-STANDARD-ANTIVIRUS-TEST-FILE')}\n${CUSTOM_SIGNATURE}:0:*:${hex(CUSTOM_TEST_STRING)}\n`,
   );
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
 }
 
 /** zPING over a fresh connection; resolves true on PONG. */

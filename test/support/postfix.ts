@@ -10,9 +10,9 @@ import {
   watch,
   writeFileSync,
 } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './free-port.js';
 
 export interface PostfixInstance {
   readonly dir: string;
@@ -42,17 +42,6 @@ export function postfixAvailable(): boolean {
   if (!ok && process.env.CI)
     throw new Error('Postfix (and root) is required in CI: .ci/run installs it with apt-get');
   return ok;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 function mainCf(dir: string, o: PostfixOptions): string {
