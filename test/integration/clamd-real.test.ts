@@ -14,7 +14,7 @@ import {
   startClamd,
   type RealClamd,
 } from '../support/clamd.js';
-import { closedPort, ctxFor, eml, message } from '../unit/sandbox/clamd/helpers.js';
+import { closedPort, ctxFor, eml, message, WALK_LIMITS } from '../unit/sandbox/clamd/helpers.js';
 
 const installed = findClamd() !== undefined;
 const inCi = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false';
@@ -48,14 +48,7 @@ describe.skipIf(!installed && !inCi)('clamd scanner against a real clamd', () =>
       config: clamdSchema.parse({ healthInterval: 0, timeout: '20s', ...config }),
       walk: {
         spoolDir: join(dir, 'parts'),
-        limits: {
-          maxDepth: 8,
-          maxParts: 100,
-          maxArchiveMembers: 100,
-          maxExpansionRatio: 100,
-          ratioMinBytes: 1 << 20,
-          maxTotalBytes: 1 << 26,
-        },
+        limits: WALK_LIMITS,
       },
     });
     scanners.push(s);

@@ -5,6 +5,16 @@ import type { Finding } from '../../../../src/core/outcome.js';
 import type { PartMemo, ScanContext } from '../../../../src/core/scanner.js';
 import { BufferMessage } from '../../../../src/core/spool.js';
 
+/** MIME walker limits for the parts-mode tests. */
+export const WALK_LIMITS = {
+  maxDepth: 8,
+  maxParts: 100,
+  maxArchiveMembers: 100,
+  maxExpansionRatio: 100,
+  ratioMinBytes: 1 << 20,
+  maxTotalBytes: 1 << 26,
+};
+
 export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
 
 export function ctxFor(budgetMs: number, extra: { signal?: AbortSignal; memo?: PartMemo } = {}): ScanContext {

@@ -10,7 +10,7 @@ import type { MessageSource } from '../../../../src/core/message.js';
 import type { Finding } from '../../../../src/core/outcome.js';
 import { ClamdScanner } from '../../../../src/sandbox/clamd/scanner.js';
 import { FakeClamd } from '../../../fakes/fake-clamd.js';
-import { closedPort, ctxFor, EICAR, eml, message } from './helpers.js';
+import { closedPort, ctxFor, EICAR, eml, message, WALK_LIMITS } from './helpers.js';
 
 const fakes: FakeClamd[] = [];
 const scanners: ClamdScanner[] = [];
@@ -45,14 +45,7 @@ function scanner(config: Record<string, unknown>, walk = false): ClamdScanner {
       ? {
           walk: {
             spoolDir: join(dir, 'parts'),
-            limits: {
-              maxDepth: 8,
-              maxParts: 100,
-              maxArchiveMembers: 100,
-              maxExpansionRatio: 100,
-              ratioMinBytes: 1 << 20,
-              maxTotalBytes: 1 << 26,
-            },
+            limits: WALK_LIMITS,
           },
         }
       : {}),
