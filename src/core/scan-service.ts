@@ -72,14 +72,7 @@ export class ScanService implements Evaluator {
 
     const mark = this.checkMarks(headers, contentKey, log);
     if (mark !== undefined) {
-      const decision: Decision = {
-        action: 'deliver',
-        keepCopy: false,
-        verdict: 'clean',
-        reason: mark === 'released' ? 'released' : 'marked',
-        threats: [],
-        failOpen: false,
-      };
+      const decision = deliverUnscanned('clean', mark === 'released' ? 'released' : 'marked');
       return this.finish(message, started, {
         decision,
         outcomes: [],
@@ -99,15 +92,7 @@ export class ScanService implements Evaluator {
         cached: false,
         ms: 0,
       }));
-      const decision: Decision = {
-        action: 'deliver',
-        keepCopy: false,
-        verdict: 'unscanned',
-        reason: `bypass:${bypass}`,
-        threats: [],
-        failOpen: false,
-        bypass,
-      };
+      const decision = deliverUnscanned('unscanned', `bypass:${bypass}`, bypass);
       return this.finish(message, started, {
         decision,
         outcomes,
@@ -119,14 +104,7 @@ export class ScanService implements Evaluator {
 
     if (this.o.mode === 'monitor') {
       this.monitorInBackground(message, contentKey, log);
-      const decision: Decision = {
-        action: 'deliver',
-        keepCopy: false,
-        verdict: 'unscanned',
-        reason: 'monitor',
-        threats: [],
-        failOpen: false,
-      };
+      const decision = deliverUnscanned('unscanned', 'monitor');
       return this.finish(message, started, {
         decision,
         outcomes: [],
@@ -342,4 +320,20 @@ function unique<T>(items: readonly T[]): T[] {
 
 function subjectOf(headers: readonly HeaderLine[]): string | undefined {
   return headers.find((h) => h.name === 'subject')?.value;
+}
+
+/**
+ * A deliver decision made without running the chain: a valid mark of ours (verdict clean), a bypass
+ * list or monitor mode (verdict unscanned, so the header says so).
+ */
+function deliverUnscanned(verdict: 'clean' | 'unscanned', reason: string, bypass?: string): Decision {
+  return {
+    action: 'deliver',
+    keepCopy: false,
+    verdict,
+    reason,
+    threats: [],
+    failOpen: false,
+    ...(bypass !== undefined ? { bypass } : {}),
+  };
 }
