@@ -236,6 +236,22 @@ export function nestedZips(
   return content;
 }
 
+/** A multipart message whose part header is larger than the MIME parser accepts (2 MB field). */
+export function oversizedPartHeader(): Buffer {
+  return Buffer.from(
+    [
+      'Content-Type: multipart/mixed; boundary=b',
+      '',
+      '--b',
+      `X-Long: ${'a'.repeat(2 * 1024 * 1024)}`,
+      '',
+      'x',
+      '--b--',
+      '',
+    ].join('\r\n'),
+  );
+}
+
 /** Every named specimen message, as raw bytes. */
 export const specimens = {
   eicarPlain: () =>

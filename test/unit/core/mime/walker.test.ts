@@ -20,6 +20,7 @@ import {
   nestedZips,
   ratioBomb,
   zip,
+  oversizedPartHeader,
 } from '../../../support/specimens.js';
 
 const LIMITS: WalkLimits = {
@@ -188,17 +189,7 @@ describe('walkMessage: MIME parts', () => {
     const { summary } = await walk(noise);
     expect(summary.parts).toBe(1);
 
-    const huge = [
-      'Content-Type: multipart/mixed; boundary=b',
-      '',
-      '--b',
-      `X-Long: ${'a'.repeat(2 * 1024 * 1024)}`,
-      '',
-      'x',
-      '--b--',
-      '',
-    ].join('\r\n');
-    const err = await walk(Buffer.from(huge)).catch((e: unknown) => e);
+    const err = await walk(oversizedPartHeader()).catch((e: unknown) => e);
     expect(isSandgateError(err, 'ERR_MESSAGE_MALFORMED')).toBe(true);
   });
 

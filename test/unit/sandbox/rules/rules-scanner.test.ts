@@ -21,6 +21,7 @@ import {
   specimens,
   zip,
   type SpecimenName,
+  oversizedPartHeader,
 } from '../../../support/specimens.js';
 
 let spoolDir: string;
@@ -205,17 +206,7 @@ describe('RulesScanner settings', () => {
   });
 
   it('reports unparseable MIME as suspicious Sandgate.Mime.Malformed', async () => {
-    const raw = [
-      'Content-Type: multipart/mixed; boundary=b',
-      '',
-      '--b',
-      `X-Long: ${'a'.repeat(2 * 1024 * 1024)}`,
-      '',
-      'x',
-      '--b--',
-      '',
-    ].join('\r\n');
-    expect(threats(await scan(Buffer.from(raw)))).toEqual(['Sandgate.Mime.Malformed']);
+    expect(threats(await scan(oversizedPartHeader()))).toEqual(['Sandgate.Mime.Malformed']);
   });
 
   it('throws ERR_SCANNER_TIMEOUT when the deadline signal fires', async () => {
