@@ -1,20 +1,17 @@
 // Child process for bench/relay.ts: one SMTP filter under test, in a process of its own so that
 // its CPU time and peak RSS are its own (the parent reads /proc/<pid>).
 //   node --import tsx bench/_relay-child.ts <kind> <listenPort|0> <nextHopPort> <stateDir> [key=value ...]
-// kind: relay           sandgate relay with the rules scanner, as `sandgate relay` builds it
+// kind: relay           the `sandgate relay` command itself (its run()) with the rules scanner
 //                       (runtime, info log to <stateDir>/relay.log, loopback peers trusted)
 //       relay-untrusted the same with relay.trustedPeers empty (smtp-server's 100 ms greeting pause kept)
 //       proxy           environment.md's pass-through proxy (smtp-server -> nodemailer pool of 10)
 // Further arguments are config settings for the relay (as --set). Prints "ready <port>"; stops
 // when stdin ends.
-import type net from 'node:net';
+import net from 'node:net';
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { SMTPServer } from 'smtp-server';
-import { loadConfig } from '../src/cli/load-config.js';
-import { createLogger } from '../src/cli/logger.js';
-import { createRuntime } from '../src/cli/runtime.js';
-import { RelayServer } from '../src/smtp/server.js';
+import { run as runRelay } from '../src/cli/commands/relay.js';
 
 const [kind = 'relay', listenArg = '0', hopArg = '', stateDir = '', ...extraSets] = process.argv.slice(2);
 const listenPort = Number(listenArg);
@@ -68,40 +65,65 @@ async function startProxy(): Promise<{ port: number; close(): Promise<void> }> {
   };
 }
 
+/**
+ * The relay exactly as `sandgate relay` runs it: the command's own run() with its runtime, summary
+ * line and metrics, only the settings below given as --set (log to a file, loopback next hop).
+ */
 async function startRelay(trusted: boolean): Promise<{ port: number; close(): Promise<void> }> {
-  const { config } = loadConfig({
-    env: {},
-    cwd: stateDir,
-    sets: [
-      `stateDir=${stateDir}`,
-      'scan.chain=rules',
-      'log.level=info',
-      `log.file=${join(stateDir, 'relay.log')}`,
-      'relay.maxClients=200',
-      ...(trusted ? [] : ['relay.trustedPeers=']),
-      ...extraSets,
-    ],
-  });
-  const log = createLogger(config, 'file-or-none');
-  const runtime = createRuntime(config, { log, frontEnd: 'relay' });
-  const relay = new RelayServer({
-    relay: config.relay,
-    evaluator: runtime.evaluator,
-    log,
-    spoolDir: runtime.spoolDir,
-    maxMessageSize: config.scan.maxMessageSize,
-    memorySpoolThreshold: config.scan.memorySpoolThreshold,
-    nextHop: { kind: 'smtp', host: '127.0.0.1', port: hopPort },
-  });
-  const { port } = await relay.listen('127.0.0.1', listenPort);
+  const port = listenPort === 0 ? await pickPort() : listenPort;
+  const sets = [
+    `stateDir=${stateDir}`,
+    'scan.chain=rules',
+    'log.level=info',
+    `log.file=${join(stateDir, 'relay.log')}`,
+    `relay.listen=127.0.0.1:${port}`,
+    `relay.nextHop=smtp://127.0.0.1:${hopPort}`,
+    'relay.maxClients=200',
+    ...(trusted ? [] : ['relay.trustedPeers=']),
+    ...extraSets,
+  ];
+  let stop = () => undefined as void;
+  const stopped = new Promise<void>((r) => (stop = r));
+  const io = { stdin: process.stdin, stdout: process.stderr, stderr: process.stderr, env: {}, cwd: stateDir };
+  const exited = runRelay(
+    sets.flatMap((s) => ['--set', s]),
+    io,
+    { stop: stopped },
+  );
+  await Promise.race([
+    waitListening(port),
+    exited.then((code) => Promise.reject(new Error(`sandgate relay exited with ${code}`))),
+  ]);
   return {
     port,
     async close() {
-      await relay.close();
-      await runtime.close();
-      log.flush();
+      stop();
+      await exited;
     },
   };
+}
+
+async function pickPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+async function waitListening(port: number): Promise<void> {
+  for (;;) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        r(true);
+      });
+      s.once('error', () => r(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 const filter = kind === 'proxy' ? await startProxy() : await startRelay(kind !== 'relay-untrusted');
