@@ -87,12 +87,52 @@ export class LineNormaliser {
 }
 
 /**
+ * Dot-stuffing alone, for bytes already normalised to CRLF (a LineNormaliser's output, such as the
+ * relay's spool): one native search for LF "." per chunk instead of visiting every line ending.
+ */
+export class DotStuffer {
+  private atLineStart = true;
+
+  push(chunk: Buffer): Buffer {
+    if (chunk.length === 0) return chunk;
+    const startsWithDot = this.atLineStart && chunk[0] === DOT;
+    this.atLineStart = chunk[chunk.length - 1] === LF;
+    let lf = chunk.indexOf(LF_DOT);
+    if (!startsWithDot && lf < 0) return chunk;
+    const parts: Buffer[] = startsWithDot ? [DOT_BUF] : [];
+    let from = 0;
+    for (; lf >= 0; lf = chunk.indexOf(LF_DOT, from)) {
+      parts.push(chunk.subarray(from, lf + 1), DOT_BUF);
+      from = lf + 1;
+    }
+    parts.push(chunk.subarray(from));
+    return Buffer.concat(parts);
+  }
+
+  end(): Buffer {
+    return Buffer.alloc(0);
+  }
+
+  get lastLineOpen(): boolean {
+    return !this.atLineStart;
+  }
+}
+
+const LF_DOT = Buffer.from('\n.');
+const DOT_BUF = Buffer.from('.');
+
+/**
  * Dot-stuffs and normalises `source` for the wire after DATA, ending with the CRLF.CRLF
  * terminator. The terminator is joined to the last chunk, so a small message goes out in one
  * send rather than two (each send on a no-delay socket is its own segment and wake-up).
+ * `crlf`: the caller vouches that `source` is already CRLF-normalised (the relay's spool), so only
+ * dot-stuffing is left to do.
  */
-export async function* toDataWire(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  const n = new LineNormaliser(true);
+export async function* toDataWire(
+  source: AsyncIterable<Buffer>,
+  options: { readonly crlf?: boolean } = {},
+): AsyncGenerator<Buffer> {
+  const n = options.crlf === true ? new DotStuffer() : new LineNormaliser(true);
   let held: Buffer | undefined;
   for await (const chunk of source) {
     const out = n.push(chunk);

@@ -91,9 +91,14 @@ export class Forwarder {
   /**
    * Hands the message on. When the next-hop connection died while we were scanning, reconnects
    * and replays MAIL and the accepted RCPTs first; if the next hop now answers differently, the
-   * whole message gets 451 (the sender retries; nothing is half delivered).
+   * whole message gets 451 (the sender retries; nothing is half delivered). `crlf`: the message
+   * is already CRLF-normalised (the relay's spool), so only dot-stuffing is left for the wire.
    */
-  async deliver(message: () => AsyncIterable<Buffer>, msgId: string): Promise<Reply[]> {
+  async deliver(
+    message: () => AsyncIterable<Buffer>,
+    msgId: string,
+    options: { readonly crlf?: boolean } = {},
+  ): Promise<Reply[]> {
     await this.busy.catch(() => undefined);
     const sender = this.sender;
     if (sender === undefined || this.accepted.length === 0) return [UNAVAILABLE];
@@ -118,7 +123,7 @@ export class Forwarder {
         }
       }
       const s = this.session as NextHopSession;
-      const replies = await s.data(message(), recipients, msgId);
+      const replies = await s.data(message(), recipients, msgId, options);
       this.sender = undefined;
       this.accepted.length = 0;
       // A refused DATA can leave the next hop's transaction open: RSET before it is reused.

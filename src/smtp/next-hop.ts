@@ -36,8 +36,16 @@ export interface NextHopSession {
   xforward(attrs: ReadonlyMap<string, string>): Promise<void>;
   mail(sender: string, params: Params): Promise<Reply>;
   rcpt(recipient: string, params: Params): Promise<Reply>;
-  /** Hands the message on; one reply per accepted recipient for LMTP, else one reply. */
-  data(message: AsyncIterable<Buffer>, recipients: readonly string[], msgId: string): Promise<Reply[]>;
+  /**
+   * Hands the message on; one reply per accepted recipient for LMTP, else one reply. `crlf`: the
+   * caller vouches that the bytes are already CRLF-normalised (the relay's spool).
+   */
+  data(
+    message: AsyncIterable<Buffer>,
+    recipients: readonly string[],
+    msgId: string,
+    options?: { readonly crlf?: boolean },
+  ): Promise<Reply[]>;
   noop(): Promise<Reply>;
   reset(): Promise<Reply>;
   close(): Promise<void>;
@@ -244,8 +252,13 @@ class SmtpSession implements NextHopSession {
     return this.client.command(`RCPT TO:<${recipient}>${args.length ? ` ${args.join(' ')}` : ''}`);
   }
 
-  data(message: AsyncIterable<Buffer>, recipients: readonly string[]): Promise<Reply[]> {
-    return this.client.data(message, recipients.length);
+  data(
+    message: AsyncIterable<Buffer>,
+    recipients: readonly string[],
+    _msgId: string,
+    options: { readonly crlf?: boolean } = {},
+  ): Promise<Reply[]> {
+    return this.client.data(message, recipients.length, options);
   }
 
   noop(): Promise<Reply> {

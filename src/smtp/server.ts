@@ -369,9 +369,11 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
         return answer(refusal, summary);
       }
 
+      // The spool is receiveMessage's CRLF-normalised copy, and the added fields end in CRLF.
       const replies = await forwarder.deliver(
         () => rewriteHeaders(spool.open(), { prepend: evaluation.headers, strip: evaluation.stripHeaders }),
         msgId,
+        { crlf: true },
       );
       const nextHop = replies.map((r) => nextHopReply(r, msgId));
       if (lmtp && replies.length === recipients.length && recipients.length > 1) {

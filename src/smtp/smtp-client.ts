@@ -128,13 +128,30 @@ export class SmtpClient {
   /**
    * Sends DATA and, after 354, the message (normalised to CRLF and dot-stuffed) and the final dot.
    * Resolves with the 354 refusal, or with the replies after the dot: one for SMTP, `replies` for LMTP.
+   * `crlf`: the caller vouches that the message is already CRLF-normalised (see toDataWire).
+   * Writes are corked and go out together up to the socket's buffer size, so the added header
+   * fields and a small message leave in one send.
    */
-  async data(message: AsyncIterable<Buffer> | Readable, replies: number): Promise<Reply[]> {
+  async data(
+    message: AsyncIterable<Buffer> | Readable,
+    replies: number,
+    options: { readonly crlf?: boolean } = {},
+  ): Promise<Reply[]> {
     const go = await this.command('DATA');
     if (go.code !== 354) return [go];
-    for await (const chunk of toDataWire(message as AsyncIterable<Buffer>)) {
-      if (this.failure) throw this.failure;
-      if (!this.socket.write(chunk)) await this.drain();
+    const socket = this.socket;
+    socket.cork();
+    try {
+      for await (const chunk of toDataWire(message as AsyncIterable<Buffer>, options)) {
+        if (this.failure) throw this.failure;
+        if (socket.write(chunk)) continue;
+        // Over the high-water mark: send what is corked, and wait only if the kernel did not take it all.
+        socket.uncork();
+        if (socket.writableLength > 0) await this.drain();
+        socket.cork();
+      }
+    } finally {
+      socket.uncork();
     }
     const out: Reply[] = [];
     for (let i = 0; i < (this.options.lmtp ? replies : 1); i++) out.push(await this.read());

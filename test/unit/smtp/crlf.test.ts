@@ -1,13 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { LineNormaliser, toDataWire } from '../../../src/smtp/crlf.js';
+import { DotStuffer, LineNormaliser, toDataWire } from '../../../src/smtp/crlf.js';
 
-async function wire(chunks: string[]): Promise<string> {
+async function wire(chunks: string[], options: { crlf?: boolean } = {}): Promise<string> {
   let out = '';
   for await (const c of toDataWire(
     (async function* () {
       await Promise.resolve();
       for (const x of chunks) yield Buffer.from(x, 'latin1');
     })(),
+    options,
   ))
     out += c.toString('latin1');
   return out;
@@ -68,7 +69,8 @@ describe('the fast path for chunks that are already clean', () => {
   let seed = 42;
   const rnd = (n: number) => {
     seed = (seed * 1103515245 + 12345) % 2147483648;
-    return seed % n;
+    // The high bits: an LCG's low bits repeat with a short period (some inputs would never occur).
+    return Math.floor((seed / 2147483648) * n);
   };
   const pieces = ['a', 'bc', '\r\n', '\r\n', '\r\n.', '.', '\r', '\n', 'x\r\ny\r\n'];
   const sample = () =>
@@ -94,5 +96,24 @@ describe('the fast path for chunks that are already clean', () => {
     const chunk = Buffer.from('Subject: x\r\n\r\nbody line\r\nmore\r\n');
     expect(new LineNormaliser(true).push(chunk)).toBe(chunk);
     expect(new LineNormaliser(false).push(chunk)).toBe(chunk);
+  });
+
+  it('with input already CRLF-normalised, dot-stuffing alone gives the same wire bytes', async () => {
+    for (let i = 0; i < 1000; i++) {
+      // Normalised text, cut again at arbitrary points (a CRLF or an LF "." may be split).
+      const text = oracleNormalise(sample().join(''));
+      const cuts = [
+        0,
+        ...Array.from({ length: rnd(5) }, () => rnd(text.length + 1)).sort((a, b) => a - b),
+        text.length,
+      ];
+      const chunks = cuts.slice(1).map((end, k) => text.slice(cuts[k], end));
+      expect(await wire(chunks, { crlf: true })).toBe(oracleWire(text));
+    }
+  });
+
+  it('hands a chunk with no line-leading dot on as it is, without copying it', () => {
+    const chunk = Buffer.from('Subject: x\r\n\r\nbody line\r\nmore\r\n');
+    expect(new DotStuffer().push(chunk)).toBe(chunk);
   });
 });
