@@ -38,15 +38,23 @@ export interface ForwarderOptions {
 }
 
 /**
- * One client session's link to the next hop, driven in lockstep: the client's MAIL and each RCPT
- * go to the next hop at once and its reply is the client's reply, so a recipient the next hop
- * refuses is refused to the client too. DATA goes on only after the verdict. The next-hop
- * session is held from MAIL to the end of the transaction; with a pool it then goes back for any
+ * One client session's link to the next hop, driven in lockstep: each RCPT goes to the next hop
+ * at once and its reply is the client's reply, so a recipient the next hop refuses is refused to
+ * the client too. MAIL is answered here and goes to the next hop together with the first RCPT
+ * (one round trip when it offers PIPELINING); a next hop that refuses MAIL has its refusal given
+ * to every RCPT of the transaction. DATA goes on only after the verdict. The next-hop session is
+ * held from the first RCPT to the end of the transaction; with a pool it then goes back for any
  * client session to use, without one it lives as long as the client's connection.
  */
 export class Forwarder {
   private session: NextHopSession | undefined;
   private sender: { address: string; params: Params } | undefined;
+  /** MAIL went to the next hop and was accepted: a transaction is open there. */
+  private mailSent = false;
+  /** The next hop refused this transaction's MAIL: every RCPT gets this reply. */
+  private mailRefused: Reply | undefined;
+  /** The client sent a new MAIL while a transaction was open at the next hop (after its RSET). */
+  private resetDue = false;
   private client: ClientAttributes = { xforward: new Map() };
   private readonly accepted: Array<{ address: string; params: Params }> = [];
   /** The command in flight (a keep-alive NOOP), so the next command waits for it. */
@@ -59,30 +67,44 @@ export class Forwarder {
     return this.accepted.map((r) => r.address);
   }
 
-  async mail(address: string, params: Params, client: ClientAttributes): Promise<Reply> {
+  /** The client's MAIL: remembered here; it goes to the next hop with the first RCPT. */
+  mail(address: string, params: Params, client: ClientAttributes): void {
     // A transaction still open at the next hop: the client sent RSET (smtp-server answers that
-    // itself), so end it there too, or the next hop would refuse this MAIL as nested.
-    const open = this.sender !== undefined;
+    // itself), so end it there too, or the next hop would refuse the next MAIL as nested.
+    this.resetDue ||= this.mailSent;
+    this.mailSent = false;
+    this.mailRefused = undefined;
     this.accepted.length = 0;
-    this.sender = undefined;
+    this.sender = { address, params };
     this.client = client;
-    return this.guard(async () => {
-      // A session that cannot change its XCLIENT identity serves one transaction only.
-      if (this.session !== undefined && !this.session.reusable) await this.drop();
-      const s = await this.ensure();
-      if (open) await s.reset();
-      await this.introduce(s, client);
-      const r = await s.mail(address, params);
-      if (r.code < 300) this.sender = { address, params };
-      return r;
-    }, UNAVAILABLE);
   }
 
   async rcpt(address: string, params: Params): Promise<Reply> {
+    const sender = this.sender;
+    if (sender === undefined) return UNAVAILABLE;
+    if (this.mailRefused !== undefined) return this.mailRefused;
     return this.guard(async () => {
-      const s = this.session;
-      if (!s?.usable || this.sender === undefined) return UNAVAILABLE;
-      const r = await s.rcpt(address, params);
+      let r: Reply;
+      if (this.mailSent) {
+        const s = this.session;
+        if (!s?.usable) return UNAVAILABLE;
+        r = await s.rcpt(address, params);
+      } else {
+        // A session that cannot change its XCLIENT identity serves one transaction only.
+        if (this.session !== undefined && !this.session.reusable) await this.drop();
+        const s = await this.ensure();
+        if (this.resetDue) await s.reset();
+        this.resetDue = false;
+        await this.introduce(s, this.client);
+        const replies = await s.mailRcpt(sender.address, sender.params, address, params);
+        if (replies.rcpt === undefined) {
+          this.mailRefused = replies.mail;
+          this.giveBack();
+          return replies.mail;
+        }
+        this.mailSent = true;
+        r = replies.rcpt;
+      }
       if (r.code < 300) this.accepted.push({ address, params });
       return r;
     }, UNAVAILABLE);
@@ -124,8 +146,7 @@ export class Forwarder {
       }
       const s = this.session as NextHopSession;
       const replies = await s.data(message(), recipients, msgId, options);
-      this.sender = undefined;
-      this.accepted.length = 0;
+      this.endTransaction();
       // A refused DATA can leave the next hop's transaction open: RSET before it is reused.
       if (replies.some((r) => r.code >= 300)) await s.reset().catch(() => undefined);
       this.giveBack();
@@ -136,10 +157,13 @@ export class Forwarder {
   /** Ends the next hop's transaction without handing anything on (reject, discard, quarantine, errors). */
   async abandon(): Promise<void> {
     await this.busy.catch(() => undefined);
-    const had = this.sender !== undefined;
-    this.sender = undefined;
-    this.accepted.length = 0;
-    if (!had || !this.session?.usable) return;
+    const open = this.mailSent;
+    this.endTransaction();
+    if (!this.session?.usable) return;
+    if (!open) {
+      this.giveBack();
+      return;
+    }
     try {
       await this.session.reset();
       this.giveBack();
@@ -166,7 +190,7 @@ export class Forwarder {
     this.session = undefined;
     if (s === undefined) return;
     // Back to the pool only with no transaction open at the next hop; otherwise QUIT.
-    if (this.options.pool) this.options.pool.release(s, this.sender === undefined);
+    if (this.options.pool) this.options.pool.release(s, !this.mailSent && !this.resetDue);
     else await s.close().catch(() => undefined);
   }
 
@@ -234,10 +258,16 @@ export class Forwarder {
     } catch (err) {
       this.logFailure(err);
       await this.drop();
-      this.sender = undefined;
-      this.accepted.length = 0;
+      this.endTransaction();
       return [fallback];
     }
+  }
+
+  private endTransaction(): void {
+    this.sender = undefined;
+    this.mailSent = false;
+    this.mailRefused = undefined;
+    this.accepted.length = 0;
   }
 
   private logFailure(err: unknown): void {

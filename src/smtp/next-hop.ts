@@ -37,6 +37,16 @@ export interface NextHopSession {
   mail(sender: string, params: Params): Promise<Reply>;
   rcpt(recipient: string, params: Params): Promise<Reply>;
   /**
+   * MAIL and the transaction's first RCPT in one round trip when the next hop offers PIPELINING
+   * (in turn otherwise). `rcpt` is absent when the next hop refused MAIL.
+   */
+  mailRcpt(
+    sender: string,
+    params: Params,
+    recipient: string,
+    rcptParams: Params,
+  ): Promise<{ mail: Reply; rcpt?: Reply }>;
+  /**
    * Hands the message on; one reply per accepted recipient for LMTP, else one reply. `crlf`: the
    * caller vouches that the bytes are already CRLF-normalised (the relay's spool).
    */
@@ -218,6 +228,45 @@ class SmtpSession implements NextHopSession {
   }
 
   async mail(sender: string, params: Params): Promise<Reply> {
+    const replies = await this.pipelined([this.mailLine(sender, params)]);
+    return replies[0] as Reply;
+  }
+
+  async mailRcpt(
+    sender: string,
+    params: Params,
+    recipient: string,
+    rcptParams: Params,
+  ): Promise<{ mail: Reply; rcpt?: Reply }> {
+    const mail = this.mailLine(sender, params);
+    const rcpt = this.rcptLine(recipient, rcptParams);
+    if (!this.client.extensions.has('PIPELINING')) {
+      const m = await this.client.command(mail);
+      return m.code < 300 ? { mail: m, rcpt: await this.client.command(rcpt) } : { mail: m };
+    }
+    // After a refused MAIL the next hop answers the RCPT with a 503, which means nothing here.
+    const [m, r] = (await this.pipelined([mail, rcpt])) as [Reply, Reply];
+    return m.code < 300 ? { mail: m, rcpt: r } : { mail: m };
+  }
+
+  rcpt(recipient: string, params: Params): Promise<Reply> {
+    return this.client.command(this.rcptLine(recipient, params));
+  }
+
+  /**
+   * Sends `lines` (MAIL first) after any XFORWARD lines waiting to ride along, in one write, and
+   * resolves with the replies to `lines`. A refused XFORWARD only loses the attributes, as without
+   * pipelining; MAIL decides.
+   */
+  private async pipelined(lines: readonly string[]): Promise<Reply[]> {
+    const xforward = this.xforwardLines;
+    if (xforward.length === 0 && lines.length === 1) return [await this.client.command(lines[0] as string)];
+    this.xforwardLines = [];
+    const replies = await this.client.commands([...xforward, ...lines]);
+    return replies.slice(xforward.length);
+  }
+
+  private mailLine(sender: string, params: Params): string {
     const ext = this.client.extensions;
     const args: string[] = [];
     const body = params.BODY;
@@ -232,16 +281,10 @@ class SmtpSession implements NextHopSession {
         if (typeof v === 'string' && /^[\x21-\x7e]+$/.test(v)) args.push(`${k}=${v}`);
       }
     }
-    const mail = `MAIL FROM:<${sender}>${args.length ? ` ${args.join(' ')}` : ''}`;
-    const xforward = this.xforwardLines;
-    if (xforward.length === 0) return this.client.command(mail);
-    this.xforwardLines = [];
-    // A refused XFORWARD only loses the attributes, as without pipelining; MAIL decides.
-    const replies = await this.client.commands([...xforward, mail]);
-    return replies[replies.length - 1] as Reply;
+    return `MAIL FROM:<${sender}>${args.length ? ` ${args.join(' ')}` : ''}`;
   }
 
-  rcpt(recipient: string, params: Params): Promise<Reply> {
+  private rcptLine(recipient: string, params: Params): string {
     const args: string[] = [];
     if (this.client.extensions.has('DSN')) {
       for (const k of ['NOTIFY', 'ORCPT'] as const) {
@@ -249,7 +292,7 @@ class SmtpSession implements NextHopSession {
         if (typeof v === 'string' && /^[\x21-\x7e]+$/.test(v)) args.push(`${k}=${v}`);
       }
     }
-    return this.client.command(`RCPT TO:<${recipient}>${args.length ? ` ${args.join(' ')}` : ''}`);
+    return `RCPT TO:<${recipient}>${args.length ? ` ${args.join(' ')}` : ''}`;
   }
 
   data(
@@ -303,6 +346,11 @@ class DirectorySession implements NextHopSession {
 
   rcpt(): Promise<Reply> {
     return Promise.resolve(ok('Ok'));
+  }
+
+  mailRcpt(sender: string): Promise<{ mail: Reply; rcpt?: Reply }> {
+    this.sender = sender;
+    return Promise.resolve({ mail: ok('Ok'), rcpt: ok('Ok') });
   }
 
   async data(message: AsyncIterable<Buffer>, recipients: readonly string[], msgId: string): Promise<Reply[]> {

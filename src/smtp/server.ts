@@ -6,7 +6,7 @@ import type { NextHop, RelayConfig } from '../core/config/relay.js';
 import type { Evaluator } from '../core/evaluation.js';
 import { isSandgateError } from '../core/errors.js';
 import { newMsgId } from '../core/ids.js';
-import type { Logger } from '../core/logger.js';
+import { lazyChild, type Logger } from '../core/logger.js';
 import { describeOutcomes } from '../core/outcome.js';
 import type { Envelope } from '../core/message.js';
 import { clientAttributesOf, xforwardOf } from './client-attributes.js';
@@ -131,7 +131,7 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
         socketTimeout: relay.socketTimeout,
         closeTimeout: Math.max(1, relay.shutdownTimeout),
         onConnect: (session, cb) => this.onConnect(session, cb),
-        onMailFrom: (address, session, cb) => void this.onMailFrom(address, session, cb),
+        onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
         onRcptTo: (address, session, cb) => void this.onRcptTo(address, session, cb),
         onData: (stream, session, cb) => void this.onData(stream, session, cb),
         onClose: (session) => void this.onClose(session),
@@ -226,18 +226,16 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
     return f;
   }
 
-  private async onMailFrom(
-    address: SMTPServerAddress,
-    session: SMTPServerSession,
-    cb: Callback,
-  ): Promise<void> {
-    if (this.options.queue) return cb();
-    const r = await this.forwarder(session).mail(
-      address.address,
-      paramsOf(address),
-      clientAttributesOf(session, this.options.relay.nextHopOptions),
-    );
-    cb(r.code < 300 ? null : toError(passBack(r)));
+  private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: Callback): void {
+    // Queue mode takes the envelope at DATA; inline, MAIL reaches the next hop with the first RCPT.
+    if (!this.options.queue) {
+      this.forwarder(session).mail(
+        address.address,
+        paramsOf(address),
+        clientAttributesOf(session, this.options.relay.nextHopOptions),
+      );
+    }
+    cb();
   }
 
   private async onRcptTo(
@@ -269,7 +267,8 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
     const started = this.now();
     const msgId = newMsgId(started);
     const forwarder = this.forwarder(session);
-    const log = this.options.log.child({ cid: session.id, msgId });
+    // Created only if something besides the summary line is logged (the summary names both itself).
+    const log = lazyChild(this.options.log, { cid: session.id, msgId });
     const queue = this.options.queue;
     const recipients = queue ? session.envelope.rcptTo.map((a) => a.address) : [...forwarder.recipients];
     const envelope: Envelope = {
@@ -288,7 +287,7 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
     ) => {
       const code = Array.isArray(reply) ? (reply[0]?.code ?? 0) : reply.code;
       const line = { ms: this.now() - started, recipients: recipients.length, code, ...summary };
-      log.info({ event: 'relay.message', ...line }, 'message');
+      this.options.log.info({ cid: session.id, msgId, event: 'relay.message', ...line }, 'message');
       // After the `finally` below has disposed of the spool.
       queueMicrotask(() => this.emit('message', { msgId, ...line }));
       replyToData(cb, reply);

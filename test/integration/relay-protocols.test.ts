@@ -176,7 +176,8 @@ describe('STARTTLS and AUTH with a test CA', () => {
     const t = await SmtpTalk.open(h.port);
     await t.read();
     await t.cmd('EHLO c.test.local');
-    expect((await t.cmd('MAIL FROM:<a@test.local>')).code).toBe(451);
+    expect((await t.cmd('MAIL FROM:<a@test.local>')).code).toBe(250);
+    expect((await t.cmd('RCPT TO:<b@test.local>')).code).toBe(451);
     t.end();
     expect(sink.messages).toHaveLength(0);
   });
@@ -196,7 +197,8 @@ describe('STARTTLS and AUTH with a test CA', () => {
     const t = await SmtpTalk.open(h.port);
     await t.read();
     await t.cmd('EHLO c.test.local');
-    expect((await t.cmd('MAIL FROM:<a@test.local>')).code).toBe(451);
+    expect((await t.cmd('MAIL FROM:<a@test.local>')).code).toBe(250);
+    expect((await t.cmd('RCPT TO:<b@test.local>')).code).toBe(451);
     t.end();
   });
 });

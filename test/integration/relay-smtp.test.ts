@@ -97,6 +97,33 @@ describe('relay over real sockets (nodemailer client -> relay -> smtp-server sin
     expect(h.evaluator.seen[0]!.recipients).toEqual(['b@example.test']);
   });
 
+  it('gives a next hop refusal of MAIL to every RCPT, and hands nothing on', async () => {
+    const { sink, h } = await setup();
+    sink.behaviour.refuseMail = [550, '5.7.1 Sender not welcome'];
+    const t = await SmtpTalk.open(h.port);
+    await t.read();
+    await t.cmd('EHLO client.test.local');
+    expect((await t.cmd('MAIL FROM:<a@test.local>')).code).toBe(250);
+    for (const rcpt of ['b@example.test', 'c@example.test']) {
+      const r = await t.cmd(`RCPT TO:<${rcpt}>`);
+      expect(r.code).toBe(550);
+      expect(r.text).toContain('Sender not welcome');
+    }
+    expect((await t.cmd('DATA')).code).toBe(503);
+    // The next transaction on the same connection starts afresh.
+    sink.behaviour.refuseMail = undefined;
+    await t.cmd('RSET');
+    expect((await t.cmd('MAIL FROM:<a@test.local>')).code).toBe(250);
+    expect((await t.cmd('RCPT TO:<b@example.test>')).code).toBe(250);
+    expect((await t.cmd('DATA')).code).toBe(354);
+    t.send(message('after a refused sender'));
+    expect((await t.cmd('.')).code).toBe(250);
+    t.end();
+    const [got] = await sink.waitFor(1);
+    expect(got!.recipients).toEqual(['b@example.test']);
+    expect(sink.messages).toHaveLength(1);
+  });
+
   it('passes a next hop 451 at the final dot back as 451', async () => {
     const { sink, h } = await setup();
     sink.behaviour.refuseData = [451, '4.3.0 sink is having a bad day'];
@@ -122,7 +149,7 @@ describe('relay over real sockets (nodemailer client -> relay -> smtp-server sin
     expect(err?.responseCode).toBe(554);
   });
 
-  it('answers 451 4.4.1 when the next hop is down', async () => {
+  it('answers 451 4.4.1 at RCPT when the next hop is down (MAIL is answered by the relay)', async () => {
     const sink = await startSmtpSink();
     const port = sink.port;
     await sink.close();
@@ -134,7 +161,8 @@ describe('relay over real sockets (nodemailer client -> relay -> smtp-server sin
     const t = await SmtpTalk.open(h.port);
     expect((await t.read()).code).toBe(220);
     await t.cmd('EHLO client.test.local');
-    const r = await t.cmd('MAIL FROM:<a@test.local>');
+    expect((await t.cmd('MAIL FROM:<a@test.local>')).code).toBe(250);
+    const r = await t.cmd('RCPT TO:<b@example.test>');
     expect(r.code).toBe(451);
     expect(r.text).toMatch(/^4\.4\.1 /);
     t.end();
