@@ -65,7 +65,10 @@ export function createLogger(
   };
   if (extra.stream) return pino(options, extra.stream);
   if (config.log.file !== undefined) {
-    return pino(options, pino.destination({ dest: config.log.file, sync: false, mkdir: true }));
+    // A regular file is written synchronously: one write per line from this thread (no thread-pool
+    // round trip per line), and a line is in the file when the call returns. stdout and stderr
+    // stay asynchronous, so a slow reader of the pipe (journald, docker) cannot stall the mail.
+    return pino(options, pino.destination({ dest: config.log.file, sync: true, mkdir: true }));
   }
   switch (target) {
     case 'stdout':
