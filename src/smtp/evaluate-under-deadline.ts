@@ -7,8 +7,6 @@ export interface DeadlineContext {
   /** relay.deadline: the budget from the start of DATA, in ms. */
   readonly deadlineMs: number;
   readonly now: () => number;
-  /** Aborted by the server when a session's client goes away, so its evaluation can stop early. */
-  readonly aborts: Map<string, AbortController>;
 }
 
 /** Runs the evaluator under the relay deadline; the keep-alive NOOPs hold the next hop meanwhile. */
@@ -17,12 +15,11 @@ export async function evaluateUnderDeadline(
   spool: Parameters<Evaluator['evaluate']>[0],
   forwarder: Forwarder,
   started: number,
-  sessionId: string,
+  /** The session's signal: aborted when the client goes away, so the evaluation can stop early. */
+  signal: AbortSignal,
 ): Promise<Evaluation | 'deadline' | Error> {
   const deadline = started + ctx.deadlineMs;
   // Not aborted at the deadline: the core lets a scan run on so its verdict answers the retry.
-  const abort = new AbortController();
-  ctx.aborts.set(sessionId, abort);
   const stopKeepAlive = forwarder.keepAlive();
   let timer: NodeJS.Timeout | undefined;
   const overrun = new Promise<'deadline'>((resolve) => {
@@ -31,13 +28,12 @@ export async function evaluateUnderDeadline(
   try {
     return await Promise.race([
       ctx.evaluator
-        .evaluate(spool, { deadline, signal: abort.signal })
+        .evaluate(spool, { deadline, signal })
         .catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))),
       overrun,
     ]);
   } finally {
     clearTimeout(timer);
-    ctx.aborts.delete(sessionId);
     stopKeepAlive();
   }
 }

@@ -75,7 +75,11 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
   private readonly forwarders = new Map<string, Forwarder>();
   /** Sessions whose message is between DATA and our reply. */
   private readonly busy = new Set<string>();
-  /** Aborted when a session's client goes away, so its evaluation can stop early. */
+  /**
+   * One per connection, aborted when its client goes away, so an evaluation can stop early and
+   * its message is not handed on (the client did not get our reply and will send it again).
+   * Per connection, not per message: creating an AbortSignal costs several µs.
+   */
   private readonly aborts = new Map<string, AbortController>();
   private readonly now: () => number;
   /** What each message's evaluation runs under (relay.deadline). */
@@ -90,7 +94,6 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
       evaluator: options.evaluator,
       deadlineMs: relay.deadline,
       now: this.now,
-      aborts: this.aborts,
     };
     this.allowed = new NetworkList(relay.allowedClients);
     const trusted = new NetworkList(relay.trustedPeers.filter((a) => !a.includes('/')));
@@ -209,6 +212,7 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
       return cb(toError(REPLIES.notAllowed));
     }
     this.stats.connections++;
+    this.aborts.set(session.id, new AbortController());
     cb();
   }
 
@@ -338,7 +342,18 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
         });
         return answer(q.reply, { action: q.action, reason: q.reason, bytes: spool.size });
       }
-      const evaluation = await evaluateUnderDeadline(this.deadline, spool, forwarder, started, session.id);
+      // No controller: the connection closed before its message was read to the end.
+      const gone = this.aborts.get(session.id)?.signal ?? AbortSignal.abort();
+      const evaluation = await evaluateUnderDeadline(this.deadline, spool, forwarder, started, gone);
+      if (gone.aborted) {
+        // Nobody hears our reply: hand nothing on, the client still holds the message.
+        await forwarder.abandon();
+        return answer(REPLIES.localError(msgId), {
+          action: 'none',
+          reason: 'client-gone',
+          bytes: spool.size,
+        });
+      }
       if (evaluation === 'deadline') {
         await forwarder.abandon();
         return answer(REPLIES.deadline(msgId), { action: 'tempfail', reason: 'deadline', bytes: spool.size });

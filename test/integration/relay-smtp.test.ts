@@ -1,5 +1,5 @@
 import nodemailer from 'nodemailer';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { startSmtpSink } from '../fakes/smtp-sink.js';
 import type { MessageSummary } from '../../src/smtp/server.js';
 import { EICAR, startRelay } from '../support/relay.js';
@@ -186,6 +186,25 @@ describe('relay over real sockets (nodemailer client -> relay -> smtp-server sin
     expect(got[0]!.bytes.toString()).toContain('after');
     expect(h.evaluator.seen.map((s) => s.text)).not.toContainEqual(expect.stringContaining('Subject: cut'));
     expect(h.spoolLeftovers()).toEqual([]);
+  });
+
+  it('stops the evaluation of a message whose client goes away during the scan, and hands nothing on', async () => {
+    const { sink, h } = await setup();
+    // A first message on the same connection, so the session's signal has served one message.
+    const t = await openTransaction(h.port);
+    t.send(message('first'));
+    expect((await t.cmd('.')).code).toBe(250);
+    expect((await t.cmd('MAIL FROM:<a@test.local>')).code).toBe(250);
+    expect((await t.cmd('RCPT TO:<b@example.test>')).code).toBe(250);
+    expect((await t.cmd('DATA')).code).toBe(354);
+    const done = new Promise<MessageSummary>((resolve) => h.relay.once('message', resolve));
+    t.send(`${message('slow', 'X-Test-Delay: 60000\r\n')}.\r\n`);
+    await vi.waitFor(() => expect(h.evaluator.seen).toHaveLength(2));
+    t.end();
+    const summary = await done;
+    expect(h.evaluator.aborted).toEqual([h.evaluator.seen[1]!.msgId]);
+    expect(summary.ms).toBeLessThan(30_000);
+    expect(sink.messages).toHaveLength(1);
   });
 
   it('answers 552 after the final dot for an oversized message and the session goes on', async () => {

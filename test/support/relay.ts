@@ -32,6 +32,8 @@ export class TestEvaluator implements Evaluator {
   }> = [];
   /** Throw instead of answering. */
   throwError = false;
+  /** msgIds whose evaluation was told to stop (the client went away). */
+  readonly aborted: string[] = [];
 
   async evaluate(
     message: MessageSource,
@@ -51,10 +53,15 @@ export class TestEvaluator implements Evaluator {
     if (delay) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, Number(delay[1]));
-        options.signal?.addEventListener('abort', () => {
-          clearTimeout(t);
-          resolve();
-        });
+        options.signal?.addEventListener(
+          'abort',
+          () => {
+            this.aborted.push(message.msgId);
+            clearTimeout(t);
+            resolve();
+          },
+          { once: true },
+        );
       });
     }
     const forced = /^X-Test-Action: (\w+)/im.exec(text)?.[1] as Action | undefined;
