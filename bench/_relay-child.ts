@@ -1,6 +1,6 @@
 // Child process for bench/relay.ts: one SMTP filter under test, in a process of its own so that
 // its CPU time and peak RSS are its own (the parent reads /proc/<pid>).
-//   node --import tsx bench/_relay-child.ts <kind> <listenPort|0> <nextHopPort> <stateDir> [key=value ...]
+//   node <bundle of this file> <kind> <listenPort|0> <nextHopPort> <stateDir> [key=value ...]
 // kind: relay           the `sandgate relay` command itself (its run()) with the rules scanner
 //                       (runtime, info log to <stateDir>/relay.log, loopback peers trusted)
 //       relay-untrusted the same with relay.trustedPeers empty (smtp-server's 100 ms greeting pause kept)

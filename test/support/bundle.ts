@@ -1,15 +1,17 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildSync } from 'esbuild';
 
 /**
  * Bundles a TypeScript entry point into one plain ESM file for `node`, so a child process whose
  * memory a test measures runs sandgate's code as shipped, without a TypeScript loader in the
- * process (tsx alone adds about 35 MB of RSS). Native modules stay external.
+ * process (tsx alone adds about 35 MB of RSS). Native modules stay external: the bundle is written
+ * under the project's node_modules/.cache, so they resolve from there.
  */
 export function bundleForNode(entry: string): { file: string; remove: () => void } {
-  const dir = mkdtempSync(join(tmpdir(), 'sandgate-bundle-'));
+  const cache = join(import.meta.dirname, '..', '..', 'node_modules', '.cache');
+  mkdirSync(cache, { recursive: true });
+  const dir = mkdtempSync(join(cache, 'sandgate-bundle-'));
   const outfile = join(dir, 'child.mjs');
   buildSync({
     entryPoints: [entry],
