@@ -223,7 +223,7 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
         connector: this.connector,
         pool: this.pool,
         keepAliveMs: this.options.relay.nextHopOptions.keepAlive,
-        log: this.options.log.child({ cid: session.id }),
+        log: lazyChild(this.options.log, { cid: session.id }),
       });
       this.forwarders.set(session.id, f);
     }
