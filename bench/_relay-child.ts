@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { SMTPServer } from 'smtp-server';
 import { run as runRelay } from '../src/cli/commands/relay.js';
+import { freePort, waitListening } from '../test/support/free-port.js';
 
 const [kind = 'relay', listenArg = '0', hopArg = '', stateDir = '', ...extraSets] = process.argv.slice(2);
 const listenPort = Number(listenArg);
@@ -70,7 +71,7 @@ async function startProxy(): Promise<{ port: number; close(): Promise<void> }> {
  * line and metrics, only the settings below given as --set (log to a file, loopback next hop).
  */
 async function startRelay(trusted: boolean): Promise<{ port: number; close(): Promise<void> }> {
-  const port = listenPort === 0 ? await pickPort() : listenPort;
+  const port = listenPort === 0 ? await freePort() : listenPort;
   const sets = [
     `stateDir=${stateDir}`,
     'scan.chain=rules',
@@ -101,29 +102,6 @@ async function startRelay(trusted: boolean): Promise<{ port: number; close(): Pr
       await exited;
     },
   };
-}
-
-async function pickPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
-
-async function waitListening(port: number): Promise<void> {
-  for (;;) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => {
-        s.destroy();
-        r(true);
-      });
-      s.once('error', () => r(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 const filter = kind === 'proxy' ? await startProxy() : await startRelay(kind !== 'relay-untrusted');

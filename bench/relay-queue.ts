@@ -7,7 +7,6 @@
 // Needs smtp-source and smtp-sink (Debian package postfix) and root (smtp-sink -u nobody).
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../src/cli/load-config.js';
@@ -15,7 +14,7 @@ import { createRuntime, type Runtime } from '../src/cli/runtime.js';
 import { silentLogger } from '../src/core/logger.js';
 import { createQueueMode, type QueueMode } from '../src/smtp/queue/index.js';
 import { RelayServer } from '../src/smtp/server.js';
-import { freePort } from '../test/support/free-port.js';
+import { freePort, waitListening } from '../test/support/free-port.js';
 
 const N = Number(process.argv[2] ?? 1000);
 const SIZE = 20480;
@@ -30,21 +29,6 @@ function sink(port: number): { stop(): Promise<void> } {
         p.kill();
       }),
   };
-}
-
-async function waitListening(port: number): Promise<void> {
-  for (;;) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => {
-        s.destroy();
-        r(true);
-      });
-      s.once('error', () => r(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setImmediate(r));
-  }
 }
 
 /** smtp-source with reused connections; resolves with the seconds it took. */

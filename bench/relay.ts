@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { postfixAvailable, startPostfix, type PostfixInstance } from '../test/support/postfix.js';
-import { freePort } from '../test/support/free-port.js';
+import { freePort, waitListening } from '../test/support/free-port.js';
 import { bundleForNode } from '../test/support/bundle.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -118,22 +118,6 @@ async function startSink(): Promise<Sink> {
         check();
       }),
   };
-}
-
-async function waitListening(port: number): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => {
-        s.end();
-        r(true);
-      });
-      s.once('error', () => r(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`nothing listens on ${port}`);
 }
 
 interface Filter {

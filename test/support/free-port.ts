@@ -14,3 +14,21 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/** Resolves once something accepts connections on 127.0.0.1:`port`; throws after `timeoutMs`. */
+export async function waitListening(port: number, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        r(true);
+      });
+      s.once('error', () => r(false));
+    });
+    if (ok) return;
+    if (Date.now() > until) throw new Error(`nothing listens on ${port}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
