@@ -3,7 +3,7 @@ import net from 'node:net';
 import type { Readable } from 'node:stream';
 import tls from 'node:tls';
 import { SandgateError } from '../core/errors.js';
-import { toDataWire } from './crlf.js';
+import { LineNormaliser, toDataWire } from './crlf.js';
 
 /** One SMTP/LMTP reply: the code, the enhanced status code when present, and the text lines. */
 export interface Reply {
@@ -37,6 +37,8 @@ export interface SmtpClientOptions {
 }
 
 const MAX_LINE = 8192;
+/** Bytes per BDAT chunk: a message up to this size goes out as a single BDAT LAST. */
+const BDAT_CHUNK = 1024 * 1024;
 const MAX_REPLY_LINES = 200;
 
 /**
@@ -137,6 +139,9 @@ export class SmtpClient {
     replies: number,
     options: { readonly crlf?: boolean } = {},
   ): Promise<Reply[]> {
+    if (!this.options.lmtp && this.extensions.has('CHUNKING')) {
+      return [await this.bdat(message as AsyncIterable<Buffer>, options)];
+    }
     const go = await this.command('DATA');
     if (go.code !== 354) return [go];
     const socket = this.socket;
@@ -156,6 +161,49 @@ export class SmtpClient {
     const out: Reply[] = [];
     for (let i = 0; i < (this.options.lmtp ? replies : 1); i++) out.push(await this.read());
     return out;
+  }
+
+  /**
+   * The message with BDAT (RFC 3030 CHUNKING) instead of DATA: no 354 round trip, no dot-stuffing.
+   * A message up to BDAT_CHUNK bytes goes out as one "BDAT <n> LAST" in one send; a larger one in
+   * chunks of that size, each acknowledged before the next is sent (a refused chunk ends the
+   * transaction, and nothing more may follow it). Resolves with the first refusal or the reply to
+   * the LAST chunk, which is the message's reply. Line endings are normalised to CRLF (unless the
+   * caller vouches they are), as on the DATA path.
+   */
+  private async bdat(message: AsyncIterable<Buffer>, options: { readonly crlf?: boolean }): Promise<Reply> {
+    const lines = options.crlf === true ? undefined : new LineNormaliser(false);
+    let batch: Buffer[] = [];
+    let size = 0;
+    const send = async (last: boolean): Promise<Reply> => {
+      if (this.failure) throw this.failure;
+      const socket = this.socket;
+      socket.cork();
+      socket.write(`BDAT ${size}${last ? ' LAST' : ''}\r\n`);
+      for (const b of batch) socket.write(b);
+      socket.uncork();
+      batch = [];
+      size = 0;
+      if (socket.writableLength > 0) await this.drain();
+      return this.read();
+    };
+    const add = async (chunk: Buffer): Promise<Reply | undefined> => {
+      if (chunk.length === 0) return undefined;
+      batch.push(chunk);
+      size += chunk.length;
+      if (size < BDAT_CHUNK) return undefined;
+      const r = await send(false);
+      return r.code === 250 ? undefined : r;
+    };
+    for await (const chunk of message) {
+      const refused = await add(lines ? lines.push(chunk) : chunk);
+      if (refused) return refused;
+    }
+    if (lines) {
+      const refused = await add(lines.end());
+      if (refused) return refused;
+    }
+    return send(true);
   }
 
   /**
