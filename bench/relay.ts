@@ -2,7 +2,8 @@
 // scanner against environment.md's pass-through proxy (smtp-server -> nodemailer pool), each in a
 // child process of its own (bench/_relay-child.ts bundled for plain node), smtp-sink as next hop,
 // smtp-source as client.
-//   npx tsx bench/relay.ts [messages=4000] [--skip-postfix] [--skip-rss]
+//   npx tsx bench/relay.ts [messages=4000] [--skip-postfix] [--skip-rss] [--only-postfix]
+//   --only-postfix: rows (c) and (d) only.
 // Rows: (a) 20 KB, concurrency 10, reused connections: msg/s (median of 5 interleaved runs, and
 // the relay/proxy ratio of each round), filter CPU per message, and added p50/p99 latency (a Node
 // client, 10 reused connections, medians of 3 rounds of 1,000); (b) a new connection per message,
@@ -28,6 +29,8 @@ const CONC = 10;
 const RUNS = 5;
 /** Rounds of the Postfix rows (each: proxy, then relay, each started afresh on the filter port). */
 const PF_ROUNDS = 3;
+/** Messages each filter of the Postfix rows gets straight before it is measured (JIT warm-up). */
+const PF_WARMUP = 3000;
 /** Rounds of the latency measurement (each: 1,000 messages through the proxy, then the relay). */
 const LAT_ROUNDS = 3;
 const CLK_TCK = 100;
@@ -264,71 +267,73 @@ try {
   say(`# relay benchmark, ${new Date().toISOString()}, ${N} x ${SIZE} B unless noted`);
   say();
 
-  // (a) reused connections: warm both up (JIT, pools, caches), then interleave RUNS runs each.
-  for (const f of [proxy, relay]) await source(f.port, { n: 1000, conc: CONC, size: SIZE, reuse: true });
-  const runs: Record<string, Array<{ msgPerS: number; cpuMsPerMsg: number }>> = { proxy: [], relay: [] };
-  for (let r = 0; r < RUNS; r++) {
-    for (const f of [proxy, relay]) runs[f.kind]!.push(await throughput(f, { n: N, reuse: true }));
-  }
-  // Latency: LAT_ROUNDS interleaved rounds of 1,000 messages each; p50 and p99 are the medians of
-  // the rounds' percentiles (one GC pause of the measuring client can make a single p99).
-  const lat: Record<string, { p50: number[]; p99: number[] }> = {
-    proxy: { p50: [], p99: [] },
-    relay: { p50: [], p99: [] },
-  };
-  for (let r = 0; r < LAT_ROUNDS; r++) {
-    for (const f of [proxy, relay]) {
-      const l = (await latencies(f.port, 1000, CONC)).sort((a, b) => a - b);
-      lat[f.kind]!.p50.push(pct(l, 50));
-      lat[f.kind]!.p99.push(pct(l, 99));
+  if (!args.includes('--only-postfix')) {
+    // (a) reused connections: warm both up (JIT, pools, caches), then interleave RUNS runs each.
+    for (const f of [proxy, relay]) await source(f.port, { n: 1000, conc: CONC, size: SIZE, reuse: true });
+    const runs: Record<string, Array<{ msgPerS: number; cpuMsPerMsg: number }>> = { proxy: [], relay: [] };
+    for (let r = 0; r < RUNS; r++) {
+      for (const f of [proxy, relay]) runs[f.kind]!.push(await throughput(f, { n: N, reuse: true }));
     }
-  }
-  const p = (k: string) => median(runs[k]!.map((x) => x.msgPerS));
-  const c = (k: string) => median(runs[k]!.map((x) => x.cpuMsPerMsg));
-  say(`## (a) 20 KB, concurrency ${CONC}, reused connections (smtp-source -d; median of ${RUNS} runs)`);
-  say();
-  say('| path | msg/s (runs) | vs proxy | filter CPU ms/msg | p50 ms | p99 ms | added p50 / p99 ms |');
-  say('|---|---|---|---|---|---|---|');
-  const p50 = (k: string) => median(lat[k]!.p50);
-  const p99 = (k: string) => median(lat[k]!.p99);
-  for (const k of ['proxy', 'relay']) {
+    // Latency: LAT_ROUNDS interleaved rounds of 1,000 messages each; p50 and p99 are the medians of
+    // the rounds' percentiles (one GC pause of the measuring client can make a single p99).
+    const lat: Record<string, { p50: number[]; p99: number[] }> = {
+      proxy: { p50: [], p99: [] },
+      relay: { p50: [], p99: [] },
+    };
+    for (let r = 0; r < LAT_ROUNDS; r++) {
+      for (const f of [proxy, relay]) {
+        const l = (await latencies(f.port, 1000, CONC)).sort((a, b) => a - b);
+        lat[f.kind]!.p50.push(pct(l, 50));
+        lat[f.kind]!.p99.push(pct(l, 99));
+      }
+    }
+    const p = (k: string) => median(runs[k]!.map((x) => x.msgPerS));
+    const c = (k: string) => median(runs[k]!.map((x) => x.cpuMsPerMsg));
+    say(`## (a) 20 KB, concurrency ${CONC}, reused connections (smtp-source -d; median of ${RUNS} runs)`);
+    say();
+    say('| path | msg/s (runs) | vs proxy | filter CPU ms/msg | p50 ms | p99 ms | added p50 / p99 ms |');
+    say('|---|---|---|---|---|---|---|');
+    const p50 = (k: string) => median(lat[k]!.p50);
+    const p99 = (k: string) => median(lat[k]!.p99);
+    for (const k of ['proxy', 'relay']) {
+      say(
+        `| ${k === 'proxy' ? 'pass-through proxy' : 'sandgate relay (rules)'} | ${f0(p(k))} (${runs[k]!.map((x) => f0(x.msgPerS)).join(', ')}) | ` +
+          `${f0((p(k) / p('proxy')) * 100)} % | ${f2(c(k))} | ${f1(p50(k))} | ${f1(p99(k))} | ` +
+          `${k === 'proxy' ? '-' : `${f1(p50(k) - p50('proxy'))} / ${f1(p99(k) - p99('proxy'))}`} |`,
+      );
+    }
+    say();
+    // Machine load drifts between runs; each round's relay run is next to its proxy run.
+    const paired = runs.relay!.map((x, i) => (x.msgPerS / runs.proxy![i]!.msgPerS) * 100);
     say(
-      `| ${k === 'proxy' ? 'pass-through proxy' : 'sandgate relay (rules)'} | ${f0(p(k))} (${runs[k]!.map((x) => f0(x.msgPerS)).join(', ')}) | ` +
-        `${f0((p(k) / p('proxy')) * 100)} % | ${f2(c(k))} | ${f1(p50(k))} | ${f1(p99(k))} | ` +
-        `${k === 'proxy' ? '-' : `${f1(p50(k) - p50('proxy'))} / ${f1(p99(k) - p99('proxy'))}`} |`,
+      `Relay / proxy per round: ${paired.map((x) => `${f0(x)} %`).join(', ')} (median ${f0(median(paired))} %). ` +
+        `p99 ms per latency round, proxy: ${lat.proxy!.p99.map(f1).join(', ')}; relay: ${lat.relay!.p99.map(f1).join(', ')}.`,
     );
-  }
-  say();
-  // Machine load drifts between runs; each round's relay run is next to its proxy run.
-  const paired = runs.relay!.map((x, i) => (x.msgPerS / runs.proxy![i]!.msgPerS) * 100);
-  say(
-    `Relay / proxy per round: ${paired.map((x) => `${f0(x)} %`).join(', ')} (median ${f0(median(paired))} %). ` +
-      `p99 ms per latency round, proxy: ${lat.proxy!.p99.map(f1).join(', ')}; relay: ${lat.relay!.p99.map(f1).join(', ')}.`,
-  );
-  say();
+    say();
 
-  // (b) a new connection per message; the untrusted relay keeps smtp-server's greeting pause.
-  const untrusted = await startFilter('relay-untrusted', sink.port);
-  const nNew = Math.min(N, 1000);
-  const fresh: Array<[string, Filter, number]> = [
-    ['pass-through proxy', proxy, Math.min(nNew, 500)],
-    ['sandgate relay (rules), loopback trusted: no greeting pause', relay, nNew],
-    ['sandgate relay (rules), peer not trusted: 100 ms greeting pause', untrusted, Math.min(nNew, 500)],
-  ];
-  say(`## (b) 20 KB, concurrency ${CONC}, a new connection per message (smtp-source without -d)`);
-  say();
-  say('| path | messages | msg/s | vs proxy | filter CPU ms/msg |');
-  say('|---|---|---|---|---|');
-  let proxyNew = 0;
-  for (const [name, f, n] of fresh) {
-    const t = await throughput(f, { n, reuse: false });
-    if (f === proxy) proxyNew = t.msgPerS;
-    say(
-      `| ${name} | ${n} | ${f0(t.msgPerS)} | ${f0((t.msgPerS / proxyNew) * 100)} % | ${f2(t.cpuMsPerMsg)} |`,
-    );
+    // (b) a new connection per message; the untrusted relay keeps smtp-server's greeting pause.
+    const untrusted = await startFilter('relay-untrusted', sink.port);
+    const nNew = Math.min(N, 1000);
+    const fresh: Array<[string, Filter, number]> = [
+      ['pass-through proxy', proxy, Math.min(nNew, 500)],
+      ['sandgate relay (rules), loopback trusted: no greeting pause', relay, nNew],
+      ['sandgate relay (rules), peer not trusted: 100 ms greeting pause', untrusted, Math.min(nNew, 500)],
+    ];
+    say(`## (b) 20 KB, concurrency ${CONC}, a new connection per message (smtp-source without -d)`);
+    say();
+    say('| path | messages | msg/s | vs proxy | filter CPU ms/msg |');
+    say('|---|---|---|---|---|');
+    let proxyNew = 0;
+    for (const [name, f, n] of fresh) {
+      const t = await throughput(f, { n, reuse: false });
+      if (f === proxy) proxyNew = t.msgPerS;
+      say(
+        `| ${name} | ${n} | ${f0(t.msgPerS)} | ${f0((t.msgPerS / proxyNew) * 100)} % | ${f2(t.cpuMsPerMsg)} |`,
+      );
+    }
+    say();
+    await untrusted.stop();
   }
-  say();
-  await untrusted.stop();
 
   // (c) Postfix -> filter -> Postfix, end to end (smtp-source start -> the sink has all N).
   if (!args.includes('--skip-postfix') && postfixAvailable()) {
@@ -348,10 +353,13 @@ try {
     for (let round = 0; round < PF_ROUNDS; round++) {
       for (const kind of ['proxy', 'relay']) {
         const f = await startFilter(kind, pf.reinjectPort, filterPort);
-        // Warm up (and check the path), then measure.
+        // Warm up with 3,000 messages straight to the filter (which hands them to Postfix's
+        // re-injection port): the relay's JIT settles after about 3,000 messages (--trace-opt),
+        // as it has in a long-running daemon. Then 50 through Postfix to check the whole path.
         let have = sink.count();
+        await source(f.port, { n: PF_WARMUP, conc: CONC, size: SIZE, reuse: true });
         await source(pf.inPort, { n: 50, conc: CONC, size: SIZE, reuse: false });
-        await sink.waitFor(have + 50, 60_000);
+        await sink.waitFor(have + PF_WARMUP + 50, 180_000);
         have = sink.count();
         const cpu0 = procStats(f.pid).cpuS;
         const t0 = process.hrtime.bigint();
