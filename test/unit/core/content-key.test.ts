@@ -44,6 +44,35 @@ describe('content key', () => {
     expect((await analyseMessage(chunked as never)).contentKey).toBe(base);
   });
 
+  it('hashes exactly the message with CRLF turned into LF, however it is cut into chunks', async () => {
+    // An independent statement of the definition: SHA-256 of the whole text with CRLF -> LF (bare
+    // CRs stay), for a message without trace fields or our own fields.
+    const { createHash } = await import('node:crypto');
+    const oracle = (text: string) =>
+      createHash('sha256')
+        .update(Buffer.from(text.replaceAll('\r\n', '\n'), 'latin1'))
+        .digest('hex');
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return Math.floor((seed / 2147483648) * n);
+    };
+    const pieces = ['a', 'bc', '\r\n', '\r', '\n', '\r\r\n', 'x\r\ny', '\u00e9'];
+    for (let i = 0; i < 300; i++) {
+      const body = Array.from({ length: 1 + rnd(40) }, () => pieces[rnd(pieces.length)]).join('');
+      const text = `Subject: t${i}\r\n\r\n${body}`;
+      const bytes = Buffer.from(text, 'latin1');
+      const cuts = [
+        0,
+        ...Array.from({ length: rnd(4) }, () => rnd(bytes.length + 1)).sort((a, b) => a - b),
+        bytes.length,
+      ];
+      const chunks = cuts.slice(1).map((end, k) => bytes.subarray(cuts[k], end));
+      const cut = { ...message(text), open: () => Readable.from(chunks) };
+      expect((await analyseMessage(cut as never)).contentKey).toBe(oracle(text));
+    }
+  });
+
   it('parses folded header fields', async () => {
     const { headers } = await analyseMessage(
       message('Subject: a\r\n b\r\nX-Sandgate-Mark: v=1;\r\n\tk=clean\r\n\r\nx'),
