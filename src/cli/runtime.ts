@@ -106,12 +106,15 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
       ...(options.now ? { now: options.now } : {}),
     });
     const bypass = createBypassMatcher(config.bypass);
+    const firstFailures = new SqliteFirstFailureStore(db);
+    // Before the database closes (closers run in order; db.close is last): write waiting clears.
+    closers.unshift(() => firstFailures.close());
     const evaluator = new ScanService({
       frontEnd: options.frontEnd,
       scanners,
       policy: policyFromConfig(config.policy),
       memo,
-      firstFailures: new SqliteFirstFailureStore(db),
+      firstFailures,
       ...(options.reportOnly ? {} : { quarantine: writer }),
       markKey,
       markMaxAgeMs: config.headers.markMaxAge,

@@ -1,0 +1,74 @@
+import { describe, expect, it, vi } from 'vitest';
+import { openStateDb } from '../../../src/store/db.js';
+import { SqliteFirstFailureStore } from '../../../src/store/verdict-store.js';
+import { tempDir } from '../../support/tmp.js';
+
+const rows = (db: ReturnType<typeof openStateDb>) =>
+  (db.prepare('SELECT content_key AS k FROM first_failure ORDER BY k').all() as Array<{ k: string }>).map(
+    (r) => r.k,
+  );
+
+describe('first failures', () => {
+  it('keeps the first failure of a key until a clean verdict clears it', () => {
+    const db = openStateDb(tempDir());
+    const store = new SqliteFirstFailureStore(db, 60_000);
+    expect(store.touch('k1', 1000)).toBe(1000);
+    expect(store.touch('k1', 5000)).toBe(1000);
+    store.clear('k1');
+    // The clear waits for its batch, but a later failure in this process never overtakes it.
+    expect(store.touch('k1', 9000)).toBe(9000);
+    store.close();
+    db.close();
+  });
+
+  it('writes waiting clears on the timer, on close, and for another key’s failure', () => {
+    vi.useFakeTimers();
+    try {
+      const db = openStateDb(tempDir());
+      const store = new SqliteFirstFailureStore(db, 1000);
+      store.touch('a', 1);
+      store.touch('b', 1);
+      store.touch('c', 1);
+      store.clear('a');
+      expect(rows(db)).toEqual(['a', 'b', 'c']);
+      vi.advanceTimersByTime(1000);
+      expect(rows(db)).toEqual(['b', 'c']);
+      store.clear('b');
+      store.touch('d', 2);
+      expect(rows(db)).toEqual(['c', 'd']);
+      store.clear('c');
+      store.close();
+      expect(rows(db)).toEqual(['d']);
+      db.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('reads nothing per clean verdict: the clears of an empty table cost one read per batch', () => {
+    vi.useFakeTimers();
+    try {
+      const db = openStateDb(tempDir());
+      const store = new SqliteFirstFailureStore(db, 1000);
+      const prepare = vi.spyOn(db, 'prepare');
+      const reads = vi.fn();
+      // The store's statements are prepared already: count what it asks the database from now on.
+      const any = (store as unknown as { anyStmt: { get: () => unknown } }).anyStmt;
+      const get = any.get.bind(any);
+      any.get = () => {
+        reads();
+        return get();
+      };
+      for (let i = 0; i < 500; i++) store.clear(`clean-${i}`);
+      expect(reads).not.toHaveBeenCalled();
+      vi.advanceTimersByTime(1000);
+      expect(reads).toHaveBeenCalledTimes(1);
+      expect(prepare).not.toHaveBeenCalled();
+      expect(rows(db)).toEqual([]);
+      store.close();
+      db.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
