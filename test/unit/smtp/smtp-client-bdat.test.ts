@@ -83,6 +83,16 @@ async function client(port: number): Promise<SmtpClient> {
   return c;
 }
 
+/** A next hop as above and a client with MAIL and RCPT accepted, ready for the message. */
+async function transaction(o: Parameters<typeof startChunkingHop>[0] = {}) {
+  const hop = await startChunkingHop(o);
+  cleanup.push(() => hop.close());
+  const c = await client(hop.port);
+  await c.command('MAIL FROM:<a@test.local>');
+  await c.command('RCPT TO:<b@test.local>');
+  return { hop, c };
+}
+
 async function* chunksOf(...parts: Array<string | Buffer>): AsyncGenerator<Buffer> {
   for (const p of parts) {
     // As a stream does: each chunk after an await.
@@ -93,11 +103,7 @@ async function* chunksOf(...parts: Array<string | Buffer>): AsyncGenerator<Buffe
 
 describe('BDAT to a next hop that offers CHUNKING', () => {
   it('sends a small message as one BDAT LAST, byte for byte, with no dot-stuffing and no terminator', async () => {
-    const hop = await startChunkingHop();
-    cleanup.push(() => hop.close());
-    const c = await client(hop.port);
-    await c.command('MAIL FROM:<a@test.local>');
-    await c.command('RCPT TO:<b@test.local>');
+    const { hop, c } = await transaction();
     const text = 'X-Sandgate-Verdict: clean\r\nSubject: dots\r\n\r\n.leading dot\r\n.\r\nlast line\r\n';
     const [reply] = await c.data(chunksOf(text.slice(0, 30), text.slice(30)), 1, { crlf: true });
     expect(reply).toMatchObject({ code: 250 });
@@ -107,11 +113,7 @@ describe('BDAT to a next hop that offers CHUNKING', () => {
   });
 
   it('normalises line endings when the caller does not vouch for them (bare LF cannot smuggle)', async () => {
-    const hop = await startChunkingHop();
-    cleanup.push(() => hop.close());
-    const c = await client(hop.port);
-    await c.command('MAIL FROM:<a@test.local>');
-    await c.command('RCPT TO:<b@test.local>');
+    const { hop, c } = await transaction();
     await c.data(chunksOf('Subject: x\n\nbody\n.\nMAIL FROM:<evil@x>\r', '\nend'), 1);
     expect(Buffer.concat(hop.chunks).toString('latin1')).toBe(
       'Subject: x\r\n\r\nbody\r\n.\r\nMAIL FROM:<evil@x>\r\nend',
@@ -119,11 +121,7 @@ describe('BDAT to a next hop that offers CHUNKING', () => {
   });
 
   it('sends a large message in 1 MB chunks, each acknowledged, the last one LAST', async () => {
-    const hop = await startChunkingHop();
-    cleanup.push(() => hop.close());
-    const c = await client(hop.port);
-    await c.command('MAIL FROM:<a@test.local>');
-    await c.command('RCPT TO:<b@test.local>');
+    const { hop, c } = await transaction();
     const line = `${'x'.repeat(998)}\r\n`;
     const big = Buffer.from(line.repeat(2600)); // 2.6 MB
     const parts = Array.from({ length: 40 }, (_, i) =>
@@ -139,11 +137,7 @@ describe('BDAT to a next hop that offers CHUNKING', () => {
   });
 
   it('stops at a refused chunk and returns its refusal', async () => {
-    const hop = await startChunkingHop({ refuseChunk: 1 });
-    cleanup.push(() => hop.close());
-    const c = await client(hop.port);
-    await c.command('MAIL FROM:<a@test.local>');
-    await c.command('RCPT TO:<b@test.local>');
+    const { hop, c } = await transaction({ refuseChunk: 1 });
     const big = Buffer.alloc(3 * 1024 * 1024, 'y');
     const [reply] = await c.data(chunksOf(big.subarray(0, 1024 * 1024), big.subarray(1024 * 1024)), 1, {
       crlf: true,
@@ -153,11 +147,7 @@ describe('BDAT to a next hop that offers CHUNKING', () => {
   });
 
   it('uses DATA when the next hop does not offer CHUNKING', async () => {
-    const hop = await startChunkingHop({ offer: '8BITMIME' });
-    cleanup.push(() => hop.close());
-    const c = await client(hop.port);
-    await c.command('MAIL FROM:<a@test.local>');
-    await c.command('RCPT TO:<b@test.local>');
+    const { hop, c } = await transaction({ offer: '8BITMIME' });
     // The fake does not read DATA content; the 354 is enough to show which path was taken.
     void c.data(chunksOf('Subject: x\r\n\r\nbody\r\n'), 1).catch(() => undefined);
     await expect.poll(() => hop.commands).toContain('DATA');
