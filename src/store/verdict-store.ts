@@ -96,6 +96,7 @@ export class SqliteFirstFailureStore implements FirstFailureStore {
   private readonly clearMany;
   private readonly pending = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
+  private closed = false;
 
   constructor(
     db: StateDb,
@@ -120,6 +121,8 @@ export class SqliteFirstFailureStore implements FirstFailureStore {
   }
 
   clear(contentKey: string): void {
+    // After close() the database is gone; an evaluation still finishing has nothing to clear into.
+    if (this.closed) return;
     this.pending.add(contentKey);
     if (this.pending.size >= MAX_PENDING_CLEARS) {
       this.flush();
@@ -139,6 +142,7 @@ export class SqliteFirstFailureStore implements FirstFailureStore {
   }
 
   close(): void {
+    this.closed = true;
     this.flush();
   }
 
@@ -148,7 +152,7 @@ export class SqliteFirstFailureStore implements FirstFailureStore {
     try {
       this.flush();
     } catch {
-      this.timer = setTimeout(() => this.flushSoon(), this.flushMs).unref();
+      if (!this.closed) this.timer = setTimeout(() => this.flushSoon(), this.flushMs).unref();
     }
   }
 }
