@@ -193,7 +193,7 @@ export class SmtpClient {
       size += chunk.length;
       if (size < BDAT_CHUNK) return undefined;
       const r = await send(false);
-      return r.code === 250 ? undefined : r;
+      return r.code < 300 ? undefined : r;
     };
     for await (const chunk of message) {
       const refused = await add(lines ? lines.push(chunk) : chunk);
