@@ -43,7 +43,8 @@ export interface QueueEnvelope {
   readonly xforward: Readonly<Record<string, string>>;
 }
 
-export interface QueueItem {
+/** A message file written and fsynced but not yet indexed: the next step is insert(). */
+export interface PreparedItem {
   readonly id: string;
   readonly kind: QueueKind;
   readonly createdAt: number;
@@ -51,6 +52,10 @@ export interface QueueItem {
   readonly size: number;
   readonly file: string;
   readonly dataOffset: number;
+}
+
+/** An indexed item: the prepared file plus its scan, retry state and recipients. */
+export interface QueueItem extends PreparedItem {
   readonly scan?: QueueScan;
   readonly attempts: number;
   readonly nextAttemptAt: number;
@@ -63,17 +68,6 @@ export interface QueueStats {
   readonly bytes: number;
   /** created_at of the oldest item (epoch ms), undefined when empty. */
   readonly oldest?: number;
-}
-
-/** A message file written and fsynced but not yet indexed: the next step is insert(). */
-export interface PreparedItem {
-  readonly id: string;
-  readonly kind: QueueKind;
-  readonly createdAt: number;
-  readonly envelope: QueueEnvelope;
-  readonly size: number;
-  readonly file: string;
-  readonly dataOffset: number;
 }
 
 /** Where the message bytes are written; tests inject a failing one to simulate a broken disk. */
