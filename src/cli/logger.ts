@@ -5,7 +5,7 @@ import type { Config } from '../core/config/schema.js';
 const SECRET_KEYS = new Set(['token', 'apikey', 'password', 'authorization', 'x-api-key']);
 /** How deep redactSecrets looks into nested plain objects (log objects are shallow). */
 const REDACT_DEPTH = 4;
-export const REDACTED = '[redacted]';
+const REDACTED = '[redacted]';
 const BINDING_SERIALIZERS = Object.fromEntries(
   ['token', 'apiKey', 'apikey', 'password', 'Password', 'authorization', 'Authorization', 'x-api-key'].map(
     (k) => [k, () => REDACTED],

@@ -260,7 +260,6 @@ class SmtpSession implements NextHopSession {
    */
   private async pipelined(lines: readonly string[]): Promise<Reply[]> {
     const xforward = this.xforwardLines;
-    if (xforward.length === 0 && lines.length === 1) return [await this.client.command(lines[0] as string)];
     this.xforwardLines = [];
     const replies = await this.client.commands([...xforward, ...lines]);
     return replies.slice(xforward.length);
