@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Logger } from '../../src/core/logger.js';
+import { recorder } from '../support/recording-logger.js';
 import { startSmtpSink, type SmtpSink } from '../fakes/smtp-sink.js';
 import { postfixAvailable, startPostfix } from '../support/postfix.js';
 import { startRelay } from '../support/relay.js';
@@ -12,39 +12,20 @@ afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
 
-type Line = Record<string, unknown> & { level: string };
-
-function recordingLogger(lines: Line[]): Logger {
-  const at =
-    (level: string) =>
-    (obj: Record<string, unknown>): void =>
-      void lines.push({ ...obj, level });
-  const l: Logger = {
-    trace: at('trace'),
-    debug: at('debug'),
-    info: at('info'),
-    warn: at('warn'),
-    error: at('error'),
-    fatal: at('fatal'),
-    child: () => l,
-  };
-  return l;
-}
-
 async function setup(
   sinkOptions: Parameters<typeof startSmtpSink>[0],
   nextHopOptions: Record<string, unknown> = { xclient: true },
 ) {
   const sink = await startSmtpSink(sinkOptions);
   cleanup.push(() => sink.close());
-  const log: Line[] = [];
+  const log = recorder('trace');
   const h = await startRelay(
     { kind: 'smtp', host: '127.0.0.1', port: sink.port },
     { nextHopOptions },
-    { log: recordingLogger(log) },
+    { log: log.root },
   );
   cleanup.push(() => h.close());
-  return { sink, h, log };
+  return { sink, h, log: log.lines };
 }
 
 /** A client connection to the relay (from 127.0.0.1, a trusted peer), optionally with its own XCLIENT. */
