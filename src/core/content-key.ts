@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import { headerFieldValue, mapHeaderBlock, type RawHeaderField } from './header-block.js';
-import type { MessageSource } from './message.js';
+import { readChunks, type MessageSource } from './message.js';
 
 /** Header fields we add; inbound copies are left out of the content key and stripped by front ends. */
 export const OUR_HEADER_PREFIX = 'x-sandgate-';
@@ -30,7 +30,7 @@ export async function analyseMessage(message: MessageSource): Promise<MessageAna
   const hash = createHash('sha256');
   const lf = new LfNormaliser(hash);
   let headers: HeaderLine[] = [];
-  const counted = mapHeaderBlock(message.open() as AsyncIterable<Buffer>, (fields) => {
+  const counted = mapHeaderBlock(readChunks(message), (fields) => {
     headers = fields.map((f) => ({ name: f.name, value: headerFieldValue(f) }));
     return Buffer.concat(fieldsThatCount(fields).map((f) => f.raw));
   });

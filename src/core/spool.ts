@@ -147,6 +147,12 @@ export class Spool implements MessageSource {
     });
   }
 
+  /** The whole message; in memory, its chunks without a stream (see readChunks()). */
+  iterate(): AsyncIterable<Buffer> {
+    if (this.deleted) throw new Error(`spool ${this.msgId} was read after dispose()`);
+    return this.file !== undefined ? this.open() : eachOf(this.chunks);
+  }
+
   /** Keeps the bytes alive for another holder; call the returned function when done. */
   retain(): () => void {
     this.refs++;
@@ -176,6 +182,27 @@ function closed(out: WriteStream | undefined): Promise<void> {
     out.once('close', () => resolve());
     out.destroy();
   });
+}
+
+/** The chunks of a list, one by one (dispose() replaces the list; a reader keeps the one it has). */
+function eachOf(chunks: readonly Buffer[]): AsyncIterable<Buffer> {
+  return {
+    [Symbol.asyncIterator](): AsyncIterator<Buffer> {
+      let i = 0;
+      return {
+        next: () =>
+          Promise.resolve<IteratorResult<Buffer>>(
+            i < chunks.length
+              ? { done: false, value: chunks[i++] as Buffer }
+              : { done: true, value: undefined },
+          ),
+        return: () => {
+          i = chunks.length;
+          return Promise.resolve({ done: true, value: undefined });
+        },
+      };
+    },
+  };
 }
 
 /** The bytes [start, end) of a list of chunks, without copying. */

@@ -385,7 +385,7 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
 
       // The spool is receiveMessage's CRLF-normalised copy, and the added fields end in CRLF.
       const replies = await forwarder.deliver(
-        () => rewriteHeaders(spool.open(), { prepend: evaluation.headers, strip: evaluation.stripHeaders }),
+        () => rewriteHeaders(spool.iterate(), { prepend: evaluation.headers, strip: evaluation.stripHeaders }),
         msgId,
         { crlf: true },
       );

@@ -1,4 +1,4 @@
-import type { Readable, Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import { Splitter, type MimeNode } from '@zone-eu/mailsplit';
 import type { SplitterChunk } from '@zone-eu/mailsplit';
 import { startLeaf, type Leaf } from './leaf.js';
@@ -8,7 +8,8 @@ import { LimitReached, type WalkState } from './walk-state.js';
 /** The general case: mailsplit's Splitter finds the parts; body bytes go to each leaf. */
 export async function walkSplit(
   state: WalkState,
-  source: Readable,
+  /** Closes the message's source: the feeding loop then ends. */
+  closeSource: () => void,
   first: Buffer | undefined,
   next: () => Promise<Buffer | undefined>,
   prefix: string,
@@ -56,7 +57,7 @@ export async function walkSplit(
   } finally {
     leaf?.abandon();
     if (!splitter.destroyed) splitter.destroy();
-    if (!source.destroyed) source.destroy();
+    closeSource();
     await feeding;
   }
 }

@@ -1,6 +1,6 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { isSandgateError, SandgateError } from '../errors.js';
-import type { MessageSource } from '../message.js';
+import { readChunks, type MessageSource } from '../message.js';
 import { walkSplit } from './multipart.js';
 import { singleLeafRoot, walkSingleLeaf } from './single-part.js';
 import type { OnPart, WalkOptions, WalkSummary } from './types.js';
@@ -25,7 +25,7 @@ export async function walkMessage(
   let stopped = false;
   try {
     state.checkAborted();
-    await walkMime(state, message.open(), '', 0, options.onRaw);
+    await walkMime(state, readChunks(message), '', 0, options.onRaw);
   } catch (err) {
     if (err instanceof LimitReached) limit = { kind: err.kind, at: err.at };
     else if (err instanceof StopWalk) stopped = true;
@@ -57,15 +57,25 @@ function errorReason(err: unknown): string {
 /** Header blocks larger than this skip the single-part fast path (the splitter still reads them). */
 const HEADER_PROBE_MAX = 256 * 1024;
 
-/** Walks one MIME message (the top one, or an attached message) read from `source`. */
+/**
+ * Walks one MIME message (the top one, or an attached message) read from `source`. The source is
+ * closed when the walk ends, also early: a stream is destroyed, an iterator returned.
+ */
 export async function walkMime(
   state: WalkState,
-  source: Readable,
+  source: AsyncIterable<Buffer>,
   prefix: string,
   depth: number,
   tap?: (chunk: Buffer) => void,
 ): Promise<void> {
-  const it = source[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const it = source[Symbol.asyncIterator]();
+  const close = () => {
+    if (source instanceof Readable) {
+      if (!source.destroyed) source.destroy();
+    } else {
+      void it.return?.()?.catch(() => undefined);
+    }
+  };
   const next = async (): Promise<Buffer | undefined> => {
     state.checkAborted();
     const r = await it.next();
@@ -92,10 +102,10 @@ export async function walkMime(
     if (root !== undefined && first !== undefined) {
       await walkSingleLeaf(state, root, first.subarray(headerEnd), next, prefix, depth);
     } else {
-      await walkSplit(state, source, first, next, prefix, depth);
+      await walkSplit(state, close, first, next, prefix, depth);
     }
   } finally {
-    if (!source.destroyed) source.destroy();
+    close();
   }
 }
 

@@ -4,7 +4,8 @@ import { PassThrough, Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { describe, expect, it } from 'vitest';
 import { isSandgateError } from '../../../src/core/errors.js';
-import { Spool } from '../../../src/core/spool.js';
+import { readChunks } from '../../../src/core/message.js';
+import { BufferMessage, Spool } from '../../../src/core/spool.js';
 import { ENVELOPE } from '../../support/runtime.js';
 import { tempDir } from '../../support/tmp.js';
 
@@ -33,6 +34,36 @@ describe('Spool', () => {
     big.dispose();
     small.dispose();
     expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('iterate() yields the bytes of open(): in memory without a stream, from the file otherwise', async () => {
+    const dir = tempDir();
+    const small = await Spool.fromStream(Readable.from([Buffer.from('ti'), Buffer.from('ny')]), opts(dir));
+    const memory = small.iterate();
+    expect(memory).not.toBeInstanceOf(Readable);
+    expect(await text(memory)).toBe('tiny');
+    // A reader can iterate again; each gets every byte.
+    expect(await text(readChunks(small))).toBe('tiny');
+    const big = await Spool.fromStream(Readable.from(['a'.repeat(10), 'b'.repeat(10)]), opts(dir));
+    const file = big.iterate();
+    expect(file).toBeInstanceOf(Readable);
+    expect(await text(file)).toBe('a'.repeat(10) + 'b'.repeat(10));
+    // A reader that started before dispose() finishes with the bytes it was given.
+    const started = small.iterate()[Symbol.asyncIterator]();
+    small.dispose();
+    const first = await started.next();
+    expect(first.done).toBe(false);
+    expect(String(first.value)).toBe('ti');
+    expect(() => small.iterate()).toThrow(/after dispose/);
+    big.dispose();
+    expect(() => big.iterate()).toThrow(/after dispose/);
+  });
+
+  it('readChunks() falls back to open() for a source without iterate()', async () => {
+    const source = new BufferMessage('sg-test-0000000002', ENVELOPE, Buffer.from('plain bytes'));
+    const chunks = readChunks(source);
+    expect(chunks).toBeInstanceOf(Readable);
+    expect(await text(chunks)).toBe('plain bytes');
   });
 
   it('reads past maxBytes to the end but keeps only maxBytes', async () => {
