@@ -256,8 +256,10 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
   }
 
   private async onClose(session: SMTPServerSession): Promise<void> {
-    this.aborts.get(session.id)?.abort();
+    const controller = this.aborts.get(session.id);
     this.aborts.delete(session.id);
+    // Only a message in flight listens; an abort makes a DOMException and its stack trace.
+    if (this.busy.has(session.id)) controller?.abort();
     const f = this.forwarders.get(session.id);
     this.forwarders.delete(session.id);
     await f?.close();
@@ -385,7 +387,8 @@ export class RelayServer extends EventEmitter<{ message: [MessageSummary] }> {
 
       // The spool is receiveMessage's CRLF-normalised copy, and the added fields end in CRLF.
       const replies = await forwarder.deliver(
-        () => rewriteHeaders(spool.iterate(), { prepend: evaluation.headers, strip: evaluation.stripHeaders }),
+        () =>
+          rewriteHeaders(spool.iterate(), { prepend: evaluation.headers, strip: evaluation.stripHeaders }),
         msgId,
         { crlf: true },
       );
