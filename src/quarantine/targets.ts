@@ -4,7 +4,6 @@ import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import nodemailer from 'nodemailer';
 import type { ReleaseTarget } from '../core/config/quarantine.js';
 import { SandgateError } from '../core/errors.js';
 
@@ -63,6 +62,8 @@ export class SmtpTarget implements DeliveryTarget {
   }
 
   async deliver(envelope: ReleaseEnvelope, bytes: MessageBytes, signal?: AbortSignal): Promise<Delivery> {
+    // Loaded on the first release: a relay or helper that never releases need not carry it.
+    const { default: nodemailer } = await import('nodemailer');
     const transport = nodemailer.createTransport({
       host: this.host,
       port: this.port,

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Agent, request } from 'undici';
+import type { Agent } from 'undici';
 import type { z } from 'zod';
 import { SandgateError, isSandgateError, type ErrorCode } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
@@ -87,23 +87,18 @@ export function withoutNulls<T>(value: T): T {
  * the X-API-Key header, never in an error, a detail or a log line.
  */
 export class PtSandboxClient {
-  private readonly agent: Agent;
+  /**
+   * undici and its connection pool, loaded at the first call: its modules hold about 5 MB of heap
+   * that a process whose chain has no PT Sandbox (or has not called it yet) need not carry.
+   */
+  private http: Promise<{ agent: Agent; request: typeof import('undici').request }> | undefined;
+  private closed = false;
   private readonly base: string;
   private readonly token: string;
 
   constructor(private readonly options: PtClientOptions) {
     this.base = `${options.url.replace(/\/+$/, '')}/api/v1/`;
     this.token = options.token;
-    this.agent = new Agent({
-      connect: {
-        timeout: options.connectTimeoutMs,
-        rejectUnauthorized: options.insecureSkipVerify !== true,
-        ...(options.ca !== undefined ? { ca: options.ca } : {}),
-      },
-      keepAliveTimeout: 30_000,
-      headersTimeout: options.requestTimeoutMs,
-      bodyTimeout: options.requestTimeoutMs,
-    });
   }
 
   /** Base address shown to operators (no token in it). */
@@ -112,7 +107,30 @@ export class PtSandboxClient {
   }
 
   async close(): Promise<void> {
-    await this.agent.close();
+    this.closed = true;
+    const http = this.http;
+    this.http = undefined;
+    if (http !== undefined) await (await http).agent.close();
+  }
+
+  private connection(): Promise<{ agent: Agent; request: typeof import('undici').request }> {
+    if (this.closed) {
+      return Promise.reject(new SandgateError('ERR_SCANNER_UNAVAILABLE', 'the PT Sandbox client is closed'));
+    }
+    const o = this.options;
+    return (this.http ??= import('undici').then(({ Agent, request }) => ({
+      agent: new Agent({
+        connect: {
+          timeout: o.connectTimeoutMs,
+          rejectUnauthorized: o.insecureSkipVerify !== true,
+          ...(o.ca !== undefined ? { ca: o.ca } : {}),
+        },
+        keepAliveTimeout: 30_000,
+        headersTimeout: o.requestTimeoutMs,
+        bodyTimeout: o.requestTimeoutMs,
+      }),
+      request,
+    })));
   }
 
   async uploadScanFile(body: BodySource, opts: CallOptions = {}): Promise<{ fileUri: string; ttl?: number }> {
@@ -222,6 +240,7 @@ export class PtSandboxClient {
     until: number,
   ): Promise<z.output<S>> {
     if (signal?.aborted) throw aborted(call.path, signal);
+    const { agent, request } = await this.connection();
     const budget = Math.max(1, Math.min(this.options.requestTimeoutMs, until - Date.now()));
     const timeout = AbortSignal.timeout(budget);
     const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
@@ -246,7 +265,7 @@ export class PtSandboxClient {
       const res = await request(url, {
         method: call.method,
         headers,
-        dispatcher: this.agent,
+        dispatcher: agent,
         signal: combined,
         ...(body !== undefined ? { body } : {}),
       });
