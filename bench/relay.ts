@@ -6,9 +6,9 @@
 //   --only-postfix: rows (c) and (d) only.
 // Rows: (a) 20 KB, concurrency 10, reused connections: msg/s (median of 5 interleaved runs, and
 // the relay/proxy ratio of each round), filter CPU per message, and added p50/p99 latency (a Node
-// client, 10 reused connections, medians of 3 rounds of 1,000); (b) a new connection per message,
+// client, 10 reused connections, medians of 5 rounds of 1,000); (b) a new connection per message,
 // with loopback trusted (no greeting pause) and untrusted; (c) Postfix -> filter -> Postfix end to
-// end (test/support/postfix.ts; median of 3 rounds, each filter started afresh); (d) peak RSS of the
+// end (test/support/postfix.ts; median of 5 rounds, each filter started afresh); (d) peak RSS of the
 // filter with 20 concurrent 25 MB messages. Needs smtp-source, smtp-sink and Postfix (Debian
 // package postfix) and root. Loopback only, free ports; every process started is stopped.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -28,11 +28,11 @@ const SIZE = 20480;
 const CONC = 10;
 const RUNS = 5;
 /** Rounds of the Postfix rows (each: proxy, then relay, each started afresh on the filter port). */
-const PF_ROUNDS = 3;
+const PF_ROUNDS = 5;
 /** Messages each filter of the Postfix rows gets straight before it is measured (JIT warm-up). */
 const PF_WARMUP = 3000;
 /** Rounds of the latency measurement (each: 1,000 messages through the proxy, then the relay). */
-const LAT_ROUNDS = 3;
+const LAT_ROUNDS = 5;
 const CLK_TCK = 100;
 const started = Date.now();
 const cleanups: Array<() => Promise<void> | void> = [];
