@@ -9,9 +9,9 @@
 // client, 10 reused connections, medians of 5 rounds of 1,000); (b) a new connection per message,
 // with loopback trusted (no greeting pause) and untrusted; (c) Postfix -> filter -> Postfix end to
 // end (test/support/postfix.ts; median of 5 rounds, each filter started afresh; the filter's CPU and
-// the whole machine's per message); (d) peak RSS of the
-// filter with 20 concurrent 25 MB messages. Needs smtp-source, smtp-sink and Postfix (Debian
-// package postfix) and root. Loopback only, free ports; every process started is stopped.
+// the whole machine's per message); (d) peak RSS of the filter with 20 concurrent 25 MB messages.
+// Needs smtp-source, smtp-sink and Postfix (Debian package postfix) and root. Loopback only, free
+// ports; every process started is stopped.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
