@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Finding } from '../../src/core/outcome.js';
 import { EICAR, FAKE_PT_TOKEN, startFakePtSandbox, type FakePtSandbox } from '../fakes/fake-pt-sandbox.js';
+import { createPtClient } from '../../src/sandbox/pt-sandbox/index.js';
 import { directContext } from '../support/memo-harness.js';
 import {
   LogCapture,
@@ -151,6 +152,22 @@ describe('request hygiene', () => {
     await scanner.scan(msg, directContext({ deadline: soon() }));
     await scanner.close();
     expect((sb.createBodies[n] as { file_name: string }).file_name).toBe(`${msg.msgId} Счёт march.eml`);
+  });
+});
+
+describe('client lifecycle', () => {
+  it('connects at the first call, and a call after close() is refused without a request', async () => {
+    const log = new LogCapture();
+    const deps = { env: { PT_TOKEN: FAKE_PT_TOKEN }, log: log.log };
+    // Closing a client that never called anything has nothing to close.
+    await createPtClient(testConfig(sb.url), deps).close();
+    const client = createPtClient(testConfig(sb.url), deps);
+    const before = sb.counters['maintenance/checkHealth'] ?? 0;
+    expect(await client.checkHealth()).toBeTruthy();
+    expect(sb.counters['maintenance/checkHealth']).toBe(before + 1);
+    await client.close();
+    await expect(client.checkHealth()).rejects.toMatchObject({ code: 'ERR_SCANNER_UNAVAILABLE' });
+    expect(sb.counters['maintenance/checkHealth']).toBe(before + 1);
   });
 });
 
