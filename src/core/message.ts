@@ -13,7 +13,8 @@ export interface Envelope {
 
 /**
  * A message read once into a spool. Each consumer calls open() and gets its own fresh stream
- * over the same bytes, so scanners never compete for one stream.
+ * over the same bytes, so scanners never compete for one stream; a consumer that only iterates
+ * the bytes once uses readChunks(), which skips the stream where the source allows.
  */
 export interface MessageSource {
   /** Our id for this message: in logs, headers, spool and quarantine names. */
