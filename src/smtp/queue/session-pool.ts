@@ -17,11 +17,14 @@ export function queueConnector(relay: RelayConfig, hop: NextHop): NextHopConnect
 }
 
 /**
- * Next-hop sessions reused across queued messages (one per busy worker slot). A session idle for
- * longer than `idleMs` is closed with QUIT; a session that failed is never returned to the pool.
+ * Next-hop sessions reused across transactions (the inline relay's, or one per busy queue worker
+ * slot). A session idle for longer than `idleMs` is closed with QUIT; a session that failed is
+ * never returned to the pool.
  */
 export class SessionPool {
   private readonly idle: Array<{ session: NextHopSession; since: number }> = [];
+  /** Callers waiting for a session; each takes the first one given back or newly connected. */
+  private readonly waiting: Array<(session: NextHopSession) => boolean> = [];
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
 
@@ -33,13 +36,43 @@ export class SessionPool {
     this.sweeper.unref();
   }
 
+  /**
+   * An idle session, else a new connection, unless a session is given back first: then that one.
+   * A next hop whose listener is full (Postfix's re-injection smtpd at its maxproc, all held by
+   * our sessions) greets a new connection only when one of ours ends, which a pooled session
+   * never does; without this the transaction would wait for the greeting timeout. A connection
+   * that arrives after its caller was served joins the pool.
+   */
   async acquire(signal?: AbortSignal): Promise<NextHopSession> {
     while (this.idle.length > 0) {
       const s = this.idle.pop()?.session;
       if (s?.usable) return s;
       await s?.close().catch(() => undefined);
     }
-    return this.connector.connect(signal);
+    return new Promise<NextHopSession>((resolve, reject) => {
+      let served = false;
+      const leave = (): boolean => {
+        if (served) return false;
+        served = true;
+        const i = this.waiting.indexOf(take);
+        if (i >= 0) this.waiting.splice(i, 1);
+        return true;
+      };
+      const take = (session: NextHopSession): boolean => {
+        if (!leave()) return false;
+        resolve(session);
+        return true;
+      };
+      this.waiting.push(take);
+      this.connector.connect(signal).then(
+        (session) => {
+          if (!take(session)) this.release(session, true);
+        },
+        (err: unknown) => {
+          if (leave()) reject(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
+    });
   }
 
   /**
@@ -50,6 +83,9 @@ export class SessionPool {
     if (!healthy || !session.usable || !session.reusable || this.closed) {
       void session.close().catch(() => undefined);
       return;
+    }
+    for (let next = this.waiting.shift(); next !== undefined; next = this.waiting.shift()) {
+      if (next(session)) return;
     }
     this.idle.push({ session, since: Date.now() });
   }
