@@ -23,8 +23,13 @@ export function queueConnector(relay: RelayConfig, hop: NextHop): NextHopConnect
  */
 export class SessionPool {
   private readonly idle: Array<{ session: NextHopSession; since: number }> = [];
-  /** Callers waiting for a session; each takes the first one given back or newly connected. */
-  private readonly waiting: Array<(session: NextHopSession) => boolean> = [];
+  /** Callers waiting for a session, oldest first: each takes the next one given back or connected. */
+  private readonly waiting: Array<{
+    resolve: (session: NextHopSession) => void;
+    reject: (err: Error) => void;
+  }> = [];
+  /** Connections being made; never more than callers waiting (a stalled next hop piles none up). */
+  private connecting = 0;
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
 
@@ -37,11 +42,12 @@ export class SessionPool {
   }
 
   /**
-   * An idle session, else a new connection, unless a session is given back first: then that one.
-   * A next hop whose listener is full (Postfix's re-injection smtpd at its maxproc, all held by
-   * our sessions) greets a new connection only when one of ours ends, which a pooled session
-   * never does; without this the transaction would wait for the greeting timeout. A connection
-   * that arrives after its caller was served joins the pool.
+   * An idle session, else the next session given back or connected, whichever comes first. A
+   * next hop whose listener is full (Postfix's re-injection smtpd at its maxproc, all held by our
+   * sessions) greets a new connection only when one of ours ends, which a pooled session never
+   * does: the caller must not wait for that greeting while sessions are given back. A connection
+   * is made only while fewer are being made than callers wait; one that completes joins the pool
+   * (or serves the oldest caller), one that fails fails the oldest caller.
    */
   async acquire(signal?: AbortSignal): Promise<NextHopSession> {
     while (this.idle.length > 0) {
@@ -50,44 +56,39 @@ export class SessionPool {
       await s?.close().catch(() => undefined);
     }
     return new Promise<NextHopSession>((resolve, reject) => {
-      let served = false;
-      const leave = (): boolean => {
-        if (served) return false;
-        served = true;
-        const i = this.waiting.indexOf(take);
-        if (i >= 0) this.waiting.splice(i, 1);
-        return true;
-      };
-      const take = (session: NextHopSession): boolean => {
-        if (!leave()) return false;
-        resolve(session);
-        return true;
-      };
-      this.waiting.push(take);
-      this.connector.connect(signal).then(
-        (session) => {
-          if (!take(session)) this.release(session, true);
-        },
-        (err: unknown) => {
-          if (leave()) reject(err instanceof Error ? err : new Error(String(err)));
-        },
-      );
+      this.waiting.push({ resolve, reject });
+      if (this.connecting < this.waiting.length) this.connect(signal);
     });
   }
 
   /**
-   * Gives a session back; `healthy` false, a closed pool, or a session bound to one client's
-   * XCLIENT identity (not `reusable`) closes it instead.
+   * Gives a session back: to the oldest waiting caller, else to the idle list. `healthy` false, or
+   * a session bound to one client's XCLIENT identity (not `reusable`), closes it instead, and so
+   * does a closed pool when nobody waits.
    */
   release(session: NextHopSession, healthy: boolean): void {
-    if (!healthy || !session.usable || !session.reusable || this.closed) {
+    if (!healthy || !session.usable || !session.reusable) {
       void session.close().catch(() => undefined);
       return;
     }
-    for (let next = this.waiting.shift(); next !== undefined; next = this.waiting.shift()) {
-      if (next(session)) return;
-    }
-    this.idle.push({ session, since: Date.now() });
+    const next = this.waiting.shift();
+    if (next !== undefined) next.resolve(session);
+    else if (this.closed) void session.close().catch(() => undefined);
+    else this.idle.push({ session, since: Date.now() });
+  }
+
+  private connect(signal?: AbortSignal): void {
+    this.connecting++;
+    this.connector.connect(signal).then(
+      (session) => {
+        this.connecting--;
+        this.release(session, true);
+      },
+      (err: unknown) => {
+        this.connecting--;
+        this.waiting.shift()?.reject(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
   }
 
   async close(): Promise<void> {

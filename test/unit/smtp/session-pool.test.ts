@@ -56,28 +56,40 @@ describe('SessionPool', () => {
     p.release(a, true);
     expect(await second).toBe(a);
 
-    // The connection completes later: it is kept for the next caller, not lost or leaked.
+    // While that connection is still being made, another caller starts none of its own.
+    const third = p.acquire();
+    expect(hop.pending).toHaveLength(2);
+    // It completes: it serves the waiting caller; nothing is lost or left open.
     const late = fakeSession('late');
     hop.pending[1]?.resolve(late);
-    await Promise.resolve();
+    expect(await third).toBe(late);
     p.release(a, true);
-    const third = await p.acquire();
-    expect([a, late]).toContain(third);
-    expect(late.closed).toBe(false);
+    p.release(late, true);
+    expect(await p.acquire()).toBe(late);
+    expect(await p.acquire()).toBe(a);
     expect(hop.pending).toHaveLength(2);
+    expect([a.closed, late.closed]).toEqual([false, false]);
   });
 
-  it('waiting callers are served in order, and a failed connection fails only a caller still waiting', async () => {
+  it('connections made never outnumber the callers waiting, and a failed one fails the oldest caller', async () => {
     const hop = slowConnector();
     const p = pool(hop);
-    const w1 = p.acquire();
-    const w2 = p.acquire();
+    const callers = [p.acquire(), p.acquire(), p.acquire()];
+    expect(hop.pending).toHaveLength(3);
     const s = fakeSession('s');
     p.release(s, true);
-    expect(await w1).toBe(s);
+    expect(await callers[0]).toBe(s);
     hop.pending[0]?.reject(new Error('refused'));
-    hop.pending[1]?.reject(new Error('refused'));
-    await expect(w2).rejects.toThrow('refused');
+    await expect(callers[1]).rejects.toThrow('refused');
+    const t = fakeSession('t');
+    hop.pending[1]?.resolve(t);
+    expect(await callers[2]).toBe(t);
+    // The third connection lands in the pool for the next caller, who starts none.
+    const u = fakeSession('u');
+    hop.pending[2]?.resolve(u);
+    await Promise.resolve();
+    expect(await p.acquire()).toBe(u);
+    expect(hop.pending).toHaveLength(3);
   });
 
   it('an unhealthy session is closed, not handed to a waiting caller', async () => {
@@ -90,5 +102,17 @@ describe('SessionPool', () => {
     const fresh = fakeSession('fresh');
     hop.pending[0]?.resolve(fresh);
     expect(await waiting).toBe(fresh);
+  });
+
+  it('a closed pool still serves a caller that was waiting, and closes what nobody waits for', async () => {
+    const hop = slowConnector();
+    const p = pool(hop);
+    const waiting = p.acquire();
+    await p.close();
+    const s = fakeSession('s');
+    hop.pending[0]?.resolve(s);
+    expect(await waiting).toBe(s);
+    p.release(s, true);
+    expect(s.closed).toBe(true);
   });
 });
