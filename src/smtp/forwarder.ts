@@ -72,9 +72,7 @@ export class Forwarder {
     // A transaction still open at the next hop: the client sent RSET (smtp-server answers that
     // itself), so end it there too, or the next hop would refuse the next MAIL as nested.
     this.resetDue ||= this.mailSent;
-    this.mailSent = false;
-    this.mailRefused = undefined;
-    this.accepted.length = 0;
+    this.endTransaction();
     this.sender = { address, params };
     this.client = client;
   }
