@@ -136,9 +136,8 @@ export class SqliteFirstFailureStore implements FirstFailureStore {
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.pending.size === 0) return;
-    const keys = [...this.pending];
-    if (this.anyStmt.get() !== undefined) this.clearMany(keys);
-    for (const k of keys) this.pending.delete(k);
+    if (this.anyStmt.get() !== undefined) this.clearMany([...this.pending]);
+    this.pending.clear();
   }
 
   close(): void {
