@@ -18,6 +18,8 @@ export interface PostfixInstance {
   readonly dir: string;
   /** smtpd whose mail goes through content_filter = scan:[127.0.0.1]:<filterPort>. */
   readonly inPort: number;
+  /** The smtpd whose mail goes through the filter at `filterPort` (one of the options' ports). */
+  inPortFor(filterPort: number): number;
   /** The re-injection smtpd (content_filter cleared, XFORWARD allowed); the relay's next hop. */
   readonly reinjectPort: number;
   maillog(): string;
@@ -29,6 +31,16 @@ export interface PostfixInstance {
 export interface PostfixOptions {
   /** Where the content filter (the relay) listens. */
   readonly filterPort: number;
+  /**
+   * Further filters, each behind an inbound smtpd of its own (`inPortFor(port)`), all sharing one
+   * queue, scan transport and re-injection listener: filters compared side by side in one Postfix.
+   */
+  readonly moreFilterPorts?: readonly number[];
+  /**
+   * maxproc of the re-injection smtpd (default 10, the scan transport's). Filters keep their
+   * sessions to it open: with several filters, give each its own 10.
+   */
+  readonly reinjectProcesses?: number;
   /** Where Postfix delivers everything in the end (relayhost), e.g. the test sink. */
   readonly relayhostPort: number;
   readonly myhostname?: string;
@@ -78,9 +90,24 @@ maximal_backoff_time = 2s
 `;
 }
 
-function masterCf(inPort: number, reinjectPort: number): string {
+/** One inbound smtpd per further filter, its content_filter pointing there. */
+function moreListenersCf(more: ReadonlyMap<number, number>): string {
+  return [...more]
+    .map(
+      ([filterPort, inPort]) =>
+        `127.0.0.1:${inPort} inet n - n - - smtpd\n  -o content_filter=scan:[127.0.0.1]:${filterPort}\n`,
+    )
+    .join('');
+}
+
+function masterCf(
+  inPort: number,
+  reinjectPort: number,
+  more: ReadonlyMap<number, number>,
+  reinjectProcesses: number,
+): string {
   return `127.0.0.1:${inPort} inet n - n - - smtpd
-pickup     unix  n - n 60 1 pickup
+${moreListenersCf(more)}pickup     unix  n - n 60 1 pickup
 cleanup    unix  n - n -  0 cleanup
 qmgr       unix  n - n 300 1 qmgr
 rewrite    unix  - - n -  - trivial-rewrite
@@ -104,7 +131,7 @@ scan       unix  - - n -  10 smtp
   -o smtp_send_xforward_command=yes
   -o disable_mime_output_conversion=yes
   -o smtp_generic_maps=
-127.0.0.1:${reinjectPort} inet n - n - 10 smtpd
+127.0.0.1:${reinjectPort} inet n - n - ${reinjectProcesses} smtpd
   -o content_filter=
   -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
   -o smtpd_helo_restrictions=
@@ -138,9 +165,18 @@ export async function startPostfix(options: PostfixOptions): Promise<PostfixInst
 }
 
 async function startOnce(dir: string, options: PostfixOptions): Promise<PostfixInstance> {
-  const inPort = await freePort();
-  let reinjectPort = await freePort();
-  while (reinjectPort === inPort) reinjectPort = await freePort();
+  // The filters' ports are chosen before they listen: Postfix's own must differ from them too.
+  const taken = new Set<number>([options.filterPort, ...(options.moreFilterPorts ?? [])]);
+  const pick = async () => {
+    let port = await freePort();
+    while (taken.has(port)) port = await freePort();
+    taken.add(port);
+    return port;
+  };
+  const inPort = await pick();
+  const reinjectPort = await pick();
+  const more = new Map<number, number>();
+  for (const filterPort of options.moreFilterPorts ?? []) more.set(filterPort, await pick());
   const etc = join(dir, 'etc');
   // mkdtemp makes the dir 0700; Postfix's unprivileged daemons must reach data/ and the queue.
   chmodSync(dir, 0o755);
@@ -149,7 +185,10 @@ async function startOnce(dir: string, options: PostfixOptions): Promise<PostfixI
   const gw = spawnSync('id', ['-g', 'postfix'], { encoding: 'utf8' });
   chownSync(join(dir, 'data'), Number(pw.stdout.trim()), Number(gw.stdout.trim()));
   writeFileSync(join(etc, 'main.cf'), mainCf(dir, options));
-  writeFileSync(join(etc, 'master.cf'), masterCf(inPort, reinjectPort));
+  writeFileSync(
+    join(etc, 'master.cf'),
+    masterCf(inPort, reinjectPort, more, options.reinjectProcesses ?? 10),
+  );
   writeFileSync(join(dir, 'maillog'), '');
   const check = spawnSync(POSTFIX, ['-c', etc, 'check'], { encoding: 'utf8' });
   if (check.status !== 0) throw new Error(`postfix check failed: ${check.stderr}${readLog(dir)}`);
@@ -193,6 +232,11 @@ async function startOnce(dir: string, options: PostfixOptions): Promise<PostfixI
     dir,
     inPort,
     reinjectPort,
+    inPortFor(filterPort) {
+      const port = filterPort === options.filterPort ? inPort : more.get(filterPort);
+      if (port === undefined) throw new Error(`no inbound smtpd for filter port ${filterPort}`);
+      return port;
+    },
     maillog: () => readLog(dir),
     waitForLog: (pattern, timeoutMs = 10_000) =>
       new Promise<string>((resolve, reject) => {
