@@ -33,7 +33,9 @@ export type WalkLimitKind = 'depth' | 'members' | 'ratio' | 'total-bytes' | 'par
 
 /**
  * One decoded MIME leaf, attached message or archive member. Valid only during the onPart
- * callback: its bytes are disposed when the callback's promise settles.
+ * callback: its bytes are disposed when the callback's promise settles. Read its fields and call
+ * its methods on it; do not spread or destructure it (sha256 is an accessor computed when first
+ * read, open and scan are methods).
  */
 export interface WalkedPart {
   /** IMAP-style part number ("2.1"); archive members append "/name" ("2.1/inner.zip/a.exe"). */
