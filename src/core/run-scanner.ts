@@ -1,3 +1,4 @@
+import type { DeadlineSignals } from './deadline-signals.js';
 import type { EvaluateOptions } from './evaluation.js';
 import { lazyChild, type Logger } from './logger.js';
 import type { MessageSource } from './message.js';
@@ -9,6 +10,8 @@ import { failureFromError, type MemoResult, type VerdictMemo } from './verdict-m
 export interface RunScannerDeps {
   readonly memo: VerdictMemo;
   readonly now: () => number;
+  /** The deadline signals local scanners are stopped by (shared per slot: see DeadlineSignals). */
+  readonly deadlines: DeadlineSignals;
 }
 
 /**
@@ -41,9 +44,8 @@ export async function runScanner(
   }
   if (scanner.local) {
     // Cheaper to recompute than to cache or lock: run it directly, still bounded by the deadline.
-    const timer = deadlineSignal(Math.max(1, deadline - service.now()));
     const ctx: ScanContext = {
-      signal: timer.signal,
+      signal: service.deadlines.at(deadline),
       deadline,
       log,
       now: service.now,
@@ -53,8 +55,6 @@ export async function runScanner(
       return done(await scanner.scan(message, ctx), false);
     } catch (err) {
       return done(failureFromError(err), false);
-    } finally {
-      timer.clear();
     }
   }
   let fingerprint: string;
@@ -123,17 +123,4 @@ export function scanThroughMemo(
       return scanner.scan(message, ctx);
     },
   });
-}
-
-/**
- * AbortSignal.timeout() for a call that usually ends long before the deadline: the timer is
- * cleared when the call is done instead of lingering (one per message) until the deadline.
- */
-function deadlineSignal(ms: number): { signal: AbortSignal; clear: () => void } {
-  const controller = new AbortController();
-  const timer = setTimeout(() => {
-    controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
-  }, ms);
-  timer.unref();
-  return { signal: controller.signal, clear: () => clearTimeout(timer) };
 }

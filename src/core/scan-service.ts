@@ -1,4 +1,5 @@
 import { analyseMessage, OUR_HEADER_PREFIX, type HeaderLine } from './content-key.js';
+import { DeadlineSignals } from './deadline-signals.js';
 import type { EvaluateOptions, Evaluation, Evaluator } from './evaluation.js';
 import { lazyChild, type Logger } from './logger.js';
 import { findValidMark, MARK_HEADER, verdictHeaders, type MarkKind } from './mark.js';
@@ -51,7 +52,7 @@ export class ScanService implements Evaluator {
     if (o.scanners.length === 0) throw new Error('ScanService needs at least one scanner');
     this.slots = new Semaphore(o.concurrency);
     this.now = o.now ?? Date.now;
-    this.scannerDeps = { memo: o.memo, now: this.now };
+    this.scannerDeps = { memo: o.memo, now: this.now, deadlines: new DeadlineSignals(this.now) };
   }
 
   /** Waits for monitor-mode scans and background scanner work (tests, graceful shutdown). */
@@ -168,10 +169,8 @@ export class ScanService implements Evaluator {
   ): Promise<Outcome[]> {
     let release = options.signal?.aborted === true ? undefined : this.slots.tryAcquire();
     try {
-      // Only a caller that has to wait for a slot needs a timer for it.
-      release ??= await this.slots.acquire(
-        options.signal ?? AbortSignal.timeout(Math.max(1, options.deadline - this.now())),
-      );
+      // Only a caller that has to wait for a slot needs a signal for it.
+      release ??= await this.slots.acquire(options.signal ?? this.scannerDeps.deadlines.at(options.deadline));
     } catch {
       return this.o.scanners.map((s) => ({
         scanner: s.name,

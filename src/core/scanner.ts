@@ -4,7 +4,10 @@ import type { Logger } from './logger.js';
 
 /** What the orchestrator hands a scanner for one call. */
 export interface ScanContext {
-  /** Aborted when the scanner must stop: the message deadline, or the background limit. */
+  /**
+   * Aborted when the scanner must stop: the message deadline, or the background limit. A local
+   * scanner's fires up to DEADLINE_SLOT_MS after the deadline (it is shared: see DeadlineSignals).
+   */
   readonly signal: AbortSignal;
   /** Epoch ms by which the caller needs an answer. Scanners pass the remaining budget on to their peers. */
   readonly deadline: number;

@@ -13,18 +13,22 @@ export interface CountingScannerOptions {
   /** Also append a line per call to this file (counts calls across processes). */
   readonly countFile?: string;
   readonly fingerprint?: string;
+  /** Run as a local scanner (directly, without the verdict cache), as the rules engine is. */
+  readonly local?: boolean;
 }
 
 /** A real Scanner that reads the message, waits, answers as told and counts its calls. */
 export class CountingScanner implements Scanner {
   readonly name: string;
   readonly backgroundMs: number;
+  readonly local: boolean;
   calls = 0;
   fingerprintValue: string;
 
   constructor(private readonly options: CountingScannerOptions = {}) {
     this.name = options.name ?? 'counting';
     this.backgroundMs = options.backgroundMs ?? 0;
+    this.local = options.local ?? false;
     this.fingerprintValue = options.fingerprint ?? 'v1';
   }
 
@@ -39,15 +43,16 @@ export class CountingScanner implements Scanner {
     for await (const chunk of message.open() as AsyncIterable<Buffer>) body += chunk.toString('latin1');
     if (this.options.delayMs) {
       await new Promise<void>((resolve, reject) => {
-        const t = setTimeout(resolve, this.options.delayMs);
-        ctx.signal.addEventListener(
-          'abort',
-          () => {
-            clearTimeout(t);
-            reject(ctx.signal.reason as Error);
-          },
-          { once: true },
-        );
+        // The signal may be shared with other calls (a local scanner's is): take the listener off when done.
+        const onAbort = () => {
+          clearTimeout(t);
+          reject(ctx.signal.reason as Error);
+        };
+        const t = setTimeout(() => {
+          ctx.signal.removeEventListener('abort', onAbort);
+          resolve();
+        }, this.options.delayMs);
+        ctx.signal.addEventListener('abort', onAbort, { once: true });
       });
     }
     const f = this.options.finding ?? { kind: 'clean' };

@@ -65,6 +65,26 @@ describe('ScanService', () => {
     expect(elapsed).toBeLessThan(1_000);
   });
 
+  it('stops a hanging local scanner at the deadline, not before, and runs it without the cache', async () => {
+    const scanner = new CountingScanner({ local: true, delayMs: 60_000 });
+    const rt = start(tempDir(), [scanner]);
+    const started = Date.now();
+    const result = await rt.evaluator.evaluate(message(CLEAN_MAIL), { deadline: started + 300 });
+    const elapsed = Date.now() - started;
+    expect(result.outcomes[0]).toMatchObject({ kind: 'failed', reason: 'timeout', cached: false });
+    expect(result.decision.action).toBe('tempfail');
+    expect(elapsed).toBeGreaterThanOrEqual(300);
+    expect(elapsed).toBeLessThan(1_000);
+    // A quick local scan answers at once, and a local scanner is asked again each time (no cache).
+    const quick = new CountingScanner({ local: true, delayMs: 5 });
+    const rt2 = start(tempDir(), [quick]);
+    for (let i = 0; i < 2; i++) {
+      const r = await rt2.evaluator.evaluate(message(CLEAN_MAIL), { deadline: Date.now() + 300 });
+      expect(r.outcomes[0]).toMatchObject({ kind: 'clean', cached: false });
+    }
+    expect(quick.calls).toBe(2);
+  });
+
   it('lets a scan finish in the background and answers the retry from the cache', async () => {
     const scanner = new CountingScanner({
       delayMs: 400,
