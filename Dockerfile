@@ -41,5 +41,5 @@ EXPOSE 10025 10030
 # same SANDGATE_ADMIN__LISTEN in the environment (docs/docker.md).
 HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
     CMD ["node", "-e", "const a=(process.env.SANDGATE_ADMIN__LISTEN||'127.0.0.1:10030').trim().replace(/^0\\.0\\.0\\.0:/,'127.0.0.1:').replace(/^\\[::\\]:/,'[::1]:');fetch('http://'+a+'/healthz',{signal:AbortSignal.timeout(4000)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-ENTRYPOINT ["node", "/app/dist/cli/main.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=4", "/app/dist/cli/main.js"]
 CMD ["relay"]

@@ -34,5 +34,5 @@ it('the Dockerfile keeps its contract: multi-stage, non-root, healthcheck, volum
   expect(d).toMatch(/^USER sandgate$/m);
   expect(d).toMatch(/^HEALTHCHECK /m);
   expect(d).toMatch(/^VOLUME \["\/etc\/sandgate", "\/var\/lib\/sandgate"\]$/m);
-  expect(d).toMatch(/ENTRYPOINT \["node", "\/app\/dist\/cli\/main\.js"\]/);
+  expect(d).toMatch(/ENTRYPOINT \["node", "--max-semi-space-size=4", "\/app\/dist\/cli\/main\.js"\]/);
 });
