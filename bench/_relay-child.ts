@@ -6,9 +6,17 @@
 //       relay-untrusted the same with relay.trustedPeers empty (smtp-server's 100 ms greeting pause kept)
 //       proxy           environment.md's pass-through proxy (smtp-server -> nodemailer pool of 10)
 // Further arguments are config settings for the relay (as --set). Prints "ready <port>"; stops
-// when stdin ends.
+// when stdin ends. A line "gc" on stdin is answered with "gc <minor> <major> <major ms>": the
+// garbage collections of this process so far (young generation, mark-compacts, and the
+// mark-compacts' pauses).
 import net from 'node:net';
 import { join } from 'node:path';
+import {
+  constants,
+  PerformanceObserver,
+  type NodeGCPerformanceDetail,
+  type PerformanceEntry,
+} from 'node:perf_hooks';
 import nodemailer from 'nodemailer';
 import { SMTPServer } from 'smtp-server';
 import { run as runRelay } from '../src/cli/commands/relay.js';
@@ -104,9 +112,30 @@ async function startRelay(trusted: boolean): Promise<{ port: number; close(): Pr
   };
 }
 
+const gc = { minor: 0, major: 0, majorMs: 0 };
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    const kind = (e as PerformanceEntry & { detail?: NodeGCPerformanceDetail }).detail?.kind;
+    if (kind === constants.NODE_PERFORMANCE_GC_MINOR) gc.minor++;
+    else if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
+      gc.major++;
+      gc.majorMs += e.duration;
+    }
+  }
+}).observe({ entryTypes: ['gc'] });
+
 const filter = kind === 'proxy' ? await startProxy() : await startRelay(kind !== 'relay-untrusted');
 process.stdout.write(`ready ${filter.port}\n`);
-process.stdin.resume();
+let input = '';
+process.stdin.on('data', (c: Buffer) => {
+  input += c.toString();
+  for (let nl = input.indexOf('\n'); nl >= 0; nl = input.indexOf('\n')) {
+    if (input.slice(0, nl).trim() === 'gc') {
+      process.stdout.write(`gc ${gc.minor} ${gc.major} ${gc.majorMs.toFixed(1)}\n`);
+    }
+    input = input.slice(nl + 1);
+  }
+});
 process.stdin.once('end', () => {
   void filter.close().then(() => process.exit(0));
 });

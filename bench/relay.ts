@@ -2,8 +2,8 @@
 // scanner against environment.md's pass-through proxy (smtp-server -> nodemailer pool), each in a
 // child process of its own (bench/_relay-child.ts bundled for plain node), smtp-sink as next hop,
 // smtp-source as client.
-//   npx tsx bench/relay.ts [messages=4000] [--skip-postfix] [--skip-rss] [--only-postfix]
-//   --only-postfix: rows (c) and (d) only.
+//   npx tsx bench/relay.ts [messages=4000] [--skip-postfix] [--skip-rss] [--only-postfix] [--node-defaults]
+//   --only-postfix: rows (c) and (d) only. --node-defaults: both filters without NODE_FLAGS.
 // Rows: (a) 20 KB, concurrency 10, reused connections: msg/s (median of 5 interleaved runs, and
 // the relay/proxy ratio of each round), filter CPU per message, and added p50/p99 latency (a Node
 // client, 10 reused connections, medians of 5 rounds of 1,000); (b) a new connection per message,
@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { postfixAvailable, startPostfix, type PostfixInstance } from '../test/support/postfix.js';
 import { freePort, waitListening } from '../test/support/free-port.js';
 import { bundleForNode } from '../test/support/bundle.js';
+import { NODE_FLAGS } from '../src/cli/node-flags.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -52,6 +53,9 @@ const runCleanups = () =>
 // The filters run bundled for plain node, as the proxy of environment.md runs and as sandgate is
 // shipped: no TypeScript loader in the measured processes (tsx adds CPU at load and ~35 MB RSS).
 const child = bundleForNode(join(HERE, '_relay-child.ts'));
+// Both filters run with the node flags sandgate's launchers use (src/cli/node-flags.ts), or with
+// node's defaults under --node-defaults.
+const nodeFlags = args.includes('--node-defaults') ? [] : NODE_FLAGS;
 // Removed last, after every filter has stopped.
 cleanups.push(() => child.remove());
 // Interrupted: still stop the sink, Postfix and the filters (the filters also stop when their stdin closes).
@@ -140,33 +144,57 @@ async function startSink(): Promise<Sink> {
   };
 }
 
+/** Garbage collections of a filter process so far (bench/_relay-child.ts answers "gc"). */
+interface GcCounts {
+  readonly minor: number;
+  readonly major: number;
+  readonly majorMs: number;
+}
+
 interface Filter {
   readonly kind: string;
   readonly port: number;
   readonly pid: number;
+  gc(): Promise<GcCounts>;
   stop(): Promise<void>;
 }
 
 async function startFilter(kind: string, hopPort: number, listenPort = 0): Promise<Filter> {
   const state = mkdtempSync(join(tmpdir(), 'sg-bench-relay-'));
-  const p = spawn(process.execPath, [child.file, kind, String(listenPort), String(hopPort), state], {
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
+  const p = spawn(
+    process.execPath,
+    [...nodeFlags, child.file, kind, String(listenPort), String(hopPort), state],
+    {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    },
+  );
   const stopIt = once(async () => {
     await stop(p, () => p.stdin?.end());
     rmSync(state, { recursive: true, force: true });
   });
   cleanups.push(stopIt);
+  const gcWaiters: Array<(c: GcCounts) => void> = [];
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
     p.stdout?.on('data', (c: Buffer) => {
       out += c.toString();
-      const m = /^ready (\d+)$/m.exec(out);
-      if (m) resolve(Number(m[1]));
+      for (let nl = out.indexOf('\n'); nl >= 0; nl = out.indexOf('\n')) {
+        const line = out.slice(0, nl);
+        out = out.slice(nl + 1);
+        const ready = /^ready (\d+)$/.exec(line);
+        if (ready) resolve(Number(ready[1]));
+        const gc = /^gc (\d+) (\d+) ([\d.]+)$/.exec(line);
+        if (gc) gcWaiters.shift()?.({ minor: Number(gc[1]), major: Number(gc[2]), majorMs: Number(gc[3]) });
+      }
     });
     p.once('exit', (code) => reject(new Error(`${kind} exited with ${String(code)} before it was ready`)));
   });
-  return { kind, port, pid: p.pid as number, stop: stopIt };
+  const gc = () =>
+    new Promise<GcCounts>((resolve) => {
+      gcWaiters.push(resolve);
+      p.stdin?.write('gc\n');
+    });
+  return { kind, port, pid: p.pid as number, gc, stop: stopIt };
 }
 
 /** smtp-source against `port`; resolves with the wall time in seconds. */
@@ -281,7 +309,9 @@ try {
   const sink = await startSink();
   const proxy = await startFilter('proxy', sink.port);
   const relay = await startFilter('relay', sink.port);
-  say(`# relay benchmark, ${new Date().toISOString()}, ${N} x ${SIZE} B unless noted`);
+  say(
+    `# relay benchmark, ${new Date().toISOString()}, ${N} x ${SIZE} B unless noted; both filters run as node ${nodeFlags.join(' ') || '(no flags)'}`,
+  );
   say();
 
   if (!args.includes('--only-postfix')) {
@@ -293,15 +323,20 @@ try {
     }
     // Latency: LAT_ROUNDS interleaved rounds of 1,000 messages each; p50 and p99 are the medians of
     // the rounds' percentiles (one GC pause of the measuring client can make a single p99).
-    const lat: Record<string, { p50: number[]; p99: number[] }> = {
-      proxy: { p50: [], p99: [] },
-      relay: { p50: [], p99: [] },
+    // The filter's mark-compacts in each round: a mark-compact stalls every connection for several
+    // ms at once, so a round with one has it in its p99.
+    const lat: Record<string, { p50: number[]; p99: number[]; majors: number[] }> = {
+      proxy: { p50: [], p99: [], majors: [] },
+      relay: { p50: [], p99: [], majors: [] },
     };
     for (let r = 0; r < LAT_ROUNDS; r++) {
       for (const f of [proxy, relay]) {
+        const gc0 = await f.gc();
         const l = (await latencies(f.port, 1000, CONC)).sort((a, b) => a - b);
+        const gc1 = await f.gc();
         lat[f.kind]!.p50.push(pct(l, 50));
         lat[f.kind]!.p99.push(pct(l, 99));
+        lat[f.kind]!.majors.push(gc1.major - gc0.major);
       }
     }
     const p = (k: string) => median(runs[k]!.map((x) => x.msgPerS));
@@ -324,7 +359,8 @@ try {
     const paired = runs.relay!.map((x, i) => (x.msgPerS / runs.proxy![i]!.msgPerS) * 100);
     say(
       `Relay / proxy per round: ${paired.map((x) => `${f0(x)} %`).join(', ')} (median ${f0(median(paired))} %). ` +
-        `p99 ms per latency round, proxy: ${lat.proxy!.p99.map(f1).join(', ')}; relay: ${lat.relay!.p99.map(f1).join(', ')}.`,
+        `p99 ms per latency round, proxy: ${lat.proxy!.p99.map(f1).join(', ')}; relay: ${lat.relay!.p99.map(f1).join(', ')}. ` +
+        `Mark-compacts per latency round (1,000 messages), proxy: ${lat.proxy!.majors.join(', ')}; relay: ${lat.relay!.majors.join(', ')}.`,
     );
     say();
 
