@@ -10,7 +10,7 @@
  * the live heap (--trace-incremental-marking: "22MB / 38MB / 16MB", used / limit / room), no more
  * than a 16 MB young generation, so marking started again at once: 2-4 mark-compacts per 1,000
  * relayed messages, each stalling every connection for 8-12 ms (the relay's p99 tail). With a
- * 4 MB young generation there were none in most rounds of 1,000, at no measured cost in CPU or
- * peak RSS (docs/benchmarks.md).
+ * 4 MB young generation there was none in the 15 benchmark rounds of 1,000 messages, at no
+ * measured cost in CPU or peak RSS (docs/benchmarks.md).
  */
 export const NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];

@@ -12,7 +12,7 @@ export const DEADLINE_SLOT_MS = 250;
  * survives the young-generation collections after it is dropped and is promoted to the old
  * generation (a loop that only makes signals promotes about a fifth of what it allocates), and
  * the old generation's growth brings the mark-compacts that made the relay's p99 tail. A signal
- * per relayed message promoted about 0.6 MB per 1,000 messages (--trace-gc-nvp; the pass-through
+ * per relayed message promoted 0.5-0.9 MB per 1,000 messages (--trace-gc-nvp; the pass-through
  * proxy promotes 0.6 MB in all). With slots there is one signal per 250 ms of deadlines, however
  * many messages share it; each lives until its slot ends.
  */
