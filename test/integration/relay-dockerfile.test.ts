@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
+import { NODE_FLAGS } from '../../src/cli/node-flags.js';
 
 const root = join(import.meta.dirname, '..', '..');
 const bin = join(root, 'node_modules', '.bin', 'dockerfilelint');
@@ -34,5 +35,9 @@ it('the Dockerfile keeps its contract: multi-stage, non-root, healthcheck, volum
   expect(d).toMatch(/^USER sandgate$/m);
   expect(d).toMatch(/^HEALTHCHECK /m);
   expect(d).toMatch(/^VOLUME \["\/etc\/sandgate", "\/var\/lib\/sandgate"\]$/m);
-  expect(d).toMatch(/ENTRYPOINT \["node", "--max-semi-space-size=4", "\/app\/dist\/cli\/main\.js"\]/);
+  // The entrypoint runs the sandgate command with the launchers' node flags (src/cli/node-flags.ts).
+  const entrypoint = ['node', ...NODE_FLAGS, '/app/dist/cli/main.js']
+    .map((a) => JSON.stringify(a))
+    .join(', ');
+  expect(d.split('\n')).toContain(`ENTRYPOINT [${entrypoint}]`);
 });
