@@ -1,4 +1,4 @@
-import { PassThrough, type Readable, type Transform, type Writable } from 'node:stream';
+import { PassThrough, type Readable, type Transform } from 'node:stream';
 import { createInflateRaw } from 'node:zlib';
 import { isSandgateError } from '../errors.js';
 import { deliver } from './deliver.js';
@@ -46,14 +46,18 @@ export async function walkZip(
       );
       continue;
     }
-    const spool = await extractMember(state, archive, entry, memberPath);
+    const spool = await extractZipMember(state, archive, entry, memberPath);
     if (spool === undefined) await deliverOpaque(state, meta, { damaged: true });
     else await deliver(state, spool, meta);
   }
 }
 
 /** A member the walker cannot read: yielded with no content and a flag saying why. */
-async function deliverOpaque(state: WalkState, meta: PartMeta, extra: Partial<WalkedPart>): Promise<void> {
+export async function deliverOpaque(
+  state: WalkState,
+  meta: PartMeta,
+  extra: Partial<WalkedPart>,
+): Promise<void> {
   const part: WalkedPart = {
     ...meta,
     ...extra,
@@ -71,34 +75,50 @@ function baseName(name: string): string {
   return cut >= 0 ? name.slice(cut + 1) : name;
 }
 
-/** Decompresses one member into a spool; undefined when its bytes are damaged. */
-async function extractMember(
+/** Decompresses one zip member into a spool; undefined when its bytes are damaged. */
+async function extractZipMember(
   state: WalkState,
   archive: PartSpool,
   entry: ZipEntry,
   memberPath: string,
 ): Promise<PartSpool | undefined> {
+  let start: number;
+  try {
+    start = await memberDataOffset(archive, entry);
+  } catch (err) {
+    if (isSandgateError(err) || state.options.signal?.aborted) throw err;
+    return undefined; // a damaged local header
+  }
+  const stages: (Readable | Transform)[] = [archive.open({ start, end: start + entry.compressedSize })];
+  if (entry.method === 8) stages.push(createInflateRaw({ chunkSize: 64 * 1024 }));
+  return extractMember(state, memberPath, entry.compressedSize, stages);
+}
+
+/**
+ * Runs an archive member's bytes through `stages` (a reader, then a decompressor) into a spool,
+ * under the walk's ratio limit against `compressedSize`; undefined when the bytes are damaged.
+ */
+export async function extractMember(
+  state: WalkState,
+  memberPath: string,
+  compressedSize: number,
+  stages: readonly (Readable | Transform)[],
+): Promise<PartSpool | undefined> {
   const { limits } = state.options;
   let out = 0;
   const spool = state.newSpool(memberPath, (n) => {
     out += n;
-    if (out > limits.ratioMinBytes && out > limits.maxExpansionRatio * Math.max(entry.compressedSize, 1)) {
+    if (out > limits.ratioMinBytes && out > limits.maxExpansionRatio * Math.max(compressedSize, 1)) {
       throw new LimitReached('ratio', memberPath);
     }
   });
   try {
-    const start = await memberDataOffset(archive, entry);
-    const stages: (Readable | Transform | Writable)[] = [
-      archive.open({ start, end: start + entry.compressedSize }),
-    ];
-    if (entry.method === 8) stages.push(createInflateRaw({ chunkSize: 64 * 1024 }));
-    stages.push(spool.writable());
-    await pump(stages, state.options.signal);
+    await pump([...stages, spool.writable()], state.options.signal);
     return spool;
   } catch (err) {
     spool.dispose();
     if (err instanceof LimitReached || isSandgateError(err) || state.options.signal?.aborted) throw err;
-    // A damaged member (bad local header, corrupt deflate data).
+    // A damaged member (bad local header, corrupt compressed data).
     return undefined;
   }
 }

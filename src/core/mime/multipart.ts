@@ -1,6 +1,7 @@
 import type { Writable } from 'node:stream';
 import { Splitter, type MimeNode } from '@zone-eu/mailsplit';
 import type { SplitterChunk } from '@zone-eu/mailsplit';
+import { checkNodeHeaders, EpilogueWatch } from './anomalies.js';
 import { startLeaf, type Leaf } from './leaf.js';
 import { drained } from './pump.js';
 import { LimitReached, type WalkState } from './walk-state.js';
@@ -29,6 +30,8 @@ export async function walkSplit(
   })();
 
   let leaf: Leaf | undefined;
+  /** Each multipart's own data (preamble, delimiters, epilogue), watched for parts after its end. */
+  const epilogues = new Map<MimeNode, EpilogueWatch>();
   try {
     for await (const item of splitter as AsyncIterable<SplitterChunk>) {
       if (item.type === 'node') {
@@ -37,13 +40,26 @@ export async function walkSplit(
           leaf = undefined;
           await done.finish(state);
         }
-        if (item.multipart !== false) continue;
+        if (item.multipart !== false) {
+          const path = joinPath(prefix, item);
+          checkNodeHeaders(state, item, path);
+          if (item._boundary !== false)
+            epilogues.set(item, new EpilogueWatch(item._boundary.toString('latin1')));
+          continue;
+        }
         state.parts++;
         const path = joinPath(prefix, item);
         if (state.parts > state.options.limits.maxParts) throw new LimitReached('parts', path);
         leaf = startLeaf(state, item, path, depth);
       } else if (item.type === 'body' && leaf !== undefined && item.node === leaf.node) {
         await leaf.write(item.value);
+      } else if (item.type === 'data') {
+        // Typed as always set; the delimiter lines themselves come with node false.
+        const owner = item.node as MimeNode | false;
+        const watch = owner === false ? undefined : epilogues.get(owner);
+        if (owner !== false && watch?.push(item.value) === true) {
+          state.flag('boundary-after-close', joinPath(prefix, owner));
+        }
       }
     }
     if (leaf !== undefined) {

@@ -31,6 +31,48 @@ export interface WalkOptions {
 
 export type WalkLimitKind = 'depth' | 'members' | 'ratio' | 'total-bytes' | 'parts';
 
+/** How a block embedded in a text part was encoded (see embedded.ts); a decoded block is a part of its own. */
+export type EmbeddedKind = 'uuencode' | 'base64' | 'yenc' | 'data-uri';
+
+/**
+ * Something a parser and a mail client may read differently, or content the walker cannot decode
+ * that a client may still show (docs/SECURITY.md, "Parser ambiguities"). The walk goes on; the
+ * rules engine answers suspicious with the kind as its reason.
+ */
+export type AnomalyKind =
+  /** Two Content-Type fields in one header block: which one a client uses differs. */
+  | 'duplicate-content-type'
+  /** Two Content-Transfer-Encoding fields in one header block. */
+  | 'duplicate-transfer-encoding'
+  /** Two Content-Disposition fields in one header block. */
+  | 'duplicate-content-disposition'
+  /** A boundary parameter given twice in one Content-Type. */
+  | 'duplicate-boundary'
+  /** A multipart with a base64 or quoted-printable transfer encoding (RFC 2045 forbids it). */
+  | 'encoded-multipart'
+  /** A transfer encoding the walker does not decode (the bytes are scanned as they are). */
+  | 'unknown-transfer-encoding'
+  /** A body line that starts like a delimiter of an enclosing multipart but is not one (--AAAB under AAA). */
+  | 'boundary-prefix'
+  /** A part that is not multipart but declares a boundary, with that boundary's delimiter lines in its body. */
+  | 'boundary-in-single-part'
+  /** A delimiter line after the closing delimiter of its multipart: parts a client may still show. */
+  | 'boundary-after-close'
+  /** A NUL or other control character in a file name (setup.exe\0.txt). */
+  | 'control-char-in-filename'
+  /** A uuencode transfer encoding without a begin line to decode. */
+  | 'uuencode-without-begin'
+  /** A multi-part yEnc block (=ypart): one piece of a file split over several messages. */
+  | 'yenc-multipart'
+  /** BinHex 4.0 content, which the walker does not decode. */
+  | 'binhex';
+
+export interface WalkAnomaly {
+  readonly kind: AnomalyKind;
+  /** The part path where it was seen. */
+  readonly at: string;
+}
+
 /**
  * One decoded MIME leaf, attached message or archive member. Valid only during the onPart
  * callback: its bytes are disposed when the callback's promise settles. Read its fields and call
@@ -45,6 +87,11 @@ export interface WalkedPart {
   /** Lower-case MIME type; archive members get application/octet-stream. */
   readonly contentType: string;
   readonly filename?: string;
+  /**
+   * Other names the part goes by, when they differ from `filename`: a Content-Type name beside a
+   * Content-Disposition filename, a name cut at a control character. Name rules check them all.
+   */
+  readonly otherNames?: readonly string[];
   /** Decoded size in bytes (0 for a member yielded without content: encrypted, unsupported, damaged). */
   readonly size: number;
   /** Hex SHA-256 of the decoded bytes ('' for a member yielded without content). */
@@ -52,7 +99,9 @@ export interface WalkedPart {
   /** Content-Disposition attachment, a named part, or an archive member. */
   readonly isAttachment: boolean;
   /** Set when the walker will also walk into this part: its members or inner parts follow it. */
-  readonly container?: 'zip' | 'message';
+  readonly container?: 'zip' | 'gzip' | 'message';
+  /** A block decoded out of a text part (uuencode, begin-base64, yEnc, an HTML data: URI). */
+  readonly embedded?: EmbeddedKind;
   /** An archive member whose bytes are encrypted (general purpose flag bit 0): no content. */
   readonly encrypted?: boolean;
   /** An archive member the walker cannot decompress (method other than stored or deflate). */
@@ -83,6 +132,8 @@ export interface WalkSummary {
   readonly stopped: boolean;
   /** Archives whose directory could not be read: yielded as parts, not expanded. */
   readonly unreadableArchives: number;
+  /** Ambiguities and undecodable content seen, in order (at most MAX_ANOMALIES). */
+  readonly anomalies: readonly WalkAnomaly[];
 }
 
 export type OnPart = (part: WalkedPart) => Promise<void | 'stop'>;

@@ -1,8 +1,11 @@
 import { SandgateError } from '../errors.js';
 import { PartSpool } from './part-spool.js';
-import type { OnPart, WalkLimitKind, WalkOptions } from './types.js';
+import type { AnomalyKind, EmbeddedKind, OnPart, WalkAnomaly, WalkLimitKind, WalkOptions } from './types.js';
 
 const DEFAULT_MEMORY_THRESHOLD = 1024 * 1024;
+
+/** Anomalies kept per walk: the first ones name the problem; a flood of them says nothing more. */
+export const MAX_ANOMALIES = 32;
 
 /** Thrown inside the walk when a limit is reached; turned into WalkSummary.limit. */
 export class LimitReached extends Error {
@@ -22,7 +25,11 @@ export interface PartMeta {
   readonly depth: number;
   readonly contentType: string;
   readonly filename?: string;
+  readonly otherNames?: readonly string[];
   readonly isAttachment: boolean;
+  readonly embedded?: EmbeddedKind;
+  /** The lower-case Content-Transfer-Encoding of a MIME leaf ('' when none). */
+  readonly encoding?: string;
 }
 
 export class WalkState {
@@ -30,6 +37,7 @@ export class WalkState {
   members = 0;
   bytes = 0;
   unreadableArchives = 0;
+  readonly anomalies: WalkAnomaly[] = [];
   readonly threshold: number;
   constructor(
     readonly options: WalkOptions,
@@ -44,6 +52,13 @@ export class WalkState {
         cause: this.options.signal.reason,
       });
     }
+  }
+
+  /** Records an ambiguity; the same kind at the same path once. */
+  flag(kind: AnomalyKind, at: string): void {
+    if (this.anomalies.length >= MAX_ANOMALIES) return;
+    if (this.anomalies.some((a) => a.kind === kind && a.at === at)) return;
+    this.anomalies.push({ kind, at });
   }
 
   /** A spool whose every byte counts against the total-bytes budget. */

@@ -6,7 +6,17 @@ import { singleLeafRoot, walkSingleLeaf } from './single-part.js';
 import type { OnPart, WalkOptions, WalkSummary } from './types.js';
 import { LimitReached, StopWalk, WalkState } from './walk-state.js';
 
-export type { OnPart, WalkedPart, WalkLimits, WalkLimitKind, WalkOptions, WalkSummary } from './types.js';
+export type {
+  AnomalyKind,
+  EmbeddedKind,
+  OnPart,
+  WalkAnomaly,
+  WalkedPart,
+  WalkLimits,
+  WalkLimitKind,
+  WalkOptions,
+  WalkSummary,
+} from './types.js';
 
 /**
  * Walks a message: every MIME leaf, attached message and zip member is decoded, spooled (size
@@ -45,6 +55,7 @@ export async function walkMessage(
     bytes: state.bytes,
     stopped,
     unreadableArchives: state.unreadableArchives,
+    anomalies: state.anomalies,
     ...(limit !== undefined ? { limit } : {}),
   };
 }
