@@ -36,10 +36,18 @@ const LINK = /\b(?:https?:\/\/|www\.)[^\s"'<>]{3,}/i;
 
 /** Whether a part looks worth a sandbox analysis under the prefilter's lists. */
 export function isRisky(
-  part: { contentType: string; filename?: string | undefined; container?: string | undefined },
+  part: {
+    contentType: string;
+    filename?: string | undefined;
+    container?: string | undefined;
+    embedded?: string | undefined;
+  },
   prefilter: PtSandboxConfig['prefilter'],
 ): boolean {
   if (part.container === 'message') return true;
+  // A file hidden in a text body (uuencode, yEnc, begin-base64) is risky whatever its name; an
+  // HTML data: URI counts by its media type like any attachment.
+  if (part.embedded !== undefined && part.embedded !== 'data-uri') return true;
   const name = (part.filename ?? '').toLowerCase();
   const dot = name.lastIndexOf('.');
   const ext = dot >= 0 ? name.slice(dot + 1) : '';

@@ -3,7 +3,7 @@ import type { z } from 'zod';
 import type { rulesSchema } from '../../core/config/scanners.js';
 import { isSandgateError, SandgateError } from '../../core/errors.js';
 import type { MessageSource } from '../../core/message.js';
-import { walkMessage, type WalkedPart, type WalkSummary } from '../../core/mime/walker.js';
+import { walkMessage, type AnomalyKind, type WalkedPart, type WalkSummary } from '../../core/mime/walker.js';
 import type { Finding, FindingDetails } from '../../core/outcome.js';
 import type { ScanContext, Scanner } from '../../core/scanner.js';
 import {
@@ -21,7 +21,7 @@ import { EICAR, Threats } from './threats.js';
 export type RulesSettings = z.output<typeof rulesSchema>;
 
 /** Bump when a rule changes what it detects: it is part of the fingerprint, so cached verdicts expire. */
-export const RULES_VERSION = 'sandgate-rules/1';
+export const RULES_VERSION = 'sandgate-rules/2';
 
 export interface RulesScannerOptions {
   /** Where parts larger than settings.memorySpoolThreshold are spooled while scanned. */
@@ -202,11 +202,15 @@ export class RulesScanner implements Scanner {
       hit(Threats.blockedHash, 'malicious', 'blocked-sha256');
 
     // Names are visible even when the content is not (an encrypted member's name is not encrypted).
-    if (part.filename !== undefined) {
-      if (s.blockDoubleExtensions && doubleExtension(part.filename, this.blockedExt) !== undefined) {
+    // Every name the part goes by counts: a client may show or save it under any of them.
+    const names = [...(part.filename !== undefined ? [part.filename] : []), ...(part.otherNames ?? [])];
+    for (const name of names) {
+      if (s.blockDoubleExtensions && doubleExtension(name, this.blockedExt) !== undefined) {
         hit(Threats.doubleExtension, 'malicious', 'double-extension');
-      } else if (blockedExtension(part.filename, this.blockedExt) !== undefined) {
+        break;
+      } else if (blockedExtension(name, this.blockedExt) !== undefined) {
         hit(Threats.blockedExtension, 'malicious', 'blocked-extension');
+        break;
       }
     }
     if (s.macros !== 'off' && part.depth > 0 && isOoxmlVbaProject(part.path)) {
@@ -218,7 +222,7 @@ export class RulesScanner implements Scanner {
     if (
       s.blockDisguisedExecutables &&
       executableKind(part.head) !== undefined &&
-      !isExecutableName(part.filename, this.blockedExt)
+      !names.some((n) => isExecutableName(n, this.blockedExt))
     ) {
       hit(Threats.disguisedExecutable, 'malicious', 'disguised-executable');
     }
@@ -266,6 +270,15 @@ function conclude(state: ScanState, summary: WalkSummary): Finding {
     };
   }
   const suspicious = pick('suspicious');
+  // The message's structure, not a file's content: the hash allow list does not excuse these.
+  for (const a of summary.anomalies) {
+    suspicious.push({
+      threat: anomalyThreat(a.kind),
+      severity: 'suspicious',
+      rule: `mime-${a.kind}`,
+      path: a.at,
+    });
+  }
   const limit = summary.limit;
   if (limit !== undefined && limit.kind !== 'total-bytes') {
     suspicious.push({
@@ -300,6 +313,11 @@ function conclude(state: ScanState, summary: WalkSummary): Finding {
     };
   }
   return { kind: 'clean', ...(partial ? { partial } : {}), details: base };
+}
+
+/** Content we could not decode has its own threat name; everything else is an ambiguity. */
+function anomalyThreat(kind: AnomalyKind): string {
+  return kind === 'yenc-multipart' || kind === 'binhex' ? Threats.undecoded : Threats.ambiguous;
 }
 
 function unique(xs: readonly string[]): string[] {

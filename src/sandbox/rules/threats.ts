@@ -9,6 +9,10 @@ export const Threats = {
   archiveBomb: 'Sandgate.Archive.Bomb',
   tooManyParts: 'Sandgate.Mime.TooManyParts',
   malformed: 'Sandgate.Mime.Malformed',
+  /** A parser ambiguity (duplicate fields, boundary tricks, a control character in a name, ...). */
+  ambiguous: 'Sandgate.Mime.Ambiguous',
+  /** Content a mail client may decode that the walker does not: multi-part yEnc, BinHex. */
+  undecoded: 'Sandgate.Mime.Undecoded',
 } as const;
 
 /** The EICAR test string (https://www.eicar.org), kept encoded so this source file is not itself flagged. */

@@ -23,6 +23,7 @@ import {
   type SpecimenName,
   oversizedPartHeader,
 } from '../../../support/specimens.js';
+import { beginBase64, embeddedSpecimens, textMessage, yenc } from '../../../support/embedded-specimens.js';
 
 let spoolDir: string;
 beforeEach(() => {
@@ -231,6 +232,96 @@ describe('RulesScanner fingerprint', () => {
       scanner({ allowedSha256: ['a'.repeat(64)] }).fingerprint(),
     ]);
     for (const o of others) expect(o).not.toBe(a);
-    expect(a).toMatch(/^sandgate-rules\/1:[0-9a-f]{32}$/);
+    expect(a).toMatch(/^sandgate-rules\/2:[0-9a-f]{32}$/);
+  });
+});
+
+describe('RulesScanner on files embedded in text and parser ambiguities', () => {
+  it('a uuencoded program, a disguised one and EICAR in a text body are malicious, with the block named', async () => {
+    const program = await scan(embeddedSpecimens.uuencodedProgram());
+    expect(program).toMatchObject({
+      kind: 'malicious',
+      threats: ['Sandgate.Attachment.BlockedExtension'],
+      details: { rule: 'blocked-extension', part: '1/uuencode-1' },
+    });
+    expect(threats(await scan(embeddedSpecimens.uuencodedDisguisedProgram()))).toEqual([
+      'Sandgate.Attachment.DisguisedExecutable',
+    ]);
+    expect(await scan(embeddedSpecimens.uuencodedEicar())).toMatchObject({
+      kind: 'malicious',
+      threats: ['Sandgate.Test.EICAR'],
+      details: { part: '1/uuencode-1' },
+    });
+  });
+
+  it('yEnc and begin-base64 programs are malicious; a multi-part yEnc piece is suspicious, named', async () => {
+    expect(threats(await scan(textMessage(yenc(fakeElf(), 'tool.pdf'))))).toEqual([
+      'Sandgate.Attachment.DisguisedExecutable',
+    ]);
+    expect(threats(await scan(textMessage(beginBase64(fakeElf(), 'tool.pdf'))))).toEqual([
+      'Sandgate.Attachment.DisguisedExecutable',
+    ]);
+    expect(
+      await scan(textMessage(yenc(Buffer.from('just a piece'), 'a.rar', { part: 2, total: 3 }))),
+    ).toMatchObject({
+      kind: 'suspicious',
+      threats: ['Sandgate.Mime.Undecoded'],
+      details: { rule: 'mime-yenc-multipart', part: '1' },
+    });
+  });
+
+  it('a NUL that hides an .exe extension, and a Content-Type name that disagrees, are malicious', async () => {
+    const nul = Buffer.from(
+      [
+        'Content-Type: multipart/mixed; boundary="b"',
+        '',
+        '--b',
+        'Content-Type: application/octet-stream',
+        "Content-Disposition: attachment; filename*=utf-8''setup.exe%00.txt",
+        '',
+        'x',
+        '--b--',
+        '',
+      ].join('\r\n'),
+    );
+    expect(await scan(nul)).toMatchObject({
+      kind: 'malicious',
+      threats: ['Sandgate.Attachment.BlockedExtension'],
+    });
+    const twoNames = Buffer.from(
+      [
+        'Content-Type: multipart/mixed; boundary="b"',
+        '',
+        '--b',
+        'Content-Type: application/octet-stream; name="invoice.scr"',
+        'Content-Disposition: attachment; filename="invoice.pdf"',
+        '',
+        'x',
+        '--b--',
+        '',
+      ].join('\r\n'),
+    );
+    expect(threats(await scan(twoNames))).toEqual(['Sandgate.Attachment.BlockedExtension']);
+  });
+
+  it('an ambiguity alone makes the message suspicious with the ambiguity as the rule', async () => {
+    const prefix = Buffer.from(
+      [
+        'Content-Type: multipart/mixed; boundary="AAA"',
+        '',
+        '--AAA',
+        '',
+        'x',
+        '--AAAB',
+        'y',
+        '--AAA--',
+        '',
+      ].join('\r\n'),
+    );
+    expect(await scan(prefix)).toMatchObject({
+      kind: 'suspicious',
+      threats: ['Sandgate.Mime.Ambiguous'],
+      details: { rule: 'mime-boundary-prefix', part: '1' },
+    });
   });
 });
