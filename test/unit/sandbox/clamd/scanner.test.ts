@@ -1,3 +1,4 @@
+import { uuencode } from '../../../support/embedded-specimens.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -372,6 +373,18 @@ describe('ClamdScanner granularity parts', () => {
     expect(r).toMatchObject({ kind: 'malicious', threats: ['Eicar-Test-Signature'] });
     expect(f.payloads.map((p) => p.toString())).toContain(EICAR);
     expect(keys.every((k) => /^clamd-part:[0-9a-f]{64}$/.test(k))).toBe(true);
+  });
+
+  it('sends a file uuencoded in a text body on its own, decoded', async () => {
+    const f = await fake();
+    const s = scanner({ addresses: [f.address], granularity: 'parts' }, true);
+    const r = await s.scan(
+      message(eml(`see below\r\n${uuencode(Buffer.from(EICAR), 'notes.txt')}`)),
+      ctxFor(5000),
+    );
+    expect(r).toMatchObject({ kind: 'malicious', threats: ['Eicar-Test-Signature'] });
+    // The text part first (encoded: no EICAR string in it), then the decoded block, EICAR as it is.
+    expect(f.payloads.map((p) => p.toString('latin1') === EICAR)).toEqual([false, true]);
   });
 
   it('clean parts give clean; a memoised part is not sent again', async () => {
