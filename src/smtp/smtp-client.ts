@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import net from 'node:net';
 import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import tls from 'node:tls';
 import { SandgateError } from '../core/errors.js';
 import { LineNormaliser, toDataWire } from './crlf.js';
@@ -56,6 +57,8 @@ export class SmtpClient {
   secure = false;
   private socket: net.Socket | tls.TLSSocket;
   private buffer = '';
+  /** Keeps a UTF-8 character split across two reads whole (a reply text may hold one). */
+  private readonly decoder = new StringDecoder('utf8');
   private pending: Reply[] = [];
   private partial: string[] = [];
   private waiters: Array<{ resolve: (r: Reply) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }> =
@@ -358,7 +361,7 @@ export class SmtpClient {
   }
 
   private feed(chunk: Buffer): void {
-    this.buffer += chunk.toString('utf8');
+    this.buffer += this.decoder.write(chunk);
     let nl: number;
     while ((nl = this.buffer.indexOf('\n')) >= 0) {
       const line = this.buffer.slice(0, nl).replace(/\r$/, '');
