@@ -11,7 +11,7 @@ import { VerdictMemo } from '../core/verdict-memo.js';
 import { openStateDb, type StateDb } from '../store/db.js';
 import { QuarantineStore } from '../store/quarantine-store.js';
 import { SqliteFirstFailureStore, SqliteInflightStore, SqliteVerdictStore } from '../store/verdict-store.js';
-import { createRetentionJob, withNotifications } from '../quarantine/index.js';
+import { createRetentionJob, withNotifications } from './compose/quarantine.js';
 import { createBypassMatcher } from './bypass.js';
 import { loadOrCreateMarkKey } from './mark-key.js';
 import { buildScanners } from './scanners.js';

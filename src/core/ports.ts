@@ -48,3 +48,34 @@ export interface QuarantineWriter {
 
 /** Decides whether a message skips scanning; returns the list that matched ('client', 'sender', 'recipient'). */
 export type BypassMatcher = (envelope: MessageSource['envelope']) => string | undefined;
+
+/** A message to hand on outside a client's session: a quarantine release, an administrator notice. */
+export interface DeliveryRequest {
+  /** '' for the null sender. */
+  readonly sender: string;
+  readonly recipients: readonly string[];
+  /** Our id for the message (file names of directory targets, logs). */
+  readonly msgId: string;
+  /** The message bytes, from the start each time it is called; line ends are normalised on the way. */
+  readonly message: () => AsyncIterable<Buffer>;
+  readonly signal?: AbortSignal;
+}
+
+export interface DeliveryReceipt {
+  /** Where it went: smtp://host:port, or the file written. */
+  readonly to: string;
+  readonly accepted: readonly string[];
+  readonly rejected: readonly string[];
+  /** The target's answer to the message (SMTP reply text, or "written <file>"). */
+  readonly response: string;
+}
+
+/**
+ * Hands a message on to one configured target with the relay's own delivery code (SMTP/LMTP
+ * client with its TLS policy, directory, CommuniGate Submitted directory). Throws when no
+ * recipient was accepted or the message was refused; the error says what the target answered.
+ */
+export interface MailDelivery {
+  readonly describe: string;
+  deliver(request: DeliveryRequest): Promise<DeliveryReceipt>;
+}

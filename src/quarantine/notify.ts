@@ -1,36 +1,28 @@
-import type { ReleaseTarget } from '../core/config/quarantine.js';
+import { Readable } from 'node:stream';
 import type { Logger } from '../core/logger.js';
-import type { QuarantineEntry, QuarantineWriter } from '../core/ports.js';
-import { deliveryTarget, type DeliveryTarget } from './targets.js';
+import type { MailDelivery, QuarantineEntry, QuarantineWriter } from '../core/ports.js';
 
 export interface NotifySettings {
   readonly to: readonly string[];
   readonly from: string;
-  readonly target: ReleaseTarget;
   readonly adminUrl?: string;
-  readonly hostname: string;
-  readonly timeoutMs: number;
 }
 
 /**
  * A QuarantineWriter that, after each item is durably written, sends a short notice to the
  * administrators (never to the sender: forged senders would make it backscatter). The notice goes
- * out in the background; its failure is logged and never changes the message's fate.
+ * out in the background through the delivery port; its failure is logged and never changes the
+ * message's fate.
  */
 export class NotifyingQuarantine implements QuarantineWriter {
-  private readonly target: DeliveryTarget;
   private readonly pending = new Set<Promise<void>>();
 
   constructor(
     private readonly inner: QuarantineWriter,
     private readonly settings: NotifySettings,
+    private readonly delivery: MailDelivery,
     private readonly log: Logger,
-    target?: DeliveryTarget,
-  ) {
-    this.target =
-      target ??
-      deliveryTarget(settings.target, { hostname: settings.hostname, timeoutMs: settings.timeoutMs });
-  }
+  ) {}
 
   async put(entry: QuarantineEntry): Promise<string> {
     const id = await this.inner.put(entry);
@@ -47,8 +39,11 @@ export class NotifyingQuarantine implements QuarantineWriter {
   private async notify(id: string, entry: QuarantineEntry): Promise<void> {
     const text = noticeText(id, entry, this.settings);
     try {
-      await this.target.deliver({ sender: '', recipients: this.settings.to }, function* ({ eol }) {
-        yield Buffer.from(eol === 'lf' ? text.replace(/\r\n/g, '\n') : text, 'utf8');
+      await this.delivery.deliver({
+        sender: '',
+        recipients: this.settings.to,
+        msgId: `notice-${id}`,
+        message: () => Readable.from([Buffer.from(text, 'utf8')]),
       });
       this.log.info({ event: 'quarantine.notified', quarantineId: id }, 'administrator notified');
     } catch (err) {

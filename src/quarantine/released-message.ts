@@ -7,40 +7,26 @@ import {
 } from '../core/header-block.js';
 
 export interface ReleasedMessageOptions {
-  /** Field lines (without line ending) written first: the envelope of a CommuniGate `.sub` file. */
-  readonly envelopeFields?: readonly string[];
   /** The value of the fresh X-Sandgate-Mark. */
   readonly mark: string;
-  /** Line endings of the output: 'crlf' leaves the message's own; 'lf' converts (a `.sub` file on Unix). */
-  readonly eol: 'crlf' | 'lf';
 }
 
 /**
- * The message as it leaves the quarantine: our envelope fields, then the original's leading trace
- * fields, then a fresh X-Sandgate-Mark, then the original's other fields without any inbound
- * X-Sandgate-* field, then the body. The mark goes after the leading trace fields so that the run of
- * trace fields the content key skips stays unbroken and the key the mark covers stays the same
- * when the next hop prepends its own Received field.
+ * The message as it leaves the quarantine: the original's leading trace fields, then a fresh
+ * X-Sandgate-Mark, then the original's other fields without any inbound X-Sandgate-* field, then
+ * the body, in the original's line ends (the delivery normalises them for its target). The mark
+ * goes after the leading trace fields so that the run of trace fields the content key skips stays
+ * unbroken and the key the mark covers stays the same when the next hop prepends its own
+ * Received field.
  */
-export async function* releasedMessage(
+export function releasedMessage(
   original: AsyncIterable<Buffer>,
   options: ReleasedMessageOptions,
-): AsyncGenerator<Buffer> {
-  const nl = options.eol === 'lf' ? '\n' : '\r\n';
-  const toEol = options.eol === 'lf' ? crlfToLf() : (b: Buffer) => b;
-  for await (const chunk of mapHeaderBlock(original, (fields) => rewriteHeader(fields, options, nl))) {
-    const out = toEol(chunk);
-    if (out.length > 0) yield out;
-  }
-  const tail = toEol(Buffer.alloc(0), true);
-  if (tail.length > 0) yield tail;
+): AsyncIterable<Buffer> {
+  return mapHeaderBlock(original, (fields) => rewriteHeader(fields, options));
 }
 
-function rewriteHeader(
-  fields: readonly RawHeaderField[],
-  options: ReleasedMessageOptions,
-  nl: string,
-): Buffer {
+function rewriteHeader(fields: readonly RawHeaderField[], options: ReleasedMessageOptions): Buffer {
   // A message of headers only may end without a line break: give its last field one.
   const last = fields.at(-1);
   if (last !== undefined && last.raw[last.raw.length - 1] !== 0x0a) {
@@ -49,8 +35,9 @@ function rewriteHeader(
   let lead = 0;
   while (lead < fields.length && TRACE_FIELDS.has(fields[lead]!.name)) lead++;
   const keep = (f: RawHeaderField) => !f.name.startsWith(OUR_HEADER_PREFIX);
+  // The mark's line end follows the original's (a CommuniGate queue file on Unix is in LF).
+  const nl = fields[0] !== undefined && !fields[0].raw.includes('\r\n') ? '\n' : '\r\n';
   return Buffer.concat([
-    Buffer.from((options.envelopeFields ?? []).map((f) => f + nl).join(''), 'utf8'),
     ...fields.slice(0, lead).map((f) => f.raw),
     Buffer.from(`X-Sandgate-Mark: ${options.mark}${nl}`),
     ...fields
@@ -58,28 +45,6 @@ function rewriteHeader(
       .filter(keep)
       .map((f) => f.raw),
   ]);
-}
-
-/** A stateful CRLF -> LF converter that handles a CR at the end of one chunk and LF at the start of the next. */
-function crlfToLf(): (chunk: Buffer, end?: boolean) => Buffer {
-  let heldCr = false;
-  return (chunk, end = false) => {
-    let buf = heldCr ? Buffer.concat([Buffer.from('\r'), chunk]) : chunk;
-    heldCr = false;
-    if (!end && buf.length > 0 && buf[buf.length - 1] === 0x0d) {
-      heldCr = true;
-      buf = buf.subarray(0, buf.length - 1);
-    }
-    if (buf.indexOf(0x0d) === -1) return buf;
-    const out = Buffer.allocUnsafe(buf.length);
-    let n = 0;
-    for (let i = 0; i < buf.length; i++) {
-      const c = buf[i]!;
-      if (c === 0x0d && buf[i + 1] === 0x0a) continue;
-      out[n++] = c;
-    }
-    return out.subarray(0, n);
-  };
 }
 
 /** Parses the header block of a message (for `show`): names and unfolded values, in order. */

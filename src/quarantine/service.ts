@@ -1,15 +1,14 @@
 import type { Readable } from 'node:stream';
-import type { ReleaseTarget } from '../core/config/quarantine.js';
 import { isSandgateError, SandgateError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { createMark } from '../core/mark.js';
 import type { MessageSource } from '../core/message.js';
+import type { DeliveryReceipt, MailDelivery } from '../core/ports.js';
 import { walkMessage } from '../core/mime/walker.js';
 import type { WalkLimits } from '../core/mime/types.js';
 import type { QuarantineFilter, QuarantineItem, QuarantineStore } from '../store/quarantine-store.js';
 import type { SqliteAllowList } from './allow-list.js';
 import { readHeaders, releasedMessage } from './released-message.js';
-import { deliveryTarget, type Delivery, type DeliveryTarget } from './targets.js';
 
 export interface AttachmentInfo {
   /** IMAP-style part path; archive members append /name. */
@@ -43,7 +42,7 @@ export interface ReleaseOptions {
 
 export interface ReleaseResult {
   readonly id: string;
-  readonly delivery: Delivery;
+  readonly delivery: DeliveryReceipt;
   readonly releasedAt: number;
   /** Hashes put on the allowlist (new or already there). */
   readonly allowed: readonly string[];
@@ -53,12 +52,11 @@ export interface QuarantineServiceOptions {
   readonly store: QuarantineStore;
   readonly allowList: SqliteAllowList;
   readonly markKey: Buffer;
-  readonly release: { readonly target?: ReleaseTarget; readonly hostname: string; readonly timeout: number };
+  /** Where releases go (quarantine.release.target, built by the composition root); unset: release is refused. */
+  readonly delivery?: MailDelivery;
   readonly walk: { readonly spoolDir: string; readonly limits: WalkLimits; readonly memoryThreshold: number };
   readonly log: Logger;
   readonly now?: () => number;
-  /** Replaces the configured target (tests). */
-  readonly target?: DeliveryTarget;
 }
 
 /** What operators do with quarantined mail, for the CLI and the admin API alike. */
@@ -128,9 +126,7 @@ export class QuarantineService {
    */
   async release(id: string, options: ReleaseOptions): Promise<ReleaseResult> {
     const item = this.o.store.get(id);
-    const target =
-      this.o.target ??
-      (this.o.release.target ? deliveryTarget(this.o.release.target, this.targetOptions()) : undefined);
+    const target = this.o.delivery;
     if (target === undefined) {
       throw new SandgateError('ERR_QUARANTINE_RELEASE', 'no release target: set quarantine.release.target', {
         details: { id },
@@ -155,12 +151,29 @@ export class QuarantineService {
       { kind: 'released', msgId: item.msgId, at: Math.floor(at / 1000) },
       item.contentKey,
     );
-    const delivery = await target.deliver(
-      { sender: item.envelope.sender, recipients },
-      ({ eol, envelopeFields }) =>
-        releasedMessage(this.o.store.openOriginal(item), { mark, eol, envelopeFields }),
-      options.signal,
-    );
+    let delivery: DeliveryReceipt;
+    try {
+      delivery = await target.deliver({
+        sender: item.envelope.sender,
+        recipients,
+        msgId: item.msgId,
+        message: () => releasedMessage(this.o.store.openOriginal(item), { mark }),
+        ...(options.signal !== undefined ? { signal: options.signal } : {}),
+      });
+    } catch (cause) {
+      throw new SandgateError(
+        'ERR_QUARANTINE_RELEASE',
+        `${target.describe} did not take the message: ${cause instanceof Error ? cause.message : String(cause)}`,
+        {
+          cause,
+          details: {
+            id,
+            target: target.describe,
+            ...(isSandgateError(cause) ? { reason: cause.code, ...cause.details } : {}),
+          },
+        },
+      );
+    }
     this.o.store.markReleased(id, {
       by: options.by,
       to: `${delivery.to} ${delivery.accepted.join(',')}`,
@@ -220,10 +233,6 @@ export class QuarantineService {
       spoolDir: this.o.walk.spoolDir,
       memoryThreshold: this.o.walk.memoryThreshold,
     };
-  }
-
-  private targetOptions() {
-    return { hostname: this.o.release.hostname, timeoutMs: this.o.release.timeout };
   }
 }
 

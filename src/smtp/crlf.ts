@@ -144,3 +144,31 @@ export async function* toDataWire(
   const end = Buffer.from(n.lastLineOpen ? '\r\n.\r\n' : '.\r\n');
   yield held === undefined ? Buffer.concat([tail, end]) : Buffer.concat([held, tail, end]);
 }
+
+/**
+ * The bytes with every CRLF turned into LF (a CR at the end of one chunk and the LF at the start of
+ * the next included); a bare CR stays. For files in a Unix program's native line ends.
+ */
+export async function* toLf(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  let heldCr = false;
+  for await (const chunk of source) {
+    let buf: Buffer = heldCr ? Buffer.concat([CR_BYTE, chunk]) : chunk;
+    heldCr = buf.length > 0 && buf[buf.length - 1] === 0x0d;
+    if (heldCr) buf = buf.subarray(0, buf.length - 1);
+    if (buf.indexOf(0x0d) === -1) {
+      if (buf.length > 0) yield buf;
+      continue;
+    }
+    const out = Buffer.allocUnsafe(buf.length);
+    let n = 0;
+    for (let i = 0; i < buf.length; i++) {
+      const c = buf[i] as number;
+      if (c === 0x0d && buf[i + 1] === 0x0a) continue;
+      out[n++] = c;
+    }
+    if (n > 0) yield out.subarray(0, n);
+  }
+  if (heldCr) yield CR_BYTE;
+}
+
+const CR_BYTE = Buffer.from('\r');

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import type { NextHop } from '../core/config/relay.js';
+import type { NextHop } from '../core/config/delivery.js';
 import { fsyncDir, PARTIAL, writeDurably } from '../core/durable-file.js';
 import { SandgateError } from '../core/errors.js';
+import { toLf } from './crlf.js';
 import { SmtpClient, type Reply, type SmtpClientOptions } from './smtp-client.js';
 
 /** MAIL FROM / RCPT TO parameters to pass on, keyed upper case (BODY, SMTPUTF8, SIZE, RET, ENVID, NOTIFY, ORCPT). */
@@ -137,6 +138,29 @@ export function createConnector(hop: NextHop, smtp: SmtpNextHopOptions): NextHop
           return Promise.resolve(new DirectorySession(hop.path));
         },
       };
+    case 'submitted':
+      return {
+        describe: `submitted:${hop.path}`,
+        connect() {
+          // CommuniGate's directory: never created here (a wrong path would swallow mail).
+          if (!isDirectory(hop.path)) {
+            return Promise.reject(
+              new SandgateError('ERR_NEXT_HOP_UNAVAILABLE', `${hop.path} is not a directory`, {
+                details: { path: hop.path },
+              }),
+            );
+          }
+          return Promise.resolve(new SubmittedSession(hop.path));
+        },
+      };
+  }
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
   }
 }
 
@@ -318,17 +342,23 @@ class SmtpSession implements NextHopSession {
 }
 
 /**
- * The `directory` next hop: one file per delivered message, `<msgId>.eml`, whose first two
- * lines carry the envelope (`Return-Path: <sender>`, `X-Envelope-To: <a>, <b>`). Written to a
- * temporary name (`.partial`), fsynced, renamed, and the directory fsynced, so a `.eml` that exists
- * is complete.
+ * A next hop that writes one file per message into a directory: written to a temporary name
+ * (`.partial`), fsynced, renamed, and the directory fsynced, so a file that exists under its final
+ * name is complete and survives a crash.
  */
-class DirectorySession implements NextHopSession {
+abstract class FileDropSession implements NextHopSession {
   readonly usable = true;
   readonly reusable = true;
-  private sender = '';
+  protected sender = '';
 
-  constructor(private readonly dir: string) {}
+  constructor(protected readonly dir: string) {}
+
+  /** The file's name, what goes in front of the message, and the message as written. */
+  protected abstract file(
+    recipients: readonly string[],
+    msgId: string,
+    message: AsyncIterable<Buffer>,
+  ): { name: string; head: Buffer; body: AsyncIterable<Buffer> };
 
   xforward(): Promise<void> {
     return Promise.resolve();
@@ -343,26 +373,21 @@ class DirectorySession implements NextHopSession {
     return Promise.resolve(ok('Ok'));
   }
 
-  rcpt(): Promise<Reply> {
+  rcpt(recipient: string): Promise<Reply> {
+    void recipient;
     return Promise.resolve(ok('Ok'));
   }
 
-  mailRcpt(sender: string): Promise<{ mail: Reply; rcpt?: Reply }> {
-    this.sender = sender;
-    return Promise.resolve({ mail: ok('Ok'), rcpt: ok('Ok') });
+  async mailRcpt(sender: string, params: Params, recipient: string): Promise<{ mail: Reply; rcpt?: Reply }> {
+    const mail = await this.mail(sender);
+    return mail.code < 300 ? { mail, rcpt: await this.rcpt(recipient) } : { mail };
   }
 
   async data(message: AsyncIterable<Buffer>, recipients: readonly string[], msgId: string): Promise<Reply[]> {
-    const safe = /^[A-Za-z0-9._-]{1,100}$/.test(msgId) ? msgId : randomBytes(6).toString('hex');
-    const name = `${safe}.eml`;
+    const { name, head, body } = this.file(recipients, msgId, message);
     const final = join(this.dir, name);
-    const clean = (s: string) => s.replace(/[\r\n<>]/g, '');
-    const envelope = Buffer.from(
-      `Return-Path: <${clean(this.sender)}>\r\n` +
-        `X-Envelope-To: ${recipients.map((r) => `<${clean(r)}>`).join(', ')}\r\n`,
-    );
     try {
-      await writeDurably(final, (out) => pipeline(withPrefix(envelope, message), out), { mode: 0o640 });
+      await writeDurably(final, (out) => pipeline(withPrefix(head, body), out), { mode: 0o640 });
       await fsyncDir(this.dir);
     } catch (err) {
       rmSync(final + PARTIAL, { force: true });
@@ -383,6 +408,61 @@ class DirectorySession implements NextHopSession {
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+/**
+ * The `directory` next hop: one file per delivered message, `<msgId>.eml`, whose first two
+ * lines carry the envelope (`Return-Path: <sender>`, `X-Envelope-To: <a>, <b>`), the message's
+ * bytes as they are.
+ */
+class DirectorySession extends FileDropSession {
+  protected file(recipients: readonly string[], msgId: string, message: AsyncIterable<Buffer>) {
+    const safe = /^[A-Za-z0-9._-]{1,100}$/.test(msgId) ? msgId : randomBytes(6).toString('hex');
+    const clean = (s: string) => s.replace(/[\r\n<>]/g, '');
+    const head = Buffer.from(
+      `Return-Path: <${clean(this.sender)}>\r\n` +
+        `X-Envelope-To: ${recipients.map((r) => `<${clean(r)}>`).join(', ')}\r\n`,
+    );
+    return { name: `${safe}.eml`, head, body: message };
+  }
+}
+
+/**
+ * CommuniGate Pro's PIPE module `Submitted` directory: an RFC 822 file in native (LF) line
+ * endings, no dot-stuffing, the envelope in `Return-Path:` and `Envelope-To:` fields (which
+ * CommuniGate removes), named `.sub` only once complete (CommuniGate picks up `*.sub` files only).
+ * Addresses that cannot be written into those fields are refused at MAIL and RCPT.
+ */
+class SubmittedSession extends FileDropSession {
+  override mail(sender: string): Promise<Reply> {
+    if (sender !== '' && !isPlainAddress(sender)) {
+      return Promise.resolve(refuse(553, '5.1.7', 'the sender address cannot be written as Return-Path'));
+    }
+    return super.mail(sender);
+  }
+
+  override rcpt(recipient: string): Promise<Reply> {
+    if (!isPlainAddress(recipient)) {
+      return Promise.resolve(refuse(553, '5.1.3', 'the recipient address cannot be written as Envelope-To'));
+    }
+    return super.rcpt(recipient);
+  }
+
+  protected file(recipients: readonly string[], _msgId: string, message: AsyncIterable<Buffer>) {
+    const fields = [`Return-Path: <${this.sender}>`, ...recipients.map((r) => `Envelope-To: ${r}`)];
+    return {
+      name: `sandgate-${Date.now()}-${randomBytes(6).toString('hex')}.sub`,
+      head: Buffer.from(fields.map((f) => `${f}\n`).join(''), 'utf8'),
+      body: toLf(message),
+    };
+  }
+}
+
+const refuse = (code: number, enhanced: string, text: string): Reply => ({ code, enhanced, lines: [text] });
+
+/** An address we may write into a header field: no line breaks, no angle brackets, one @. */
+function isPlainAddress(a: string): boolean {
+  return /^[^\s<>@,;"]+@[^\s<>@,;"]+$/.test(a);
 }
 
 async function* withPrefix(prefix: Buffer, rest: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {

@@ -10,11 +10,8 @@ import type { Finding } from '../../src/core/outcome.js';
 import type { Scanner, ScanContext } from '../../src/core/scanner.js';
 import { BufferMessage } from '../../src/core/spool.js';
 import type { Runtime } from '../../src/cli/runtime.js';
-import {
-  createQuarantineService,
-  SqliteAllowList,
-  type QuarantineService,
-} from '../../src/quarantine/index.js';
+import { createQuarantineService } from '../../src/cli/compose/quarantine.js';
+import { SqliteAllowList, type QuarantineService } from '../../src/quarantine/index.js';
 import { RulesScanner } from '../../src/sandbox/rules/rules-scanner.js';
 import { LogCapture, startRuntime, testConfig } from '../support/runtime.js';
 import { buildMessage } from '../support/specimens.js';

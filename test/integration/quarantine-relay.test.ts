@@ -50,20 +50,23 @@ describe('quarantine round trip through the SMTP relay', () => {
     expect(item!.envelope.recipients).toEqual(ENVELOPE.recipients);
 
     // The release target is the relay itself (the operator points it at the MTA that feeds the relay).
-    const { SmtpTarget } = await import('../../src/quarantine/targets.js');
     const { QuarantineService } = await import('../../src/quarantine/service.js');
+    const { buildDelivery } = await import('../../src/cli/compose/delivery.js');
     const service = new QuarantineService({
       store: harness.runtime.quarantine,
       allowList: harness.allowList,
       markKey: harness.runtime.markKey,
-      release: { hostname: 'release.test', timeout: 5000 },
+      delivery: buildDelivery(
+        { kind: 'smtp', host: '127.0.0.1', port },
+        { tls: 'none', timeout: 5000 },
+        { hostname: 'release.test', key: 'quarantine.release', log: harness.runtime.log },
+      ),
       walk: {
         spoolDir: join(dir, 'spool', 'q'),
         limits: harness.runtime.config.scanners.rules.limits,
         memoryThreshold: 1 << 20,
       },
       log: harness.runtime.log,
-      target: new SmtpTarget('127.0.0.1', port, { hostname: 'release.test', timeoutMs: 5000 }),
     });
     await service.release(item!.id, { by: 'test' });
     const [delivered] = await sink.waitFor(1);

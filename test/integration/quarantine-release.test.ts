@@ -2,8 +2,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isSandgateError } from '../../src/core/errors.js';
+import { buildDelivery } from '../../src/cli/compose/delivery.js';
 import { NotifyingQuarantine } from '../../src/quarantine/notify.js';
-import { SmtpTarget } from '../../src/quarantine/targets.js';
 import { startSmtpSink, type SmtpSink } from '../fakes/smtp-sink.js';
 import { tempDir } from '../support/tmp.js';
 import { blockedMail, ENVELOPE, startHarness, type Harness } from './quarantine-harness.js';
@@ -199,7 +199,8 @@ describe('quarantine release to the CommuniGate Submitted directory', () => {
     const files = readdirSync(submitted);
     expect(files).toHaveLength(1);
     expect(files[0]).toMatch(/\.sub$/);
-    expect(result.delivery.to).toBe(join(submitted, files[0]!));
+    expect(result.delivery.to).toBe(`submitted:${submitted}`);
+    expect(result.delivery.response).toContain(files[0]!);
     const text = readFileSync(join(submitted, files[0]!), 'latin1');
     expect(text).not.toContain('\r');
     expect(text.split('\n').slice(0, 4)).toEqual([
@@ -228,15 +229,13 @@ describe('administrator notice', () => {
     harness = startHarness(dir);
     const notifier = new NotifyingQuarantine(
       harness.runtime.quarantine,
-      {
-        to: ['postmaster@example.net'],
-        from: 'sandgate@example.net',
-        target: { kind: 'smtp', host: '127.0.0.1', port: sink.port },
-        hostname: 'gw.test',
-        timeoutMs: 5000,
-      },
+      { to: ['postmaster@example.net'], from: 'sandgate@example.net' },
+      buildDelivery(
+        { kind: 'smtp', host: '127.0.0.1', port: sink.port },
+        { tls: 'opportunistic', timeout: 5000 },
+        { hostname: 'gw.test', key: 'quarantine.notify', log: harness.runtime.log },
+      ),
       harness.runtime.log,
-      new SmtpTarget('127.0.0.1', sink.port, { hostname: 'gw.test', timeoutMs: 5000 }),
     );
     const ev = await harness.evaluate(blockedMail());
     const { BufferMessage } = await import('../../src/core/spool.js');

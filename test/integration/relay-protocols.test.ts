@@ -1,9 +1,9 @@
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { makeTestCa, type TestCa } from '../support/test-ca.js';
 import { startSmtpSink } from '../fakes/smtp-sink.js';
 import { EICAR, startRelay } from '../support/relay.js';
 import { SmtpTalk } from '../support/smtp-talk.js';
@@ -62,62 +62,14 @@ describe('LMTP', () => {
 });
 
 describe('STARTTLS and AUTH with a test CA', () => {
+  let ca: TestCa;
   let dir: string;
   beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'sg-tls-'));
-    const o = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-    o([
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      'ca.key',
-      '-out',
-      'ca.crt',
-      '-days',
-      '2',
-      '-subj',
-      '/CN=sandgate test CA',
-    ]);
-    o([
-      'req',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      'srv.key',
-      '-out',
-      'srv.csr',
-      '-subj',
-      '/CN=sink.test.local',
-    ]);
-    writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=DNS:sink.test.local,DNS:relay.test.local\n');
-    o([
-      'x509',
-      '-req',
-      '-in',
-      'srv.csr',
-      '-CA',
-      'ca.crt',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      'srv.crt',
-      '-days',
-      '2',
-      '-extfile',
-      'ext.cnf',
-    ]);
+    ca = makeTestCa();
+    dir = ca.dir;
     writeFileSync(join(dir, 'pass'), 's3cret\n');
   });
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  afterAll(() => ca.remove());
 
   it('accepts STARTTLS in, and hands on over verified STARTTLS with AUTH', async () => {
     const users: string[] = [];

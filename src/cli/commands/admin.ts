@@ -3,7 +3,7 @@ import { AdminServer } from '../../admin/server.js';
 import { readAdminToken, registerQuarantineRoutes } from '../../admin/quarantine-routes.js';
 import { isSandgateError, SandgateError } from '../../core/errors.js';
 import { createMetrics } from '../../core/metrics.js';
-import { createRetentionJob } from '../../quarantine/index.js';
+import { createRetentionJob } from '../compose/quarantine.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { Counter } from 'prom-client';
 import { AdminServer } from '../../admin/server.js';
 import { readAdminToken, registerQuarantineRoutes } from '../../admin/quarantine-routes.js';
-import { createQuarantineService } from '../../quarantine/index.js';
+import { createQuarantineService } from '../compose/quarantine.js';
 import { isSandgateError } from '../../core/errors.js';
 import type { NextHop } from '../../core/config/relay.js';
 import { RelayServer } from '../../smtp/server.js';

@@ -1,30 +1,10 @@
 import { z } from 'zod';
 import { byteSize, duration } from './durations.js';
-import { bool, hostPort, list } from './primitives.js';
+import { nextHop, smtpDeliveryOptions, type NextHop } from './delivery.js';
+import { bool, list } from './primitives.js';
 
-/** Where a released message (or an admin notice) goes. */
-export type ReleaseTarget =
-  | { readonly kind: 'smtp'; readonly host: string; readonly port: number }
-  | { readonly kind: 'submitted'; readonly path: string };
-
-/**
- * `smtp://host:port` or `host:port`: an SMTP listener (the relay's next hop, CommuniGate's SMTP
- * listener). `submitted:PATH`: CommuniGate's PIPE `Submitted` directory (a `.sub` file per message).
- */
-export const releaseTarget = z.string().transform((value, ctx): ReleaseTarget => {
-  const v = value.trim();
-  const dir = /^submitted:(.+)$/.exec(v)?.[1];
-  if (dir !== undefined) return { kind: 'submitted', path: dir };
-  const hp = hostPort.safeParse(/^(?:smtp:\/\/)?(.+)$/.exec(v)?.[1] ?? '');
-  if (!hp.success) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `not a release target: "${value}" (use smtp://host:port or submitted:/path/to/Submitted)`,
-    });
-    return z.NEVER;
-  }
-  return { kind: 'smtp', host: hp.data.host, port: hp.data.port };
-});
+/** Where a released message (or an administrator notice) goes: any next-hop kind. */
+export type ReleaseTarget = NextHop;
 
 /** The quarantine: where blocked mail is kept, how long, and where released mail goes. */
 export const quarantineSchema = z
@@ -39,10 +19,15 @@ export const quarantineSchema = z
     retentionInterval: duration.pipe(z.number().int().min(1000)).prefault('1h'),
     release: z
       .object({
-        /** smtp://host:port (the relay's next hop, CommuniGate's SMTP listener) or submitted:PATH. Unset: release is refused. */
-        target: releaseTarget.optional(),
+        /**
+         * smtp://host:port or lmtp://host:port (the relay's next hop, CommuniGate's SMTP listener),
+         * directory:PATH, or submitted:PATH (CommuniGate's Submitted directory). Unset: release is refused.
+         */
+        target: nextHop.optional(),
         /** Our EHLO name towards the release target. */
         hostname: z.string().min(1).prefault('sandgate.localdomain'),
+        /** TLS and AUTH towards an SMTP or LMTP target, as for the relay's next hop (relay.nextHopOptions). */
+        ...smtpDeliveryOptions,
         /** Connect and per-command timeout towards the release target. */
         timeout: duration.prefault('30s'),
       })
@@ -55,8 +40,8 @@ export const quarantineSchema = z
         /** Administrator addresses. */
         to: list(z.string().min(3)).default([]),
         from: z.string().min(1).prefault('sandgate@localhost'),
-        /** Where notices go; default: release.target. */
-        target: releaseTarget.optional(),
+        /** Where notices go (with release's TLS and AUTH options); default: release.target. */
+        target: nextHop.optional(),
         /** Base URL of the admin page, for a link in the notice (e.g. http://127.0.0.1:10030). */
         adminUrl: z.string().url().optional(),
       })

@@ -1,31 +1,9 @@
 import { z } from 'zod';
 import { byteSize, duration } from './durations.js';
+import { nextHop, smtpDeliveryOptions } from './delivery.js';
 import { bool, hostPort, int, list } from './primitives.js';
 
-/** Where the relay hands mail on. */
-export type NextHop =
-  | { readonly kind: 'smtp' | 'lmtp'; readonly host: string; readonly port: number }
-  | { readonly kind: 'directory'; readonly path: string };
-
-/**
- * `smtp://host:port`, `lmtp://host:port`, `host:port` (SMTP), or a directory written as
- * `directory:PATH`, an absolute path, or a path starting with `./` or `../`.
- */
-export const nextHop = z.string().transform((value, ctx): NextHop => {
-  const v = value.trim();
-  const dir = /^directory:(.+)$/.exec(v)?.[1] ?? (/^(\/|\.\.?\/)/.test(v) ? v : undefined);
-  if (dir !== undefined) return { kind: 'directory', path: dir };
-  const m = /^(?:(smtp|lmtp):\/\/)?(.+)$/.exec(v);
-  const hp = hostPort.safeParse(m?.[2] ?? '');
-  if (!m || !hp.success) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `not a next hop: "${value}" (use smtp://host:port, lmtp://host:port, or directory:PATH)`,
-    });
-    return z.NEVER;
-  }
-  return { kind: (m[1] ?? 'smtp') as 'smtp' | 'lmtp', host: hp.data.host, port: hp.data.port };
-});
+export type { NextHop } from './delivery.js';
 
 /** Queue mode (relay.mode: queue): the durable spool the relay accepts into and delivers from. */
 export const relayQueueSchema = z
@@ -59,7 +37,7 @@ export const relaySchema = z
     listen: hostPort.default({ host: '127.0.0.1', port: 10025 }),
     /** smtp: an SMTP listener (content_filter, smtpd_proxy_filter, smart host). lmtp: an LMTP listener. */
     protocol: z.enum(['smtp', 'lmtp']).prefault('smtp'),
-    /** Where clean mail goes: the MTA's re-injection listener (smtp:// or lmtp://), or a directory. */
+    /** Where clean mail goes: the MTA's re-injection listener (smtp:// or lmtp://), a directory, or CommuniGate's Submitted directory. */
     nextHop: nextHop.default({ kind: 'smtp', host: '127.0.0.1', port: 10026 }),
     /** Greeting name; must differ from the next hop's (Postfix's loop check). */
     hostname: z.string().min(1).prefault('sandgate.localdomain'),
@@ -100,15 +78,7 @@ export const relaySchema = z
     queue: relayQueueSchema.prefault({}),
     nextHopOptions: z
       .object({
-        /** none: never STARTTLS. opportunistic: when offered. required: refuse to hand on without TLS. */
-        tls: z.enum(['none', 'opportunistic', 'required']).prefault('opportunistic'),
-        /** CA bundle that verifies the next hop's certificate (required mode verifies; opportunistic does not). */
-        caFile: z.string().optional(),
-        /** Name checked against the next hop's certificate (default: its host). */
-        servername: z.string().optional(),
-        /** AUTH to the next hop; the password comes from a file, never from this file. */
-        authUser: z.string().optional(),
-        authPasswordFile: z.string().optional(),
+        ...smtpDeliveryOptions,
         /** Connect, greeting and per-command timeout. */
         timeout: duration.prefault('60s'),
         /** Send NOOP to the next hop this often while a message is being scanned (0: never). */

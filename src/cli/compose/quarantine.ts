@@ -1,0 +1,78 @@
+import { join } from 'node:path';
+import type { Config } from '../../core/config/schema.js';
+import type { Logger } from '../../core/logger.js';
+import type { MailDelivery, QuarantineWriter } from '../../core/ports.js';
+import { NotifyingQuarantine } from '../../quarantine/notify.js';
+import { RetentionJob } from '../../quarantine/retention.js';
+import { QuarantineService } from '../../quarantine/service.js';
+import { SqliteAllowList } from '../../quarantine/allow-list.js';
+import type { StateDb } from '../../store/db.js';
+import type { QuarantineStore } from '../../store/quarantine-store.js';
+import { buildDelivery } from './delivery.js';
+
+/** What the runtime hands out that the quarantine tools need. */
+export interface QuarantineDeps {
+  readonly config: Config;
+  readonly db: StateDb;
+  readonly quarantine: QuarantineStore;
+  readonly markKey: Buffer;
+  readonly log: Logger;
+  readonly spoolDir: string;
+  readonly now?: () => number;
+}
+
+/** The release target's delivery (quarantine.release.*), or undefined when none is configured. */
+export function releaseDelivery(config: Config, log: Logger): MailDelivery | undefined {
+  const r = config.quarantine.release;
+  if (r.target === undefined) return undefined;
+  return buildDelivery(r.target, r, { hostname: r.hostname, key: 'quarantine.release', log });
+}
+
+export function createQuarantineService(deps: QuarantineDeps): QuarantineService {
+  const delivery = releaseDelivery(deps.config, deps.log);
+  return new QuarantineService({
+    store: deps.quarantine,
+    allowList: new SqliteAllowList(deps.db, deps.now),
+    markKey: deps.markKey,
+    ...(delivery !== undefined ? { delivery } : {}),
+    walk: {
+      spoolDir: join(deps.spoolDir, 'quarantine'),
+      limits: deps.config.scanners.rules.limits,
+      memoryThreshold: deps.config.scanners.rules.memorySpoolThreshold,
+    },
+    log: deps.log,
+    ...(deps.now ? { now: deps.now } : {}),
+  });
+}
+
+export function createRetentionJob(
+  deps: Pick<QuarantineDeps, 'config' | 'quarantine' | 'log'>,
+): RetentionJob {
+  return new RetentionJob(
+    deps.quarantine,
+    { maxAgeMs: deps.config.quarantine.maxAge, maxTotalBytes: deps.config.quarantine.maxTotalSize },
+    deps.log,
+  );
+}
+
+/**
+ * Wraps the quarantine writer with the administrator notice when quarantine.notify is enabled:
+ * notices go to notify.target (default release.target) with release's TLS and AUTH options.
+ */
+export function withNotifications(
+  writer: QuarantineWriter,
+  config: Config,
+  log: Logger,
+): QuarantineWriter | NotifyingQuarantine {
+  const n = config.quarantine.notify;
+  const r = config.quarantine.release;
+  const target = n.target ?? r.target;
+  if (!n.enabled || n.to.length === 0 || target === undefined) return writer;
+  const delivery = buildDelivery(target, r, { hostname: r.hostname, key: 'quarantine.notify', log });
+  return new NotifyingQuarantine(
+    writer,
+    { to: n.to, from: n.from, ...(n.adminUrl !== undefined ? { adminUrl: n.adminUrl } : {}) },
+    delivery,
+    log,
+  );
+}
