@@ -183,6 +183,26 @@ describe('directory next hop and shutdown', () => {
     expect(text).toContain('Subject: to a file');
   });
 
+  it('hands clean mail to the CommuniGate Submitted directory as a .sub file in LF line ends', async () => {
+    const submitted = mkdtempSync(join(tmpdir(), 'sg-submitted-'));
+    cleanup.push(() => rmSync(submitted, { recursive: true, force: true }));
+    const h = await startRelay({ kind: 'submitted', path: submitted });
+    cleanup.push(() => h.close());
+    const t = nodemailer.createTransport({ host: '127.0.0.1', port: h.port, secure: false, ignoreTLS: true });
+    cleanup.push(() => t.close());
+    await t.sendMail({
+      envelope: { from: 'a@test.local', to: ['b@example.test'] },
+      raw: raw('to CommuniGate'),
+    });
+    const files = readdirSync(submitted);
+    expect(files).toEqual([expect.stringMatching(/^sandgate-\d+-[0-9a-f]+\.sub$/)]);
+    const text = readFileSync(join(submitted, files[0]!), 'utf8');
+    expect(text).not.toContain('\r');
+    expect(
+      text.startsWith('Return-Path: <a@test.local>\nEnvelope-To: b@example.test\nX-Sandgate-Verdict: clean'),
+    ).toBe(true);
+  });
+
   it('shuts down gracefully: a message in flight is finished, idle sessions get 421', async () => {
     const sink = await startSmtpSink();
     cleanup.push(() => sink.close());
