@@ -122,6 +122,7 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
       ...(bypass ? { bypass } : {}),
       mode: config.scan.mode,
       concurrency: config.scan.concurrency,
+      maxMessageSize: config.scan.maxMessageSize,
       metrics,
       log,
       logSummary: options.frontEndSummary !== true,

@@ -14,6 +14,14 @@ export interface SpoolOptions {
   readonly memoryThreshold: number;
   /** Bytes beyond this are counted but not kept; `sizeExceeded` is then true. */
   readonly maxBytes?: number;
+  /**
+   * What a message larger than maxBytes does. 'drain' (default): the input is read to its end and
+   * the bytes beyond maxBytes are only counted, so a protocol peer reaches its final byte and gets
+   * its reply (the relay answers 552). 'fail': reading stops at the first byte beyond maxBytes, the
+   * input is destroyed, the spool is removed and fromStream rejects with ERR_MESSAGE_TOO_LARGE
+   * (`sandgate scan -`, whose input may never end).
+   */
+  readonly overflow?: 'drain' | 'fail';
   readonly signal?: AbortSignal;
 }
 
@@ -57,13 +65,15 @@ export class Spool implements MessageSource {
   }
 
   /**
-   * Reads `input` to its end into a new spool. The input is always read to the end, even past
-   * maxBytes, so a protocol peer gets its reply after the last byte. A write failure rejects with
-   * ERR_SPOOL_WRITE after the input has been drained and the partial file removed.
+   * Reads `input` to its end into a new spool. Unless `overflow` is 'fail', the input is read to
+   * the end even past maxBytes, so a protocol peer gets its reply after the last byte. A write
+   * failure rejects with ERR_SPOOL_WRITE after the input has been drained and the partial file
+   * removed.
    */
   static async fromStream(input: Readable, options: SpoolOptions): Promise<Spool> {
     const spool = new Spool(options);
     const max = options.maxBytes ?? Number.POSITIVE_INFINITY;
+    const failOnOverflow = options.overflow === 'fail';
     let out: WriteStream | undefined;
     let writeError: unknown;
 
@@ -71,6 +81,13 @@ export class Spool implements MessageSource {
       highWaterMark: 64 * 1024,
       write(chunk: Buffer, _enc, done) {
         spool.received += chunk.length;
+        if (failOnOverflow && spool.received > max) {
+          return done(
+            new SandgateError('ERR_MESSAGE_TOO_LARGE', `the message is larger than ${max} bytes`, {
+              details: { maxBytes: max },
+            }),
+          );
+        }
         const room = max - spool.bytes;
         const keep = room >= chunk.length ? chunk : room > 0 ? chunk.subarray(0, room) : undefined;
         if (keep === undefined || writeError !== undefined) return done();

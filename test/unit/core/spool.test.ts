@@ -77,6 +77,33 @@ describe('Spool', () => {
     spool.dispose();
   });
 
+  it("with overflow 'fail' stops reading at maxBytes, leaves no file and rejects with ERR_MESSAGE_TOO_LARGE", async () => {
+    const dir = tempDir();
+    let produced = 0;
+    // An input that does not end for a long time (`cat /dev/zero | sandgate scan -`).
+    const endless = new Readable({
+      read() {
+        produced += 1024;
+        this.push(produced > 20 * 1024 * 1024 ? null : Buffer.alloc(1024));
+      },
+    });
+    const err = await Spool.fromStream(endless, opts(dir, { maxBytes: 100_000, overflow: 'fail' })).catch(
+      (e: unknown) => e,
+    );
+    expect(isSandgateError(err, 'ERR_MESSAGE_TOO_LARGE')).toBe(true);
+    expect(endless.destroyed).toBe(true);
+    // Read ahead is bounded by the stream buffers, not by the input.
+    expect(produced).toBeLessThan(100_000 + 512 * 1024);
+    expect(readdirSync(dir)).toEqual([]);
+    // Exactly maxBytes is not too large.
+    const exact = await Spool.fromStream(
+      Readable.from([Buffer.alloc(60), Buffer.alloc(40)]),
+      opts(dir, { maxBytes: 100, overflow: 'fail' }),
+    );
+    expect(exact.size).toBe(100);
+    exact.dispose();
+  });
+
   it('leaves no file behind when the sender goes away mid-message', async () => {
     const dir = tempDir();
     const input = new PassThrough();
