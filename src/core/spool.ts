@@ -4,6 +4,7 @@ import { Readable, Writable } from 'node:stream';
 import { SandgateError } from './errors.js';
 import type { Envelope, MessageSource } from './message.js';
 import { pump } from './mime/pump.js';
+import { registerSpoolFile, releaseSpoolFile, spoolFileName } from './spool-owner.js';
 
 export interface SpoolOptions {
   readonly msgId: string;
@@ -99,7 +100,9 @@ export class Spool implements MessageSource {
         if (out === undefined) {
           try {
             mkdirSync(options.dir, { recursive: true });
-            spool.file = join(options.dir, `${options.msgId}.eml`);
+            // The owner (pid and start time) is in the name: a later start removes it if we die.
+            spool.file = join(options.dir, spoolFileName(options.msgId, 'eml'));
+            registerSpoolFile(spool.file);
             out = createWriteStream(spool.file, { flags: 'wx', mode: 0o600 });
             out.on('error', (err) => {
               writeError ??= err;
@@ -188,7 +191,10 @@ export class Spool implements MessageSource {
     if (this.refs > 0) return;
     this.deleted = true;
     this.chunks = [];
-    if (this.file !== undefined) rmSync(this.file, { force: true });
+    if (this.file !== undefined) {
+      rmSync(this.file, { force: true });
+      releaseSpoolFile(this.file);
+    }
   }
 }
 

@@ -4,11 +4,14 @@
  * spool files whose owner is gone.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { spawn as spawnProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SANDGATE_BIN } from '../support/cli.js';
+import { CLEAN_MAIL } from '../support/runtime.js';
 import { specimens } from '../support/specimens.js';
+import { processStartTime, tagOf } from '../../src/core/spool-owner.js';
 import { tempDir } from '../support/tmp.js';
 
 /** Every file under `dir` (recursively), relative paths; [] when it does not exist. */
@@ -48,6 +51,15 @@ function spawnScan(
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
   return { child, exit };
+}
+
+/** Polls `done` every 20 ms until it holds, failing after `ms`. */
+async function until(done: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const limit = Date.now() + ms;
+  while (!done()) {
+    if (Date.now() > limit) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 describe('sandgate scan: size limit', () => {
@@ -103,5 +115,67 @@ describe('sandgate scan: size limit', () => {
       SANDGATE_STATE_DIR: join(dir, 'state'),
     }).exit;
     expect(scanned.code).toBe(1);
+  });
+});
+
+describe('sandgate scan: spool files on every exit path', () => {
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    it(`${signal} while stdin is being read leaves no spool file`, async () => {
+      const dir = tempDir();
+      const state = join(dir, 'state');
+      const { child, exit } = spawnScan(['--set', 'scan.memorySpoolThreshold=1k', '-'], dir, {
+        SANDGATE_STATE_DIR: state,
+      });
+      child.stdin.write(CLEAN_MAIL + 'x'.repeat(100_000));
+      // The message has moved to a file: the process is mid-read (stdin stays open).
+      await until(() => filesUnder(join(state, 'spool')).length > 0, 'the spool file');
+      child.kill(signal);
+      const r = await exit;
+      expect(r.code).toBe(signal === 'SIGTERM' ? 143 : 130);
+      expect(filesUnder(join(state, 'spool'))).toEqual([]);
+      expect(r.stderr).toBe('');
+    });
+  }
+
+  it("a start removes the spool files of gone owners, keeps a live foreign process's, and never touches queue/ or quarantine/", async () => {
+    const dir = tempDir();
+    const state = join(dir, 'state');
+    const sleeper = spawnProcess('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      await new Promise((resolve, reject) => {
+        sleeper.once('spawn', resolve);
+        sleeper.once('error', reject);
+      });
+      const live = tagOf({ pid: sleeper.pid!, start: processStartTime(sleeper.pid!)! });
+      const dead = tagOf({ pid: 4_194_305, start: '5' }); // above PID_MAX_LIMIT: never running
+      const reused = tagOf({ pid: sleeper.pid!, start: '1' }); // the pid, but another process
+      const layout = {
+        [`spool/sg-aaaaaa-0000000001.${live}.eml`]: true,
+        [`spool/sg-aaaaaa-0000000002.${dead}.eml`]: false,
+        [`spool/rules/part-00aa.${dead}.bin`]: false,
+        [`spool/clamd/part-00bb.${reused}.bin`]: false,
+        [`spool/pt-sandbox/part-00cc.${dead}.bin`]: false,
+        [`spool/quarantine/part-00dd.${live}.bin`]: true,
+        // Old names: a day old goes, younger stays (see spool-owner.ts).
+        'spool/sg-aaaaaa-0000000003.eml': false,
+        'spool/sg-aaaaaa-0000000004.eml': true,
+        // Not spool/: never touched, whatever the name says.
+        [`queue/sg-aaaaaa-0000000005.${dead}.eml`]: true,
+        [`quarantine/2026-01-01/sg-aaaaaa-0000000006.${dead}.eml`]: true,
+      };
+      for (const rel of Object.keys(layout)) {
+        mkdirSync(join(state, rel, '..'), { recursive: true });
+        writeFileSync(join(state, rel), 'left behind');
+      }
+      const old = (Date.now() - 25 * 3_600_000) / 1000;
+      utimesSync(join(state, 'spool/sg-aaaaaa-0000000003.eml'), old, old);
+      writeFileSync(join(dir, 'm.eml'), CLEAN_MAIL);
+      const r = await spawnScan(['m.eml'], dir, { SANDGATE_STATE_DIR: state }).exit;
+      expect(r.code).toBe(0);
+      const left = Object.fromEntries(Object.keys(layout).map((rel) => [rel, existsSync(join(state, rel))]));
+      expect(left).toEqual(layout);
+    } finally {
+      sleeper.kill('SIGKILL');
+    }
   });
 });

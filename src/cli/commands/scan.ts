@@ -10,6 +10,7 @@ import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
 import { createRuntime } from '../runtime.js';
+import { exitOnSignals } from '../signals.js';
 
 const HELP = `usage: sandgate scan [--config FILE] [--set KEY=VALUE] [--json] FILE.eml | -
 
@@ -23,6 +24,8 @@ exit codes: 0 clean, 1 malicious or suspicious, 2 error (unreadable file, bad co
 a scanner failed)`;
 
 export async function run(argv: string[], io: CliIo): Promise<number> {
+  // A signal ends the process through process.exit(), so that the spool file of stdin goes too.
+  if (io.stdin === process.stdin) exitOnSignals();
   try {
     return await scan(argv, io);
   } catch (err) {

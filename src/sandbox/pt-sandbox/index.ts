@@ -69,7 +69,8 @@ export function createPtSandboxScanner(
     readonly tasks: TaskStorePort;
     /** Identifies this process in the pt_task table (e.g. `${hostname}:${pid}`). */
     readonly owner: string;
-    readonly spoolDir?: string;
+    /** `<stateDir>/spool/pt-sandbox` (src/cli/scanners.ts). */
+    readonly spoolDir: string;
   },
 ): PtSandboxScanner {
   const client = createPtClient(config, deps);
@@ -79,6 +80,6 @@ export function createPtSandboxScanner(
     tasks: deps.tasks,
     log: deps.log.child({ scanner: 'pt-sandbox' }),
     owner: deps.owner,
-    ...(deps.spoolDir !== undefined ? { spoolDir: deps.spoolDir } : {}),
+    spoolDir: deps.spoolDir,
   });
 }

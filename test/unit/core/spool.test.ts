@@ -1,11 +1,12 @@
 import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { describe, expect, it } from 'vitest';
 import { isSandgateError } from '../../../src/core/errors.js';
 import { readChunks } from '../../../src/core/message.js';
 import { BufferMessage, Spool } from '../../../src/core/spool.js';
+import { ownerOf, ownerTag } from '../../../src/core/spool-owner.js';
 import { ENVELOPE } from '../../support/runtime.js';
 import { tempDir } from '../../support/tmp.js';
 
@@ -27,7 +28,9 @@ describe('Spool', () => {
       Readable.from(['a'.repeat(10), 'b'.repeat(10), 'c'.repeat(10)]),
       opts(dir),
     );
-    expect(big.path).toBe(join(dir, 'sg-test-0000000001.eml'));
+    // The owner (this process's pid and start time) is part of the name: see spool-owner.ts.
+    expect(big.path).toBe(join(dir, `sg-test-0000000001.${ownerTag()}.eml`));
+    expect(ownerOf(basename(big.path!))).toMatchObject({ pid: process.pid });
     expect(await text(big.open())).toBe('a'.repeat(10) + 'b'.repeat(10) + 'c'.repeat(10));
     expect(await text(big.open({ start: 8, end: 12 }))).toBe('aabb');
     expect(big.size).toBe(30);
