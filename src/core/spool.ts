@@ -244,6 +244,8 @@ export function* sliceChunks(chunks: readonly Buffer[], start: number, end: numb
 /**
  * A message that already sits in a file we do not own (CommuniGate's queue file, a file given to
  * `sandgate scan`): never modified, never deleted. `start` skips a leading envelope block.
+ * `openFlags` (numeric open(2) flags) replace 'r' for every open(): the helper passes O_NOFOLLOW
+ * and O_NONBLOCK (src/helper/envelope.ts QUEUE_FILE_FLAGS).
  */
 export class FileMessage implements MessageSource {
   readonly size: number;
@@ -254,6 +256,7 @@ export class FileMessage implements MessageSource {
     private readonly path: string,
     private readonly start = 0,
     size?: number,
+    private readonly openFlags?: number,
   ) {
     this.size = size ?? statSync(path).size - start;
   }
@@ -262,7 +265,13 @@ export class FileMessage implements MessageSource {
     const s = this.start + (range.start ?? 0);
     const e = this.start + (range.end ?? this.size);
     if (e <= s) return Readable.from([]);
-    return createReadStream(this.path, { start: s, end: e - 1, highWaterMark: 64 * 1024 });
+    return createReadStream(this.path, {
+      start: s,
+      end: e - 1,
+      highWaterMark: 64 * 1024,
+      // fs.open() takes numeric flags too; the stream options are typed as a string.
+      ...(this.openFlags !== undefined ? { flags: this.openFlags as unknown as string } : {}),
+    });
   }
 }
 

@@ -29,6 +29,10 @@ export type HelperTempfailReason =
   | 'queue-file-missing'
   | 'queue-file-unreadable'
   | 'queue-file-malformed'
+  /** A FIFO, directory, device or socket where a queue file should be: answered at once, never read. */
+  | 'queue-file-not-regular'
+  /** The queue file itself is a symbolic link (CommuniGate never writes one). */
+  | 'queue-file-symlink'
   | 'copy-missing'
   | 'internal';
 

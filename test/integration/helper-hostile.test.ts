@@ -3,7 +3,17 @@
  * messages over the size limit, FIFOs and other non-regular files, symlinked queue files and
  * over-long numbered lines. Every test asserts an empty stderr. See test/support/cgp.ts.
  */
-import { readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import {
+  readFileSync,
+  readdirSync,
+  writeFileSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  symlinkSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -32,6 +42,10 @@ function logOf(name: string): Array<Record<string, unknown>> {
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+function clean(subject: string): Buffer {
+  return buildMessage({ subject, text: `Hello ${subject}\r\n` });
 }
 
 /** An EICAR attachment behind a text body of `pad` bytes: malicious, if anyone looked. */
@@ -113,5 +127,75 @@ describe('sandgate helper: messages over scan.maxMessageSize', () => {
       verdict: 'malicious',
     });
     expect(h.stderr).toBe('');
+  });
+});
+
+describe('sandgate helper: queue files that are not regular files', () => {
+  it('answers five FIFOs with REJECTED at once, then a clean message within a second, and QUIT exits', async () => {
+    for (let i = 1; i <= 5; i++) {
+      expect(spawnSync('mkfifo', [base.path(`Queue/fifo${i}.msg`)]).status).toBe(0);
+    }
+    const f = base.queueFile('Queue/fifo-after.msg', { body: clean('after the fifos') });
+    const warm = base.queueFile('Queue/fifo-before.msg', { body: clean('before the fifos') });
+    const h = start('fifo');
+    expect(await h.request('1', 'INTF 4')).toBe('1 INTF 4');
+    // The core (state database, scanners) has loaded: what follows measures the FIFOs alone.
+    expect(await h.request('2', `FILE ${warm}`)).toMatch(/^2 ADDHEADER /);
+    const sent = performance.now();
+    h.send(...[1, 2, 3, 4, 5].map((i) => `${10 + i} FILE Queue/fifo${i}.msg`), `20 FILE ${f}`);
+    const answer = await h.reply('20', 5_000);
+    expect(performance.now() - sent).toBeLessThan(1_000);
+    expect(answer).toMatch(/^20 ADDHEADER "X-Sandgate-Verdict: clean; /);
+    for (let i = 1; i <= 5; i++) {
+      expect(await h.reply(String(10 + i), 1_000)).toBe(
+        `${10 + i} REJECTED "sandgate: not scanned yet (queue-file-not-regular), will retry"`,
+      );
+    }
+    const quitAt = performance.now();
+    const { reply, exit } = await h.quit('30', 5_000);
+    expect(reply).toBe('30 OK');
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(performance.now() - quitAt).toBeLessThan(3_000);
+    expect(h.stderr).toBe('');
+    expect(
+      logOf('fifo')
+        .filter((l) => l.event === 'helper.queue_file_error')
+        .map((l) => l.reason),
+    ).toEqual(Array(5).fill('queue-file-not-regular'));
+  });
+
+  it('refuses a queue file that is a symbolic link; a Queue directory that is a link still works', async () => {
+    // Another disk: a directory outside the base directory, reached through a link inside it.
+    const elsewhere = mkdtempSync(join(tmpdir(), 'sg-cgp-disk-'));
+    try {
+      writeFileSync(
+        join(elsewhere, '1.msg'),
+        readFileSync(base.path(base.queueFile('Queue/x/orig.msg', { body: clean('linked dir') }))),
+      );
+      symlinkSync(elsewhere, base.path('Queue/ondisk'));
+      // Links as the queue file itself: to a file inside the base directory and to one outside.
+      symlinkSync(base.path('Queue/x/orig.msg'), base.path('Queue/link-inside.msg'));
+      symlinkSync('/etc/passwd', base.path('Queue/link-outside.msg'));
+      const h = start('symlink');
+      expect(await h.request('1', 'FILE Queue/ondisk/1.msg')).toMatch(
+        /^1 ADDHEADER "X-Sandgate-Verdict: clean; /,
+      );
+      for (const [seq, f] of [
+        ['2', 'Queue/link-inside.msg'],
+        ['3', 'Queue/link-outside.msg'],
+      ] as const) {
+        expect(await h.request(seq, `FILE ${f}`)).toBe(
+          `${seq} REJECTED "sandgate: not scanned yet (queue-file-symlink), will retry"`,
+        );
+      }
+      // A path that leaves the base directory lexically is still refused as such.
+      expect(await h.request('4', 'FILE Queue/ondisk/../../../etc/passwd')).toBe(
+        '4 REJECTED "sandgate: not scanned yet (outside-base), will retry"',
+      );
+      await h.quit();
+      expect(h.stderr).toBe('');
+    } finally {
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
   });
 });
