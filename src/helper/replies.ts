@@ -34,6 +34,8 @@ export type HelperTempfailReason =
   /** The queue file itself is a symbolic link (CommuniGate never writes one). */
   | 'queue-file-symlink'
   | 'copy-missing'
+  /** A numbered command line longer than helper.maxLineLength (answered by its number). */
+  | 'line-too-long'
   | 'internal';
 
 export function fillText(template: string, values: Readonly<Record<string, string>>): string {

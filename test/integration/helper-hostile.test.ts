@@ -199,3 +199,30 @@ describe('sandgate helper: queue files that are not regular files', () => {
     }
   });
 });
+
+describe('sandgate helper: over-long command lines', () => {
+  it('answers a 5,000-character numbered line by its number with REJECTED; an unnumbered one only logs', async () => {
+    const f = base.queueFile('Queue/long/1.msg', { body: clean('after a long line') });
+    const h = start('long-line');
+    h.send(
+      `3 FILE ${'Q'.repeat(5_000)}`,
+      `FILE ${'Q'.repeat(5_000)}`,
+      `00004\tFILE Queue/${'x/'.repeat(2_500)}1.msg`,
+    );
+    expect(await h.reply('3', 5_000)).toBe(
+      '3 REJECTED "sandgate: not scanned yet (line-too-long), will retry"',
+    );
+    expect(await h.reply('00004', 5_000)).toBe(
+      '00004 REJECTED "sandgate: not scanned yet (line-too-long), will retry"',
+    );
+    // The session goes on.
+    expect(await h.request('5', `FILE ${f}`)).toMatch(/^5 ADDHEADER "X-Sandgate-Verdict: clean; /);
+    const { exit } = await h.quit('6');
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect([...h.replies.keys()].sort()).toEqual(['00004', '3', '5', '6']);
+    expect(h.stderr).toBe('');
+    const log = logOf('long-line');
+    expect(log.filter((l) => l.event === 'helper.line_too_long').map((l) => l.seq)).toEqual(['3', '00004']);
+    expect(log.filter((l) => l.event === 'helper.junk_line').map((l) => l.reason)).toEqual(['too-long']);
+  });
+});
