@@ -179,3 +179,33 @@ describe('sandgate scan: spool files on every exit path', () => {
     }
   });
 });
+
+describe('sandgate scan: a reader that closes the pipe early', () => {
+  /** `{ echo first; sandgate scan FILE; } | head -1`: head has exited before scan writes. */
+  function pipeToHead(dir: string, file: string): Promise<Exit> {
+    const script = '{ echo first; "$0" "$1" scan "$2"; } | head -1; exit "${PIPESTATUS[0]}"';
+    return new Promise((resolve, reject) => {
+      const child = spawnProcess('bash', ['-c', script, process.execPath, SANDGATE_BIN, file], {
+        cwd: dir,
+        env: { PATH: process.env.PATH ?? '', SANDGATE_STATE_DIR: join(dir, 'state') },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+      child.on('error', reject);
+      child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    });
+  }
+
+  it("exits quietly with the verdict's exit code on EPIPE (0 clean, 1 malicious), without a stack trace", async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'clean.eml'), CLEAN_MAIL);
+    writeFileSync(join(dir, 'eicar.eml'), specimens.eicarBase64());
+    const clean = await pipeToHead(dir, 'clean.eml');
+    expect(clean).toMatchObject({ code: 0, stdout: 'first\n', stderr: '' });
+    const infected = await pipeToHead(dir, 'eicar.eml');
+    expect(infected).toMatchObject({ code: 1, stdout: 'first\n', stderr: '' });
+  });
+});
