@@ -86,7 +86,21 @@ function invokedDirectly(): boolean {
   }
 }
 
+/**
+ * The reader of our output went away (`sandgate scan FILE | head -1`): what is left to print has
+ * no reader, which is not an error of the command. Without a listener the EPIPE is an unhandled
+ * 'error' event: a stack trace and exit 1 instead of the verdict's exit code. The command finishes
+ * and exits with its own code; any other error on the stream is thrown as before.
+ */
+function quietOnEpipe(stream: NodeJS.WriteStream): void {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
+}
+
 if (invokedDirectly()) {
+  quietOnEpipe(process.stdout);
+  quietOnEpipe(process.stderr);
   main(process.argv.slice(2), {
     stdin: process.stdin,
     stdout: process.stdout,

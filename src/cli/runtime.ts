@@ -15,6 +15,7 @@ import { createRetentionJob, withNotifications } from './compose/quarantine.js';
 import { createBypassMatcher } from './bypass.js';
 import { loadOrCreateMarkKey } from './mark-key.js';
 import { buildScanners } from './scanners.js';
+import { sweepSpool } from './spool-sweep.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -72,6 +73,7 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
   try {
     const metrics = options.metrics ?? createMetrics({ prefix: config.metrics.prefix });
     const spoolDir = join(config.stateDir, 'spool');
+    sweepSpool(config.stateDir, log);
     const markKey = loadOrCreateMarkKey(config.headers.markKeyFile ?? join(config.stateDir, 'mark.key'));
     const quarantine = new QuarantineStore(
       db,
@@ -122,6 +124,7 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
       ...(bypass ? { bypass } : {}),
       mode: config.scan.mode,
       concurrency: config.scan.concurrency,
+      maxMessageSize: config.scan.maxMessageSize,
       metrics,
       log,
       logSummary: options.frontEndSummary !== true,

@@ -27,6 +27,11 @@ export interface ScanServiceOptions {
   readonly bypass?: BypassMatcher;
   readonly mode: 'enforce' | 'monitor';
   readonly concurrency: number;
+  /**
+   * scan.maxMessageSize: a message larger than this (bytes) is not scanned; every scanner gets
+   * failed(too-large) and the policy decides as for any failure. Undefined: no limit.
+   */
+  readonly maxMessageSize?: number;
   readonly metrics: Metrics;
   readonly log: Logger;
   /**
@@ -160,13 +165,18 @@ export class ScanService implements Evaluator {
     });
   }
 
-  /** Runs the chain in order, cheap first; stops at the first malicious verdict. */
+  /**
+   * Runs the chain in order, cheap first; stops at the first malicious verdict. A message over
+   * scan.maxMessageSize is not scanned at all (tooLarge()).
+   */
   private async scanChain(
     message: MessageSource,
     contentKey: string,
     options: EvaluateOptions,
     log: Logger,
   ): Promise<Outcome[]> {
+    const limit = this.o.maxMessageSize;
+    if (limit !== undefined && message.size > limit) return this.tooLarge(message.size, limit);
     let release = options.signal?.aborted === true ? undefined : this.slots.tryAcquire();
     try {
       // Only a caller that has to wait for a slot needs a signal for it.
@@ -200,6 +210,21 @@ export class ScanService implements Evaluator {
     } finally {
       release();
     }
+  }
+
+  /** The one rule for too-large messages: no scanner sees them; each is failed(too-large). */
+  private tooLarge(size: number, limit: number): Outcome[] {
+    return this.o.scanners.map((s): Outcome => {
+      this.o.metrics.scannerOutcomes.inc({ scanner: s.name, outcome: 'failed', reason: 'too-large' });
+      return {
+        scanner: s.name,
+        kind: 'failed',
+        reason: 'too-large',
+        message: `the message (${size} bytes) is larger than scan.maxMessageSize (${limit} bytes); not scanned`,
+        cached: false,
+        ms: 0,
+      };
+    });
   }
 
   private monitorInBackground(message: MessageSource, contentKey: string, log: Logger): void {

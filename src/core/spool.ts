@@ -4,6 +4,7 @@ import { Readable, Writable } from 'node:stream';
 import { SandgateError } from './errors.js';
 import type { Envelope, MessageSource } from './message.js';
 import { pump } from './mime/pump.js';
+import { registerSpoolFile, releaseSpoolFile, spoolFileName } from './spool-owner.js';
 
 export interface SpoolOptions {
   readonly msgId: string;
@@ -14,6 +15,14 @@ export interface SpoolOptions {
   readonly memoryThreshold: number;
   /** Bytes beyond this are counted but not kept; `sizeExceeded` is then true. */
   readonly maxBytes?: number;
+  /**
+   * What a message larger than maxBytes does. 'drain' (default): the input is read to its end and
+   * the bytes beyond maxBytes are only counted, so a protocol peer reaches its final byte and gets
+   * its reply (the relay answers 552). 'fail': reading stops at the first byte beyond maxBytes, the
+   * input is destroyed, the spool is removed and fromStream rejects with ERR_MESSAGE_TOO_LARGE
+   * (`sandgate scan -`, whose input may never end).
+   */
+  readonly overflow?: 'drain' | 'fail';
   readonly signal?: AbortSignal;
 }
 
@@ -57,13 +66,15 @@ export class Spool implements MessageSource {
   }
 
   /**
-   * Reads `input` to its end into a new spool. The input is always read to the end, even past
-   * maxBytes, so a protocol peer gets its reply after the last byte. A write failure rejects with
-   * ERR_SPOOL_WRITE after the input has been drained and the partial file removed.
+   * Reads `input` to its end into a new spool. Unless `overflow` is 'fail', the input is read to
+   * the end even past maxBytes, so a protocol peer gets its reply after the last byte. A write
+   * failure rejects with ERR_SPOOL_WRITE after the input has been drained and the partial file
+   * removed.
    */
   static async fromStream(input: Readable, options: SpoolOptions): Promise<Spool> {
     const spool = new Spool(options);
     const max = options.maxBytes ?? Number.POSITIVE_INFINITY;
+    const failOnOverflow = options.overflow === 'fail';
     let out: WriteStream | undefined;
     let writeError: unknown;
 
@@ -71,6 +82,13 @@ export class Spool implements MessageSource {
       highWaterMark: 64 * 1024,
       write(chunk: Buffer, _enc, done) {
         spool.received += chunk.length;
+        if (failOnOverflow && spool.received > max) {
+          return done(
+            new SandgateError('ERR_MESSAGE_TOO_LARGE', `the message is larger than ${max} bytes`, {
+              details: { maxBytes: max },
+            }),
+          );
+        }
         const room = max - spool.bytes;
         const keep = room >= chunk.length ? chunk : room > 0 ? chunk.subarray(0, room) : undefined;
         if (keep === undefined || writeError !== undefined) return done();
@@ -82,7 +100,9 @@ export class Spool implements MessageSource {
         if (out === undefined) {
           try {
             mkdirSync(options.dir, { recursive: true });
-            spool.file = join(options.dir, `${options.msgId}.eml`);
+            // The owner (pid and start time) is in the name: a later start removes it if we die.
+            spool.file = join(options.dir, spoolFileName(options.msgId, 'eml'));
+            registerSpoolFile(spool.file);
             out = createWriteStream(spool.file, { flags: 'wx', mode: 0o600 });
             out.on('error', (err) => {
               writeError ??= err;
@@ -171,7 +191,10 @@ export class Spool implements MessageSource {
     if (this.refs > 0) return;
     this.deleted = true;
     this.chunks = [];
-    if (this.file !== undefined) rmSync(this.file, { force: true });
+    if (this.file !== undefined) {
+      rmSync(this.file, { force: true });
+      releaseSpoolFile(this.file);
+    }
   }
 }
 
@@ -221,6 +244,8 @@ export function* sliceChunks(chunks: readonly Buffer[], start: number, end: numb
 /**
  * A message that already sits in a file we do not own (CommuniGate's queue file, a file given to
  * `sandgate scan`): never modified, never deleted. `start` skips a leading envelope block.
+ * `openFlags` (numeric open(2) flags) replace 'r' for every open(): the helper passes O_NOFOLLOW
+ * and O_NONBLOCK (src/helper/envelope.ts QUEUE_FILE_FLAGS).
  */
 export class FileMessage implements MessageSource {
   readonly size: number;
@@ -231,6 +256,7 @@ export class FileMessage implements MessageSource {
     private readonly path: string,
     private readonly start = 0,
     size?: number,
+    private readonly openFlags?: number,
   ) {
     this.size = size ?? statSync(path).size - start;
   }
@@ -239,7 +265,13 @@ export class FileMessage implements MessageSource {
     const s = this.start + (range.start ?? 0);
     const e = this.start + (range.end ?? this.size);
     if (e <= s) return Readable.from([]);
-    return createReadStream(this.path, { start: s, end: e - 1, highWaterMark: 64 * 1024 });
+    return createReadStream(this.path, {
+      start: s,
+      end: e - 1,
+      highWaterMark: 64 * 1024,
+      // fs.open() takes numeric flags too; the stream options are typed as a string.
+      ...(this.openFlags !== undefined ? { flags: this.openFlags as unknown as string } : {}),
+    });
   }
 }
 

@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { isAbsolute, relative, resolve } from 'node:path';
 import { SandgateError } from '../core/errors.js';
@@ -31,6 +32,16 @@ export interface ParsedEnvelope {
   readonly authUser?: string;
   readonly localDomain?: string;
 }
+
+/**
+ * How queue files are opened, every time (the envelope here, the message by FileMessage):
+ * read-only; O_NONBLOCK, so that a FIFO (or a device) put where a queue file should be cannot
+ * block a libuv pool thread (and with it every later request and the process's exit); O_NOFOLLOW,
+ * so that the queue file itself is never a symbolic link (ELOOP). Directories on the way may be
+ * links (a Queue directory on another disk): resolveQueuePath checks the path lexically.
+ */
+export const QUEUE_FILE_FLAGS =
+  constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOFOLLOW ?? 0);
 
 /** The envelope is read in pieces of this size until the first empty line. */
 const READ_CHUNK = 64 * 1024;
@@ -157,19 +168,21 @@ function lastBracketed(text: string, open: string, close: string): string | unde
 }
 
 /**
- * Opens a queue file read-only, reads its envelope (up to the first empty line) and returns it
- * with the offset and size of the message. Errors: ERR_INPUT_NOT_FOUND (missing, not a file,
- * unreadable; details.reason says which), ERR_MESSAGE_MALFORMED (no empty line, untagged line).
+ * Opens a queue file (QUEUE_FILE_FLAGS), checks with fstat that it is a regular file before
+ * reading a byte, reads its envelope (up to the first empty line) and returns it with the offset
+ * and size of the message. Errors: ERR_INPUT_NOT_FOUND with details.reason 'missing', 'symlink'
+ * (the file itself is a symbolic link), 'not-a-file' (a FIFO, a directory, a device, a socket)
+ * or 'unreadable'; ERR_MESSAGE_MALFORMED (no empty line, untagged line).
  */
 export async function readQueueFile(path: string, maxEnvelopeBytes = MAX_ENVELOPE_BYTES): Promise<QueueFile> {
   let handle;
   try {
-    handle = await open(path, 'r');
+    handle = await open(path, QUEUE_FILE_FLAGS);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new SandgateError('ERR_INPUT_NOT_FOUND', 'the queue file cannot be opened', {
       cause: err,
-      details: { reason: code === 'ENOENT' ? 'missing' : 'unreadable', errno: code },
+      details: { reason: openFailure(code), errno: code },
     });
   }
   try {
@@ -220,5 +233,21 @@ export async function readQueueFile(path: string, maxEnvelopeBytes = MAX_ENVELOP
     });
   } finally {
     await handle.close();
+  }
+}
+
+/** Why open() failed: O_NOFOLLOW on a symbolic link is ELOOP (EMLINK on FreeBSD); ENXIO: a socket. */
+function openFailure(code: string | undefined): string {
+  switch (code) {
+    case 'ENOENT':
+      return 'missing';
+    case 'ELOOP':
+    case 'EMLINK':
+      return 'symlink';
+    case 'ENXIO':
+      return 'not-a-file';
+    case undefined:
+    default:
+      return 'unreadable';
   }
 }

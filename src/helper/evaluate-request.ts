@@ -3,7 +3,7 @@ import { isSandgateError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { describeOutcomes } from '../core/outcome.js';
 import { FileMessage } from '../core/spool.js';
-import { readQueueFile, resolveQueuePath } from './envelope.js';
+import { QUEUE_FILE_FLAGS, readQueueFile, resolveQueuePath } from './envelope.js';
 import type { Reply } from './protocol.js';
 import { replyForEvaluation, tempfailReply, type HelperTempfailReason } from './replies.js';
 import type { Request } from './request.js';
@@ -25,7 +25,7 @@ export async function evaluateRequest(
   try {
     const abs = resolveQueuePath(settings.baseDir, req.path as string);
     const qf = await readQueueFile(abs);
-    message = new FileMessage(req.msgId, qf.envelope, abs, qf.bodyOffset, qf.size);
+    message = new FileMessage(req.msgId, qf.envelope, abs, qf.bodyOffset, qf.size, QUEUE_FILE_FLAGS);
     log.debug(
       {
         event: 'helper.queue_file',
@@ -78,6 +78,8 @@ function queueFileReason(err: unknown): HelperTempfailReason {
     const reason = err.details.reason;
     if (reason === 'outside-base') return 'outside-base';
     if (reason === 'missing') return 'queue-file-missing';
+    if (reason === 'not-a-file') return 'queue-file-not-regular';
+    if (reason === 'symlink') return 'queue-file-symlink';
     return 'queue-file-unreadable';
   }
   return 'queue-file-unreadable';

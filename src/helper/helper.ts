@@ -12,6 +12,8 @@ import {
   formatReply,
   LineReader,
   parseCommandLine,
+  sequenceOfTooLongLine,
+  type InputLine,
   type Command,
   type Reply,
 } from './protocol.js';
@@ -112,7 +114,7 @@ export class HelperSession {
       const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
       for (const line of this.lines.push(buf)) {
         if (this.closing !== undefined) break;
-        this.onLine(line.kind === 'line' ? line.text : undefined, line.kind === 'too-long' ? line.bytes : 0);
+        this.onLine(line);
       }
     });
     input.on('end', () => this.onEnd());
@@ -141,7 +143,7 @@ export class HelperSession {
     this.inputEnded = true;
     for (const line of this.lines.end()) {
       if (this.closing !== undefined) break;
-      this.onLine(line.kind === 'line' ? line.text : undefined, line.kind === 'too-long' ? line.bytes : 0);
+      this.onLine(line);
     }
     if (this.closing !== undefined) return;
     this.o.log.info(
@@ -155,11 +157,12 @@ export class HelperSession {
     if (this.inputEnded && this.closing === undefined && this.pending.size === 0) this.close('eof');
   }
 
-  private onLine(text: string | undefined, tooLongBytes: number): void {
-    if (text === undefined) {
-      this.junkLog.junk({ reason: 'too-long', bytes: tooLongBytes });
+  private onLine(line: InputLine): void {
+    if (line.kind === 'too-long') {
+      this.onTooLong(line.prefix, line.bytes);
       return;
     }
+    const text = line.text;
     const parsed = parseCommandLine(text);
     if (!parsed.ok) {
       if (parsed.reason === 'no-sequence')
@@ -167,6 +170,31 @@ export class HelperSession {
       return;
     }
     this.onCommand(parsed.command);
+  }
+
+  /**
+   * A line longer than helper.maxLineLength: when it starts with a sequence number, CommuniGate
+   * waits for an answer to it (a FILE with a path we will not read), so it gets the tempfail reply
+   * and the message stays in CommuniGate's queue. Without a number it is junk: logged, no reply.
+   */
+  private onTooLong(prefix: string, bytes: number): void {
+    const seq = sequenceOfTooLongLine(prefix);
+    if (seq === undefined) {
+      this.junkLog.junk({ reason: 'too-long', bytes });
+      return;
+    }
+    if (this.pending.has(seq)) {
+      this.o.log.warn(
+        { event: 'helper.duplicate_seq', seq },
+        'over-long line with a sequence number still pending; ignored',
+      );
+      return;
+    }
+    this.o.log.warn(
+      { event: 'helper.line_too_long', seq, bytes, maxLineLength: this.o.settings.maxLineLength },
+      'command line longer than helper.maxLineLength; answering tempfail',
+    );
+    this.write(formatReply(seq, tempfailReply(this.o.settings.replies, 'line-too-long')));
   }
 
   private onCommand(cmd: Command): void {

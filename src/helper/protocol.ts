@@ -13,20 +13,29 @@ const MAX_SEQ_DIGITS = 64;
 // ---------------------------------------------------------------------------------------------
 // Input lines
 
-/** One line from the server: its text (end of line and a trailing CR removed), or a line that was too long. */
+/** Bytes kept of the start of an over-long line: room for blanks and a sequence number. */
+export const TOO_LONG_PREFIX_BYTES = 128;
+
+/**
+ * One line from the server: its text (end of line and a trailing CR removed), or a line that was
+ * too long, with its size and its first TOO_LONG_PREFIX_BYTES bytes (to find its sequence number).
+ */
 export type InputLine =
-  { readonly kind: 'line'; readonly text: string } | { readonly kind: 'too-long'; readonly bytes: number };
+  | { readonly kind: 'line'; readonly text: string }
+  | { readonly kind: 'too-long'; readonly bytes: number; readonly prefix: string };
 
 /**
  * Splits a byte stream into lines at LF, strips a trailing CR, and never buffers more than
- * `maxLength` bytes of one line: a longer line is reported once as 'too-long' and skipped up to
- * its end of line.
+ * `maxLength` bytes of one line: a longer line is reported once as 'too-long' (with a bounded
+ * prefix) and skipped up to its end of line.
  */
 export class LineReader {
   private parts: Buffer[] = [];
   private held = 0;
   /** Bytes of the current over-long line, counted while it is being skipped. */
   private skipping = -1;
+  /** The start of the over-long line being skipped. */
+  private prefix = '';
 
   constructor(private readonly maxLength: number) {}
 
@@ -60,6 +69,7 @@ export class LineReader {
     // +1 leaves room for a CR that belongs to the end of line.
     if (this.held + piece.length > this.maxLength + 1) {
       this.skipping = this.held + piece.length;
+      this.prefix = prefixOf(Buffer.concat([...this.parts, piece.subarray(0, TOO_LONG_PREFIX_BYTES)]));
       this.parts = [];
       this.held = 0;
       return;
@@ -70,8 +80,9 @@ export class LineReader {
 
   private finishLine(out: InputLine[]): void {
     if (this.skipping >= 0) {
-      out.push({ kind: 'too-long', bytes: this.skipping });
+      out.push({ kind: 'too-long', bytes: this.skipping, prefix: this.prefix });
       this.skipping = -1;
+      this.prefix = '';
       return;
     }
     let line = this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts, this.held);
@@ -79,11 +90,25 @@ export class LineReader {
     this.held = 0;
     if (line.length > 0 && line[line.length - 1] === 0x0d) line = line.subarray(0, line.length - 1);
     if (line.length > this.maxLength) {
-      out.push({ kind: 'too-long', bytes: line.length });
+      out.push({ kind: 'too-long', bytes: line.length, prefix: prefixOf(line) });
       return;
     }
     out.push({ kind: 'line', text: line.toString('utf8') });
   }
+}
+
+function prefixOf(line: Buffer): string {
+  return line.subarray(0, TOO_LONG_PREFIX_BYTES).toString('latin1');
+}
+
+/**
+ * The sequence number an over-long line starts with (after blanks): digits, at most
+ * MAX_SEQ_DIGITS, then a blank. Undefined when there is none: such a line is junk.
+ */
+export function sequenceOfTooLongLine(prefix: string): string | undefined {
+  const m = /^[ \t]*([0-9]+)[ \t]/.exec(prefix);
+  const seq = m?.[1];
+  return seq !== undefined && seq.length <= MAX_SEQ_DIGITS ? seq : undefined;
 }
 
 // ---------------------------------------------------------------------------------------------

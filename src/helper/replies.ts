@@ -29,7 +29,13 @@ export type HelperTempfailReason =
   | 'queue-file-missing'
   | 'queue-file-unreadable'
   | 'queue-file-malformed'
+  /** A FIFO, directory, device or socket where a queue file should be: answered at once, never read. */
+  | 'queue-file-not-regular'
+  /** The queue file itself is a symbolic link (CommuniGate never writes one). */
+  | 'queue-file-symlink'
   | 'copy-missing'
+  /** A numbered command line longer than helper.maxLineLength (answered by its number). */
+  | 'line-too-long'
   | 'internal';
 
 export function fillText(template: string, values: Readonly<Record<string, string>>): string {

@@ -12,6 +12,7 @@ import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
 import type { Runtime } from '../runtime.js';
+import { exitOnSignals } from '../signals.js';
 
 const HELP = `usage: sandgate helper [--config FILE] [--set KEY=VALUE]
 
@@ -139,6 +140,9 @@ async function startRuntime(config: Config, log: Logger): Promise<Runtime> {
  */
 function guardProcess(): void {
   process.removeAllListeners('warning');
+  // CommuniGate ends a helper with QUIT; a signal (a server shutdown, an operator) still removes
+  // the helper's spool files on its way out.
+  exitOnSignals();
   const crash = (err: unknown) => {
     activeLog.fatal({ event: 'helper.crash', err }, 'helper crashed');
     const text = err instanceof Error ? err.message : String(err);

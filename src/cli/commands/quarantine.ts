@@ -12,6 +12,8 @@ import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
 import { loadOrCreateMarkKey } from '../mark-key.js';
+import { exitOnSignals } from '../signals.js';
+import { sweepSpool } from '../spool-sweep.js';
 
 const HELP = `usage: sandgate quarantine <subcommand> [--config FILE] [--set KEY=VALUE]
 
@@ -40,6 +42,7 @@ const OPTIONS = {
 } as const;
 
 export async function run(argv: string[], io: CliIo): Promise<number> {
+  if (io.stdin === process.stdin) exitOnSignals();
   try {
     return await quarantine(argv, io);
   } catch (err) {
@@ -64,6 +67,8 @@ export function openQuarantine(config: Config, log: Logger): QuarantineContext {
   try {
     const store = new QuarantineStore(db, config.quarantine.dir ?? join(config.stateDir, 'quarantine'));
     store.recover();
+    // show and release walk the message and may spool its parts.
+    sweepSpool(config.stateDir, log);
     const markKey = loadOrCreateMarkKey(config.headers.markKeyFile ?? join(config.stateDir, 'mark.key'));
     const service = createQuarantineService({
       config,

@@ -10,15 +10,22 @@ import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
 import { createRuntime } from '../runtime.js';
+import { exitOnSignals } from '../signals.js';
 
 const HELP = `usage: sandgate scan [--config FILE] [--set KEY=VALUE] [--json] FILE.eml | -
 
 Scans one message with the configured scanner chain and prints the verdict.
 Nothing is quarantined or delivered: this command only reports.
 
-exit codes: 0 clean, 1 malicious or suspicious, 2 error (unreadable file, bad config, a scanner failed)`;
+A message larger than scan.maxMessageSize is not scanned: exit 2, ERR_MESSAGE_TOO_LARGE (stdin is
+read up to the limit and no further).
+
+exit codes: 0 clean, 1 malicious or suspicious, 2 error (unreadable file, bad config, too large,
+a scanner failed)`;
 
 export async function run(argv: string[], io: CliIo): Promise<number> {
+  // A signal ends the process through process.exit(), so that the spool file of stdin goes too.
+  if (io.stdin === process.stdin) exitOnSignals();
   try {
     return await scan(argv, io);
   } catch (err) {
@@ -45,27 +52,18 @@ async function scan(argv: string[], io: CliIo): Promise<number> {
   }
   const input = positionals[0] as string;
   const path = input === '-' ? undefined : resolve(io.cwd, input);
-  if (path !== undefined) {
-    let isFile: boolean;
-    try {
-      isFile = statSync(path).isFile();
-    } catch (cause) {
-      throw new SandgateError(
-        'ERR_INPUT_NOT_FOUND',
-        `cannot read ${input}: ${(cause as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : String(cause)}`,
-        {
-          cause,
-          details: { path },
-        },
-      );
-    }
-    if (!isFile)
-      throw new SandgateError('ERR_INPUT_NOT_FOUND', `cannot read ${input}: not a regular file`, {
-        details: { path },
-      });
-  }
+  const fileSize = path === undefined ? undefined : regularFileSize(input, path);
 
   const { config } = loadConfigFromArgs(values, io);
+  const maxSize = config.scan.maxMessageSize;
+  if (fileSize !== undefined && fileSize > maxSize) {
+    // The one rule for too-large (docs/configuration.md): not read, not scanned, exit 2.
+    throw new SandgateError(
+      'ERR_MESSAGE_TOO_LARGE',
+      `${input} is larger than scan.maxMessageSize (${fileSize} > ${maxSize} bytes); not scanned`,
+      { details: { path, bytes: fileSize, maxMessageSize: maxSize } },
+    );
+  }
   const log = createLogger(
     config.log.file !== undefined ? config : { log: { ...config.log, level: 'warn' } },
     'stderr',
@@ -77,13 +75,15 @@ async function scan(argv: string[], io: CliIo): Promise<number> {
   let spool: Spool | undefined;
   try {
     if (path !== undefined) {
-      message = new FileMessage(msgId, envelope, path);
+      message = new FileMessage(msgId, envelope, path, 0, fileSize);
     } else {
-      spool = await Spool.fromStream(io.stdin, {
+      spool = await readStdin(io, {
         msgId,
         envelope,
         dir: runtime.spoolDir,
         memoryThreshold: config.scan.memorySpoolThreshold,
+        maxBytes: maxSize,
+        overflow: 'fail',
       });
       message = spool;
     }
@@ -107,6 +107,40 @@ async function scan(argv: string[], io: CliIo): Promise<number> {
     spool?.dispose();
     await runtime.close();
     log.flush();
+  }
+}
+
+/** The size of the message file, which must be a regular file (ERR_INPUT_NOT_FOUND otherwise). */
+function regularFileSize(input: string, path: string): number {
+  let stat;
+  try {
+    stat = statSync(path);
+  } catch (cause) {
+    throw new SandgateError(
+      'ERR_INPUT_NOT_FOUND',
+      `cannot read ${input}: ${(cause as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : String(cause)}`,
+      { cause, details: { path } },
+    );
+  }
+  if (!stat.isFile()) {
+    throw new SandgateError('ERR_INPUT_NOT_FOUND', `cannot read ${input}: not a regular file`, {
+      details: { path },
+    });
+  }
+  return stat.size;
+}
+
+/** Spools stdin, stopping at scan.maxMessageSize (stdin may never end: `cat /dev/zero | sandgate scan -`). */
+async function readStdin(io: CliIo, options: Parameters<typeof Spool.fromStream>[1]): Promise<Spool> {
+  try {
+    return await Spool.fromStream(io.stdin, options);
+  } catch (err) {
+    if (!isSandgateError(err, 'ERR_MESSAGE_TOO_LARGE')) throw err;
+    throw new SandgateError(
+      'ERR_MESSAGE_TOO_LARGE',
+      `stdin is larger than scan.maxMessageSize (${options.maxBytes} bytes); stopped reading, not scanned`,
+      { cause: err, details: { maxMessageSize: options.maxBytes } },
+    );
   }
 }
 

@@ -19,7 +19,10 @@ export const helperSchema = z
     deadline: duration.pipe(z.number().int().min(100)).prefault('50s'),
     /** Scans at once; further FILE requests wait in order (their deadline runs while they wait). */
     concurrency: int.pipe(z.number().int().min(1).max(100_000)).default(64),
-    /** Longest command line accepted from CommuniGate (bytes); longer lines are logged and ignored. */
+    /**
+     * Longest command line accepted from CommuniGate (bytes). A longer line that starts with a
+     * sequence number is answered with the tempfail reply (line-too-long); others are logged and ignored.
+     */
     maxLineLength: byteSize
       .pipe(
         z

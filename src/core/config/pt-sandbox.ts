@@ -74,13 +74,46 @@ const seconds = (min: number, max: number) =>
   );
 
 /**
+ * Whether a URL names this machine: 127.0.0.0/8, ::1 or localhost (after the URL parser's
+ * normalisation, so `http://127.1` and `http://[0:0:0:0:0:0:0:1]` count too).
+ */
+export function isLoopbackUrl(url: URL): boolean {
+  const host = url.hostname.toLowerCase();
+  return (
+    host === 'localhost' ||
+    host === 'localhost.' ||
+    host === '[::1]' ||
+    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
+  );
+}
+
+/**
+ * A plain http:// address of another machine: the API token (X-API-Key) and the mail would cross
+ * the network in clear. Refused unless scanners.ptSandbox.allowInsecureHttp is true.
+ */
+export function isInsecureHttpUrl(raw: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return false;
+  }
+  return url.protocol === 'http:' && !isLoopbackUrl(url);
+}
+
+/**
  * PT Sandbox public API (docs/pt-sandbox.md). The token comes from the environment or a file,
  * never from this file.
  */
 export const ptSandboxSchema = z
   .object({
-    /** Base address of the appliance, e.g. https://sandbox.example.net (the /api/v1 prefix is added). */
+    /**
+     * Base address of the appliance, e.g. https://sandbox.example.net (the /api/v1 prefix is
+     * added). http:// only to this machine (127.0.0.0/8, ::1, localhost) unless allowInsecureHttp.
+     */
     url: z.url().optional(),
+    /** Allow an http:// url to another machine: the token and the mail travel in clear (warned at start). */
+    allowInsecureHttp: bool.default(false),
     /** Name of the environment variable holding the API token. */
     tokenEnv: z.string().prefault('SANDGATE_PT_SANDBOX_TOKEN'),
     /** A file holding the API token (wins over tokenEnv when set). */
@@ -171,6 +204,11 @@ export const ptSandboxSchema = z
       .strict()
       .prefault({}),
   })
-  .strict();
+  .strict()
+  .refine((c) => c.url === undefined || c.allowInsecureHttp || !isInsecureHttpUrl(c.url), {
+    message:
+      'http:// to another machine sends the API token and the mail in clear; use https:// (with caFile for a self-signed certificate) or set scanners.ptSandbox.allowInsecureHttp: true',
+    path: ['url'],
+  });
 
 export type PtSandboxConfig = z.output<typeof ptSandboxSchema>;

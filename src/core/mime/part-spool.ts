@@ -4,6 +4,7 @@ import { open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { sliceChunks } from '../spool.js';
+import { registerSpoolFile, releaseSpoolFile, spoolFileName } from '../spool-owner.js';
 
 /** How many leading bytes a part keeps for magic-number checks. */
 export const HEAD_BYTES = 4096;
@@ -125,7 +126,8 @@ export class PartSpool {
     }
     if (this.out === undefined) {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      this.file = join(this.dir, `part-${process.pid}-${randomBytes(8).toString('hex')}.bin`);
+      this.file = join(this.dir, spoolFileName(`part-${randomBytes(8).toString('hex')}`, 'bin'));
+      registerSpoolFile(this.file);
       const out = createWriteStream(this.file, { flags: 'wx', mode: 0o600 });
       this.out = out;
       this.hash = createHash('sha256');
@@ -218,10 +220,14 @@ export class PartSpool {
     if (file === undefined) return;
     if (out !== undefined && !out.closed) {
       // The file is opened asynchronously: remove it once the stream has let go, or it could reappear.
-      out.once('close', () => rmSync(file, { force: true }));
+      out.once('close', () => {
+        rmSync(file, { force: true });
+        releaseSpoolFile(file);
+      });
       out.destroy();
     } else {
       rmSync(file, { force: true });
+      releaseSpoolFile(file);
     }
   }
 }

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { PtSandboxConfig } from '../../core/config/pt-sandbox.js';
+import { isInsecureHttpUrl, type PtSandboxConfig } from '../../core/config/pt-sandbox.js';
 import { SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { PtSandboxClient } from './client.js';
@@ -13,7 +13,8 @@ export type { TaskStorePort } from './task-runner.js';
 
 /**
  * A client for the configured appliance: token from the environment or tokenFile, TLS verified
- * against caFile (or the system CAs) unless insecureSkipVerify, which logs a warning.
+ * against caFile (or the system CAs) unless insecureSkipVerify, which logs a warning, as does a
+ * plain http:// url to another machine (allowed only with allowInsecureHttp).
  */
 export function createPtClient(
   config: PtSandboxConfig,
@@ -39,6 +40,13 @@ export function createPtClient(
         details: { path: 'scanners.ptSandbox.caFile', file: config.caFile },
       });
     }
+  }
+  if (isInsecureHttpUrl(config.url)) {
+    // Only with allowInsecureHttp: the schema refuses it otherwise.
+    deps.log.warn(
+      { event: 'pt.http_insecure', url: config.url },
+      'PT Sandbox is reached over plain http (allowInsecureHttp): anyone on the path can read mail and the token; use https',
+    );
   }
   if (config.insecureSkipVerify) {
     deps.log.warn(
@@ -69,7 +77,8 @@ export function createPtSandboxScanner(
     readonly tasks: TaskStorePort;
     /** Identifies this process in the pt_task table (e.g. `${hostname}:${pid}`). */
     readonly owner: string;
-    readonly spoolDir?: string;
+    /** `<stateDir>/spool/pt-sandbox` (src/cli/scanners.ts). */
+    readonly spoolDir: string;
   },
 ): PtSandboxScanner {
   const client = createPtClient(config, deps);
@@ -79,6 +88,6 @@ export function createPtSandboxScanner(
     tasks: deps.tasks,
     log: deps.log.child({ scanner: 'pt-sandbox' }),
     owner: deps.owner,
-    ...(deps.spoolDir !== undefined ? { spoolDir: deps.spoolDir } : {}),
+    spoolDir: deps.spoolDir,
   });
 }

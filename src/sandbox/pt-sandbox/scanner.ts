@@ -1,6 +1,4 @@
 import { createHash } from 'node:crypto';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { PtSandboxConfig } from '../../core/config/pt-sandbox.js';
 import { analyseMessage } from '../../core/content-key.js';
 import { isSandgateError } from '../../core/errors.js';
@@ -22,8 +20,11 @@ export interface PtSandboxScannerOptions {
   readonly log: Logger;
   /** Identifies this process in the pt_task table. */
   readonly owner: string;
-  /** Where the MIME walker spools big parts (attachments mode, prefilter). */
-  readonly spoolDir?: string;
+  /**
+   * Where the MIME walker spools big parts (attachments mode, prefilter): `<stateDir>/spool/...`,
+   * so that the start-up sweep finds what a killed process left there.
+   */
+  readonly spoolDir: string;
   readonly now?: () => number;
 }
 
@@ -50,7 +51,7 @@ export class PtSandboxScanner implements Scanner {
     this.cfg = o.config;
     this.backgroundMs = o.config.maxTaskAge;
     this.cleanTtlCapMs = o.config.cleanTtlCap;
-    this.spoolDir = o.spoolDir ?? join(tmpdir(), 'sandgate-pt-parts');
+    this.spoolDir = o.spoolDir;
     const a = o.config.analysis;
     this.settingsFingerprint = createHash('sha256')
       .update(

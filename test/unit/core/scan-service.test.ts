@@ -136,6 +136,53 @@ describe('ScanService', () => {
     expect(scanner.calls).toBe(2);
   });
 
+  it('does not scan a message over scan.maxMessageSize: failed(too-large) for each scanner, then the policy', async () => {
+    const dir = tempDir();
+    const now = Date.UTC(2026, 10, 27, 12);
+    const remote = new CountingScanner({ name: 'remote' });
+    const local = new CountingScanner({ name: 'local', local: true });
+    const logs = new LogCapture();
+    const rt = start(dir, [local, remote], {
+      now: () => now,
+      logs,
+      config: { scan: { maxMessageSize: 1024 } },
+    });
+    const big = message(CLEAN_MAIL + 'x'.repeat(2000));
+    const result = await rt.evaluator.evaluate(big, { deadline: now + 10_000 });
+    expect(local.calls + remote.calls).toBe(0);
+    expect(result.outcomes).toEqual([
+      expect.objectContaining({ scanner: 'local', kind: 'failed', reason: 'too-large', cached: false }),
+      expect.objectContaining({ scanner: 'remote', kind: 'failed', reason: 'too-large', cached: false }),
+    ]);
+    expect(result.outcomes[0]).toMatchObject({ message: expect.stringContaining('scan.maxMessageSize') });
+    // The default policy for too-large: quarantine, with a copy of the whole message.
+    expect(result.decision).toMatchObject({ action: 'quarantine', reason: 'failure:too-large' });
+    const item = rt.quarantine.get(result.quarantineId!);
+    expect(item.size).toBe(big.size);
+    // The content key is still computed (hashing, not scanning).
+    expect(result.contentKey).toMatch(/^[0-9a-f]{64}$/);
+    // At the limit the message is scanned as usual.
+    const atLimit = message(CLEAN_MAIL + 'y'.repeat(1024 - CLEAN_MAIL.length));
+    expect(atLimit.size).toBe(1024);
+    const scanned = await rt.evaluator.evaluate(atLimit, { deadline: now + 10_000 });
+    expect(scanned.decision.action).toBe('deliver');
+    expect(local.calls + remote.calls).toBe(2);
+  });
+
+  it('a too-large message whose quarantine copy fails is tempfail, not dropped', async () => {
+    const dir = tempDir();
+    const now = Date.UTC(2026, 10, 27, 12);
+    mkdirSync(join(dir, 'quarantine'), { recursive: true });
+    writeFileSync(join(dir, 'quarantine', '2026-11-27'), 'in the way');
+    const scanner = new CountingScanner();
+    const rt = start(dir, [scanner], { now: () => now, config: { scan: { maxMessageSize: 1024 } } });
+    const result = await rt.evaluator.evaluate(message(CLEAN_MAIL + 'x'.repeat(2000)), {
+      deadline: now + 10_000,
+    });
+    expect(scanner.calls).toBe(0);
+    expect(result.decision).toMatchObject({ action: 'tempfail', reason: 'quarantine-failed' });
+  });
+
   it('turns a failing quarantine write into tempfail', async () => {
     const dir = tempDir();
     const now = Date.UTC(2026, 10, 27, 12);

@@ -1,11 +1,12 @@
 import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { describe, expect, it } from 'vitest';
 import { isSandgateError } from '../../../src/core/errors.js';
 import { readChunks } from '../../../src/core/message.js';
 import { BufferMessage, Spool } from '../../../src/core/spool.js';
+import { ownerOf, ownerTag } from '../../../src/core/spool-owner.js';
 import { ENVELOPE } from '../../support/runtime.js';
 import { tempDir } from '../../support/tmp.js';
 
@@ -27,7 +28,9 @@ describe('Spool', () => {
       Readable.from(['a'.repeat(10), 'b'.repeat(10), 'c'.repeat(10)]),
       opts(dir),
     );
-    expect(big.path).toBe(join(dir, 'sg-test-0000000001.eml'));
+    // The owner (this process's pid and start time) is part of the name: see spool-owner.ts.
+    expect(big.path).toBe(join(dir, `sg-test-0000000001.${ownerTag()}.eml`));
+    expect(ownerOf(basename(big.path!))).toMatchObject({ pid: process.pid });
     expect(await text(big.open())).toBe('a'.repeat(10) + 'b'.repeat(10) + 'c'.repeat(10));
     expect(await text(big.open({ start: 8, end: 12 }))).toBe('aabb');
     expect(big.size).toBe(30);
@@ -75,6 +78,33 @@ describe('Spool', () => {
     expect(spool.receivedBytes).toBe(100);
     expect(spool.sizeExceeded).toBe(true);
     spool.dispose();
+  });
+
+  it("with overflow 'fail' stops reading at maxBytes, leaves no file and rejects with ERR_MESSAGE_TOO_LARGE", async () => {
+    const dir = tempDir();
+    let produced = 0;
+    // An input that does not end for a long time (`cat /dev/zero | sandgate scan -`).
+    const endless = new Readable({
+      read() {
+        produced += 1024;
+        this.push(produced > 20 * 1024 * 1024 ? null : Buffer.alloc(1024));
+      },
+    });
+    const err = await Spool.fromStream(endless, opts(dir, { maxBytes: 100_000, overflow: 'fail' })).catch(
+      (e: unknown) => e,
+    );
+    expect(isSandgateError(err, 'ERR_MESSAGE_TOO_LARGE')).toBe(true);
+    expect(endless.destroyed).toBe(true);
+    // Read ahead is bounded by the stream buffers, not by the input.
+    expect(produced).toBeLessThan(100_000 + 512 * 1024);
+    expect(readdirSync(dir)).toEqual([]);
+    // Exactly maxBytes is not too large.
+    const exact = await Spool.fromStream(
+      Readable.from([Buffer.alloc(60), Buffer.alloc(40)]),
+      opts(dir, { maxBytes: 100, overflow: 'fail' }),
+    );
+    expect(exact.size).toBe(100);
+    exact.dispose();
   });
 
   it('leaves no file behind when the sender goes away mid-message', async () => {

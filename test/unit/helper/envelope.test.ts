@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,6 +9,7 @@ import { FileMessage } from '../../../src/core/spool.js';
 import {
   findBodyOffset,
   parseEnvelope,
+  QUEUE_FILE_FLAGS,
   readQueueFile,
   resolveQueuePath,
 } from '../../../src/helper/envelope.js';
@@ -191,6 +193,33 @@ describe('readQueueFile', () => {
       err = e;
     }
     expect((err as { details: { reason: string } }).details.reason).toBe('not-a-file');
+  });
+
+  it('refuses a FIFO at once, without waiting for a writer, and a queue file that is a symbolic link', async () => {
+    const fifo = join(dir, 'Queue', 'fifo.msg');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    const started = Date.now();
+    const err = await readQueueFile(fifo).catch((e: unknown) => e);
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(isSandgateError(err, 'ERR_INPUT_NOT_FOUND')).toBe(true);
+    expect((err as { details: { reason: string } }).details.reason).toBe('not-a-file');
+
+    const target = join(dir, 'Queue', 'target.msg');
+    writeFileSync(target, `P <a@x.test>\n\n${BODY}`);
+    const link = join(dir, 'Queue', 'link.msg');
+    symlinkSync(target, link);
+    const linked = await readQueueFile(link).catch((e: unknown) => e);
+    expect(isSandgateError(linked, 'ERR_INPUT_NOT_FOUND')).toBe(true);
+    expect((linked as { details: { reason: string } }).details.reason).toBe('symlink');
+    // The message is opened with the same flags: a file swapped for a link after the check is not followed.
+    const qf = await readQueueFile(target);
+    const msg = new FileMessage('sg-test', qf.envelope, link, qf.bodyOffset, qf.size, QUEUE_FILE_FLAGS);
+    await expect(text(msg.open())).rejects.toMatchObject({ code: 'ELOOP' });
+    expect(
+      await text(
+        new FileMessage('sg-test', qf.envelope, target, qf.bodyOffset, qf.size, QUEUE_FILE_FLAGS).open(),
+      ),
+    ).toBe(BODY);
   });
 
   it.skipIf(process.getuid?.() === 0)('reports an unreadable file', async () => {

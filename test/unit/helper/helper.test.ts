@@ -168,7 +168,9 @@ describe('HelperSession', () => {
       '',
       '4 KEY abc',
       '5 FROB x',
+      // Too long: with a number it is answered (tempfail, by its number); without, it is junk.
       `6 FILE ${'x'.repeat(5000)}`,
+      `FILE ${'x'.repeat(5000)}`,
       '7 QUIT',
     );
     const result = await done;
@@ -179,12 +181,16 @@ describe('HelperSession', () => {
       '3 INTF 4',
       '4 OK',
       '5 ERROR "unsupported command"',
+      '6 REJECTED "sandgate: not scanned yet (line-too-long), will retry"',
       '7 OK',
     ]);
     expect(result).toEqual({ reason: 'quit', answered: 0, abandoned: 0 });
     expect(events.filter((e) => e.event === 'helper.junk_line').map((e) => e.reason)).toEqual([
       'no-sequence',
       'too-long',
+    ]);
+    expect(events.filter((e) => e.event === 'helper.line_too_long')).toEqual([
+      expect.objectContaining({ seq: '6', bytes: 5007 }),
     ]);
   });
 

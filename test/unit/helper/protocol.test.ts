@@ -9,6 +9,8 @@ import {
   MAX_REPLY_BYTES,
   parseCommandLine,
   parseFileArgument,
+  sequenceOfTooLongLine,
+  TOO_LONG_PREFIX_BYTES,
 } from '../../../src/helper/protocol.js';
 
 describe('parseCommandLine', () => {
@@ -173,16 +175,44 @@ describe('LineReader', () => {
       ...r.push(Buffer.from('\n2 QUIT\n')),
     ];
     expect(out).toEqual([
-      { kind: 'too-long', bytes: 67 },
+      // The prefix is what had arrived when the line became too long.
+      { kind: 'too-long', bytes: 67, prefix: '1 FILE ' + 'x'.repeat(30) },
       { kind: 'line', text: '2 QUIT' },
     ]);
+  });
+
+  it('keeps a bounded prefix of a too-long line, across chunks', () => {
+    const r = new LineReader(4096);
+    const out = [
+      ...r.push(Buffer.from('  00042 FI')),
+      ...r.push(Buffer.from('LE ' + 'q'.repeat(3000))),
+      ...r.push(Buffer.from('q'.repeat(2000) + '\n')),
+    ];
+    expect(out).toHaveLength(1);
+    const line = out[0] as { kind: string; bytes: number; prefix: string };
+    expect(line.kind).toBe('too-long');
+    expect(line.bytes).toBe(5013);
+    expect(line.prefix).toBe(('  00042 FILE ' + 'q'.repeat(200)).slice(0, TOO_LONG_PREFIX_BYTES));
   });
 
   it('counts the limit without the CR of a CRLF', () => {
     const r = new LineReader(4);
     expect(r.push(Buffer.from('1 OK\r\n12345\r\n'))).toEqual([
       { kind: 'line', text: '1 OK' },
-      { kind: 'too-long', bytes: 6 }, // raw bytes, CR included
+      { kind: 'too-long', bytes: 6, prefix: '12345\r' }, // raw bytes, CR included
     ]);
+  });
+});
+
+describe('sequenceOfTooLongLine', () => {
+  it('finds a sequence number of at most 64 digits followed by a blank', () => {
+    expect(sequenceOfTooLongLine('3 FILE xxxx')).toBe('3');
+    expect(sequenceOfTooLongLine(' \t00017\tFILE x')).toBe('00017');
+    expect(sequenceOfTooLongLine(`${'9'.repeat(64)} FILE`)).toBe('9'.repeat(64));
+    expect(sequenceOfTooLongLine(`${'9'.repeat(65)} FILE`)).toBeUndefined();
+    expect(sequenceOfTooLongLine('9'.repeat(128))).toBeUndefined();
+    expect(sequenceOfTooLongLine('3FILE x')).toBeUndefined();
+    expect(sequenceOfTooLongLine('x3 FILE')).toBeUndefined();
+    expect(sequenceOfTooLongLine('')).toBeUndefined();
   });
 });
