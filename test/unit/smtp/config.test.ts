@@ -17,7 +17,11 @@ describe('relay config', () => {
     expect(hop('mx.local:2525')).toEqual({ kind: 'smtp', host: 'mx.local', port: 2525 });
     expect(hop('directory:out')).toEqual({ kind: 'directory', path: 'out' });
     expect(hop('./.sandgate/delivered')).toEqual({ kind: 'directory', path: './.sandgate/delivered' });
-    expect(() => hop('http://x:1')).toThrow(/not a next hop/);
+    expect(hop('submitted:/var/CommuniGate/Submitted')).toEqual({
+      kind: 'submitted',
+      path: '/var/CommuniGate/Submitted',
+    });
+    expect(() => hop('http://x:1')).toThrow(/not a delivery target/);
     expect(() => relaySchema.parse({ nextHopOptions: { tls: 'maybe' } })).toThrow();
     expect(() => relaySchema.parse({ typo: 1 })).toThrow();
   });
