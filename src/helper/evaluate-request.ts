@@ -1,25 +1,24 @@
-import type { Evaluator } from '../core/evaluation.js';
+import type { Evaluation, Evaluator } from '../core/evaluation.js';
 import { isSandgateError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { describeOutcomes } from '../core/outcome.js';
 import { FileMessage } from '../core/spool.js';
 import { QUEUE_FILE_FLAGS, readQueueFile, resolveQueuePath } from './envelope.js';
 import type { Reply } from './protocol.js';
-import { replyForEvaluation, tempfailReply, type HelperTempfailReason } from './replies.js';
+import { replyForEvaluation, type HelperTempfailReason } from './replies.js';
 import type { Request } from './request.js';
 import type { HelperSettings } from './settings.js';
 
-/** Time kept back from the evaluator's deadline so that its answer can still be written in time. */
-function replyMargin(deadlineMs: number): number {
-  return Math.min(250, Math.floor(deadlineMs / 10));
-}
+/** What came of one FILE request: the core's evaluation, or why the helper answers tempfail itself. */
+export type RequestResult =
+  { readonly evaluation: Evaluation; readonly reply: Reply } | { readonly tempfail: HelperTempfailReason };
 
-/** Reads one FILE request's queue file and evaluates it; the reply to send and the outcome to log. */
+/** Reads one FILE request's queue file and evaluates it under the request's deadline. */
 export async function evaluateRequest(
   req: Request,
   evaluator: Evaluator,
   ctx: { readonly settings: HelperSettings; readonly log: Logger; readonly now: () => number },
-): Promise<{ reply: Reply; outcome: string }> {
+): Promise<RequestResult> {
   const { settings, log, now } = ctx;
   let message: FileMessage;
   try {
@@ -43,13 +42,11 @@ export async function evaluateRequest(
       { event: 'helper.queue_file_error', seq: req.seq, msgId: req.msgId, path: req.path, reason, err },
       'cannot use the queue file; answering tempfail',
     );
-    return { reply: tempfailReply(settings.replies, reason, req.msgId), outcome: reason };
+    return { tempfail: reason };
   }
   // Answered (deadline) or abandoned (QUIT) while the file was being read: nothing to evaluate.
-  if (req.state === 'done')
-    return { reply: tempfailReply(settings.replies, 'deadline', req.msgId), outcome: 'expired' };
-  const deadline = req.deadline - replyMargin(settings.deadlineMs);
-  const ev = await evaluator.evaluate(message, { deadline, signal: req.abort.signal });
+  if (req.state === 'done') return { tempfail: 'deadline' };
+  const ev = await evaluator.evaluate(message, { deadline: req.answerBy, signal: req.abort.signal });
   const reply = replyForEvaluation(ev, settings.replies);
   log.info(
     {
@@ -69,7 +66,7 @@ export async function evaluateRequest(
     },
     'answered',
   );
-  return { reply, outcome: ev.decision.action };
+  return { evaluation: ev, reply };
 }
 
 function queueFileReason(err: unknown): HelperTempfailReason {

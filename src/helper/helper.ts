@@ -18,7 +18,7 @@ import {
   type Reply,
 } from './protocol.js';
 import { tempfailReply, type HelperTempfailReason } from './replies.js';
-import type { Request } from './request.js';
+import { replyMargin, type Request } from './request.js';
 import type { HelperSettings } from './settings.js';
 
 export interface HelperSessionOptions {
@@ -129,10 +129,7 @@ export class HelperSession {
     if (this.closing !== undefined) return;
     this.core = state;
     if (state.evaluator === undefined) {
-      this.broken.send(this.core);
-      for (const req of this.waiting.splice(0)) {
-        this.answer(req, tempfailReply(this.o.settings.replies, 'config', req.msgId), 'config');
-      }
+      for (const req of this.waiting.splice(0)) this.answerBroken(req);
       return;
     }
     this.pump();
@@ -194,7 +191,7 @@ export class HelperSession {
       { event: 'helper.line_too_long', seq, bytes, maxLineLength: this.o.settings.maxLineLength },
       'command line longer than helper.maxLineLength; answering tempfail',
     );
-    this.write(formatReply(seq, tempfailReply(this.o.settings.replies, 'line-too-long')));
+    this.write(formatReply(seq, this.tempfail('line-too-long')));
   }
 
   private onCommand(cmd: Command): void {
@@ -236,12 +233,13 @@ export class HelperSession {
       return;
     }
     const received = this.now();
+    const { deadlineMs } = this.o.settings;
     const req: Request = {
       seq,
       path,
       msgId: this.newId(),
       received,
-      deadline: received + this.o.settings.deadlineMs,
+      answerBy: received + deadlineMs - replyMargin(deadlineMs),
       abort: new AbortController(),
       state: 'queued',
     };
@@ -249,29 +247,43 @@ export class HelperSession {
     this.o.log.debug({ event: 'helper.request', seq, path, msgId: req.msgId }, 'FILE');
 
     if (this.core !== undefined && this.core.evaluator === undefined) {
-      this.broken.send(this.core);
-      this.answer(req, tempfailReply(this.o.settings.replies, 'config', req.msgId), 'config');
+      this.answerBroken(req);
       return;
     }
     if (path === undefined) {
-      this.answer(req, this.tempfail(req, 'bad-path'), 'bad-path');
+      this.answer(req, this.tempfail('bad-path', req), 'bad-path');
       return;
     }
-    req.timer = setTimeout(() => this.expire(req), this.o.settings.deadlineMs);
+    req.timer = setTimeout(() => this.onDeadline(req), req.answerBy - received);
     this.waiting.push(req);
     this.pump();
   }
 
-  private tempfail(req: Request, reason: HelperTempfailReason): Reply {
-    return tempfailReply(this.o.settings.replies, reason, req.msgId);
+  /** The helper's own tempfail reply (the core's tempfail decisions are mapped by replyForEvaluation). */
+  private tempfail(reason: HelperTempfailReason, req?: Request): Reply {
+    return tempfailReply(this.o.settings.replies, reason, req?.msgId);
   }
 
-  private expire(req: Request): void {
+  /** No verdict core (broken configuration): the tempfail reply, and a `* ` line saying why. */
+  private answerBroken(req: Request): void {
+    this.broken.send(this.core);
+    this.answer(req, this.tempfail('config', req), 'config');
+  }
+
+  /**
+   * The request's deadline. A request still waiting for a slot is answered tempfail now. A running
+   * one was given the same deadline, so the core answers at this moment; only if it has not by the
+   * end of the reply margin does the session answer tempfail itself. The evaluation is not aborted:
+   * the core may keep a sandbox task going for the retry.
+   */
+  private onDeadline(req: Request, backstop = false): void {
     if (req.state === 'done') return;
-    if (req.state === 'queued') {
-      const i = this.waiting.indexOf(req);
-      if (i !== -1) this.waiting.splice(i, 1);
+    if (req.state === 'running' && !backstop) {
+      req.timer = setTimeout(() => this.onDeadline(req, true), replyMargin(this.o.settings.deadlineMs));
+      return;
     }
+    const i = this.waiting.indexOf(req);
+    if (i !== -1) this.waiting.splice(i, 1);
     this.o.log.warn(
       {
         event: 'helper.deadline',
@@ -282,20 +294,23 @@ export class HelperSession {
       },
       'no verdict within the deadline; answering tempfail',
     );
-    this.answer(req, this.tempfail(req, 'deadline'), 'deadline');
+    this.answer(req, this.tempfail('deadline', req), 'deadline');
   }
 
   private run(req: Request, evaluator: Evaluator): void {
     req.state = 'running';
     this.running++;
     evaluateRequest(req, evaluator, { settings: this.o.settings, log: this.o.log, now: this.now }).then(
-      ({ reply, outcome }) => this.answer(req, reply, outcome),
+      (result) =>
+        'evaluation' in result
+          ? this.answer(req, result.reply, result.evaluation.decision.action)
+          : this.answer(req, this.tempfail(result.tempfail, req), result.tempfail),
       (err: unknown) => {
         this.o.log.error(
           { event: 'helper.internal_error', seq: req.seq, msgId: req.msgId, err },
           'evaluation failed',
         );
-        this.answer(req, this.tempfail(req, 'internal'), 'internal');
+        this.answer(req, this.tempfail('internal', req), 'internal');
       },
     );
   }

@@ -4,8 +4,19 @@ export interface Request {
   readonly path: string | undefined;
   readonly msgId: string;
   readonly received: number;
-  readonly deadline: number;
+  /**
+   * The request's one deadline: when the verdict core must have answered (helper.deadline after
+   * the FILE line, less a margin to write the reply). The evaluator gets it; the session's timer
+   * fires at it for requests still waiting for a slot.
+   */
+  readonly answerBy: number;
+  /** Aborted at QUIT (the requests are left for the next instance). */
   readonly abort: AbortController;
   state: 'queued' | 'running' | 'done';
   timer?: NodeJS.Timeout;
+}
+
+/** Time kept back from helper.deadline so that the core's answer can still be written in time. */
+export function replyMargin(deadlineMs: number): number {
+  return Math.min(250, Math.floor(deadlineMs / 10));
 }

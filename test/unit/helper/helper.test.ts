@@ -278,15 +278,22 @@ describe('HelperSession', () => {
     peer.send('1 FILE Queue/1.msg', '2 FILE Queue/2.msg');
     await peer.waitLines(2);
     expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+    // One deadline per request: the second, still waiting for the one slot, is answered at it; the
+    // first was given the same deadline by the core, which here never answers, so the session
+    // answers it at the end of the reply margin.
     expect(peer.replies()).toEqual([
-      '1 REJECTED "sandgate: not scanned yet (deadline), will retry"',
       '2 REJECTED "sandgate: not scanned yet (deadline), will retry"',
+      '1 REJECTED "sandgate: not scanned yet (deadline), will retry"',
     ]);
-    // The first frees its slot when it is answered; the second then runs and meets its own deadline.
     expect(events.filter((e) => e.event === 'helper.deadline').map((e) => e.state)).toEqual([
-      'running',
+      'queued',
       'running',
     ]);
+    expect(ev.calls).toHaveLength(1);
+    // The core's deadline is the request's: helper.deadline after the FILE line, less the reply margin.
+    const deadline = ev.calls[0]!.options.deadline;
+    expect(deadline).toBeGreaterThanOrEqual(started + 300 - 30);
+    expect(deadline).toBeLessThanOrEqual(Date.now() - 30);
     // The late verdict is not sent: exactly one final reply per request; the evaluation is not aborted
     // (the core may keep a sandbox task going for the retry).
     expect(ev.calls[0]!.options.signal?.aborted).toBe(false);
