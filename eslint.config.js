@@ -1,12 +1,11 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-const coreBanned = [
+/** Protocol libraries and network modules: the front ends' and adapters' business. */
+const protocolModules = [
   'smtp-server',
   'nodemailer',
   'undici',
-  'better-sqlite3',
-  'pino',
   'node:net',
   'node:http',
   'node:https',
@@ -16,6 +15,36 @@ const coreBanned = [
   'https',
   'tls',
 ];
+/** Storage drivers: only src/store speaks to a database. */
+const storageDrivers = ['better-sqlite3', 'pg', 'pg-pool', 'pg-cursor'];
+/** The file system: spools (src/mime), stores (src/store), the CLI and the front ends' per-message I/O. */
+const fsModules = ['node:fs', 'node:fs/promises', 'fs', 'fs/promises'];
+const banned = (names, message) => names.map((name) => ({ name, message }));
+
+/**
+ * Import boundaries (docs/architecture.md): cli -> (helper | smtp | milter | admin) -> core <-
+ * (sandbox | store | mime | config). The verdict core imports no front end, adapter, config
+ * loader, protocol library, storage driver or file-system module; the front doors never import
+ * each other. A rule here is the architecture; CI enforces it.
+ */
+const frontDoor = (self, others) => ({
+  files: [`src/${self}/**/*.ts`],
+  rules: {
+    'no-restricted-imports': [
+      'error',
+      {
+        paths: banned(storageDrivers, `src/${self} reaches state only through the core's ports`),
+        patterns: [
+          {
+            group: others.map((o) => `**/${o}/**`),
+            message:
+              'front doors never import each other: move what they share to src/core (pure) or src/mime',
+          },
+        ],
+      },
+    ],
+  },
+});
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'bench/results/**', 'coverage/**'] },
@@ -34,28 +63,65 @@ export default tseslint.config(
     },
   },
   {
-    // The verdict core stays free of protocol and I/O libraries (style guide: one core, two front doors).
+    // The verdict core stays free of protocol, storage and file-system modules and of every adapter.
     files: ['src/core/**/*.ts'],
     rules: {
       'no-restricted-imports': [
         'error',
         {
-          paths: coreBanned.map((name) => ({
-            name,
-            message: 'src/core must not import protocol or I/O libraries',
-          })),
+          paths: [
+            ...banned([...protocolModules, 'pino'], 'src/core must not import protocol libraries or pino'),
+            ...banned(
+              storageDrivers,
+              'src/core must not import a storage driver (src/store implements its ports)',
+            ),
+            ...banned(
+              fsModules,
+              'src/core must not touch the file system (spools live in src/mime, files in src/store)',
+            ),
+          ],
           patterns: [
             {
               group: [
                 '**/smtp/**',
                 '**/helper/**',
+                '**/milter/**',
                 '**/sandbox/**',
                 '**/store/**',
+                '**/mime/**',
+                '**/config/**',
                 '**/cli/**',
                 '**/quarantine/**',
                 '**/admin/**',
               ],
-              message: 'src/core must not depend on adapters or front ends',
+              message: 'src/core must not depend on adapters, front ends or the config loader',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  frontDoor('helper', ['smtp', 'milter']),
+  frontDoor('smtp', ['helper', 'milter']),
+  frontDoor('milter', ['helper', 'smtp']),
+  {
+    // Adapters (scanners, spools, stores, config) do not reach up into front ends or the CLI.
+    files: ['src/sandbox/**/*.ts', 'src/mime/**/*.ts', 'src/store/**/*.ts', 'src/config/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: [
+                '**/smtp/**',
+                '**/helper/**',
+                '**/milter/**',
+                '**/cli/**',
+                '**/admin/**',
+                '**/quarantine/**',
+              ],
+              message: 'adapters do not depend on front ends or the composition root',
             },
           ],
         },

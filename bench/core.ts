@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { configSchema } from '../src/core/config/schema.js';
+import { configSchema } from '../src/config/schema.js';
 import { silentLogger } from '../src/core/logger.js';
 import type { MessageSource } from '../src/core/message.js';
 import { createRuntime } from '../src/cli/runtime.js';

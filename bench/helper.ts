@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/cli/load-config.js';
 import { createRuntime } from '../src/cli/runtime.js';
 import { silentLogger } from '../src/core/logger.js';
-import { FileMessage } from '../src/core/spool.js';
+import { FileMessage } from '../src/mime/spool.js';
 import { readQueueFile } from '../src/helper/envelope.js';
 import { defaultVerdict, FAKE_PT_TOKEN, startFakePtSandbox } from '../test/fakes/fake-pt-sandbox.js';
 import { CgpBase, CgpHelper, MAIN_JS } from '../test/support/cgp.js';

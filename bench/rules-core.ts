@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { rulesSchema } from '../src/core/config/scanners.js';
+import { rulesSchema } from '../src/config/scanners.js';
 import type { MessageSource } from '../src/core/message.js';
 import type { ScanContext } from '../src/core/scanner.js';
 import { RulesScanner } from '../src/sandbox/rules/rules-scanner.js';

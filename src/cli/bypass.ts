@@ -1,5 +1,5 @@
 import { BlockList, isIP } from 'node:net';
-import type { Config } from '../core/config/schema.js';
+import type { Config } from '../config/schema.js';
 import { SandgateError } from '../core/errors.js';
 import type { BypassMatcher } from '../core/ports.js';
 

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { LineCounter, parseDocument, isMap, isPair, isScalar, type Document } from 'yaml';
 import { z } from 'zod';
 import { SandgateError } from '../core/errors.js';
-import { configSchema, type Config } from '../core/config/schema.js';
+import { configSchema, type Config } from '../config/schema.js';
 
 export interface LoadConfigInput {
   /** --config FILE; falls back to SANDGATE_CONFIG. */

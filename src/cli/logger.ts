@@ -1,5 +1,5 @@
 import { pino, type DestinationStream, type Logger as PinoLogger } from 'pino';
-import type { Config } from '../core/config/schema.js';
+import type { Config } from '../config/schema.js';
 
 /** Keys whose values never reach a log line (compared lower-case), wherever they appear. */
 const SECRET_KEYS = new Set(['token', 'apikey', 'password', 'authorization', 'x-api-key']);

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type { Config } from '../core/config/schema.js';
+import type { Config } from '../config/schema.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
 import type { Scanner } from '../core/scanner.js';
@@ -8,7 +8,7 @@ import { RulesScanner } from '../sandbox/rules/rules-scanner.js';
 import { createPtSandboxScanner } from '../sandbox/pt-sandbox/index.js';
 import { ClamdScanner } from '../sandbox/clamd/scanner.js';
 import { PtTaskStore } from '../store/pt-tasks.js';
-import { SqliteAllowList } from '../quarantine/allow-list.js';
+import { SqliteAllowList } from '../store/allow-list.js';
 import type { StateDb } from '../store/db.js';
 
 export interface ScannerDeps {

@@ -19,7 +19,7 @@ const ONE_SHOT_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
  * For commands without a graceful stop (`sandgate scan`, `quarantine`, the helper): SIGTERM,
  * SIGINT or SIGHUP end the process at once with 128 + the signal number, as the default action
  * would, but through process.exit(), so the 'exit' hooks run and remove this process's spool
- * files (src/core/spool-owner.ts). Without it node dies by the signal and leaves them behind.
+ * files (src/mime/spool-owner.ts). Without it node dies by the signal and leaves them behind.
  */
 export function exitOnSignals(): void {
   for (const signal of ONE_SHOT_SIGNALS) {

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { Logger } from '../core/logger.js';
-import { sweepSpoolDir } from '../core/spool-owner.js';
+import { sweepSpoolDir } from '../mime/spool-owner.js';
 
 /**
  * At the start of every command that spools (relay, helper, scan, quarantine, admin): removes the

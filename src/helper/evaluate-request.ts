@@ -2,7 +2,7 @@ import type { Evaluation, Evaluator } from '../core/evaluation.js';
 import { isSandgateError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { describeOutcomes } from '../core/outcome.js';
-import { FileMessage } from '../core/spool.js';
+import { FileMessage } from '../mime/spool.js';
 import { QUEUE_FILE_FLAGS, readQueueFile, resolveQueuePath } from './envelope.js';
 import type { Reply } from './protocol.js';
 import { replyForEvaluation, type HelperTempfailReason } from './replies.js';

@@ -4,10 +4,10 @@ import type { Logger } from '../core/logger.js';
 import { createMark } from '../core/mark.js';
 import type { MessageSource } from '../core/message.js';
 import type { DeliveryReceipt, MailDelivery } from '../core/ports.js';
-import { walkMessage } from '../core/mime/walker.js';
-import type { WalkLimits } from '../core/mime/types.js';
+import { walkMessage } from '../mime/walker.js';
+import type { WalkLimits } from '../mime/types.js';
 import type { QuarantineFilter, QuarantineItem, QuarantineStore } from '../store/quarantine-store.js';
-import type { SqliteAllowList } from './allow-list.js';
+import type { SqliteAllowList } from '../store/allow-list.js';
 import { readHeaders, releasedMessage } from './released-message.js';
 
 export interface AttachmentInfo {

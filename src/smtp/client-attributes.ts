@@ -1,6 +1,6 @@
 import net from 'node:net';
 import type { SMTPServerSession } from 'smtp-server';
-import type { RelayConfig } from '../core/config/relay.js';
+import type { RelayConfig } from '../config/relay.js';
 import type { ClientAttributes } from './forwarder.js';
 import { normaliseAddress } from './networks.js';
 

@@ -1,7 +1,7 @@
 import { isSandgateError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { NextHopConnector, NextHopSession, Params } from './next-hop.js';
-import type { SessionPool } from './queue/session-pool.js';
+import type { SessionPool } from './session-pool.js';
 import type { Reply } from './smtp-client.js';
 
 const UNAVAILABLE: Reply = { code: 451, enhanced: '4.4.1', lines: ['Next hop unavailable, try again later'] };

@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { Transform, type Readable } from 'node:stream';
 import type { Envelope } from '../core/message.js';
-import { Spool } from '../core/spool.js';
+import { Spool } from '../mime/spool.js';
 import { LineNormaliser } from './crlf.js';
 import { headerBlockEnd, MAX_HEADER_BLOCK, splitHeaderFields } from '../core/header-block.js';
 import { countFields } from './headers.js';

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import type net from 'node:net';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
-import type { NextHop, RelayConfig } from '../core/config/relay.js';
+import type { NextHop, RelayConfig } from '../config/relay.js';
 import type { Evaluator } from '../core/evaluation.js';
 import { isSandgateError } from '../core/errors.js';
 import { newMsgId } from '../core/ids.js';
@@ -17,7 +17,7 @@ import type { QueueFrontEnd } from './queue/intake.js';
 import { rewriteHeaders } from './headers.js';
 import { NetworkList, normaliseAddress } from './networks.js';
 import { createConnector, type NextHopConnector, type Params } from './next-hop.js';
-import { SessionPool } from './queue/session-pool.js';
+import { SessionPool } from './session-pool.js';
 import { receiveMessage } from './receive.js';
 import { RelaySmtpServer } from './relay-smtp-server.js';
 import {

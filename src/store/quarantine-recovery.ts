@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StateDb } from './db.js';
-import { PARTIAL } from '../core/durable-file.js';
+import { PARTIAL } from './durable-file.js';
 import type { QuarantineRecord } from './quarantine-store.js';
 
 /** Files younger than this may belong to a write still in progress in another process. */

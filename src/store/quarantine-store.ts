@@ -8,7 +8,7 @@ import { SandgateError } from '../core/errors.js';
 import type { Envelope } from '../core/message.js';
 import type { QuarantineEntry, QuarantineWriter } from '../core/ports.js';
 import type { StateDb } from './db.js';
-import { fsyncDir, PARTIAL, writeDurably } from '../core/durable-file.js';
+import { fsyncDir, PARTIAL, writeDurably } from './durable-file.js';
 import { recoverQuarantine } from './quarantine-recovery.js';
 
 /** What the sidecar JSON beside each item holds; the index row can always be rebuilt from it. */

@@ -1,7 +1,7 @@
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fsyncDir, PARTIAL } from '../core/durable-file.js';
+import { fsyncDir, PARTIAL } from './durable-file.js';
 import type { PreparedItem, QueueEnvelope, QueueFileWriter, QueueKind } from './relay-queue.js';
 
 /** A queue file's name: `<id>.msg` (the envelope as one JSON line, then the message bytes). */

@@ -1,7 +1,7 @@
 import { readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StateDb } from './db.js';
-import { PARTIAL } from '../core/durable-file.js';
+import { PARTIAL } from './durable-file.js';
 import type { RelayQueueStore } from './relay-queue.js';
 import { QUEUE_FILE_SUFFIX, readPrepared } from './relay-queue-file.js';
 

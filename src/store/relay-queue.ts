@@ -3,9 +3,9 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SandgateError } from '../core/errors.js';
 import type { MessageSource } from '../core/message.js';
-import { FileMessage } from '../core/spool.js';
+import { FileMessage } from '../mime/spool.js';
 import type { StateDb } from './db.js';
-import { PARTIAL } from '../core/durable-file.js';
+import { PARTIAL } from './durable-file.js';
 import { durableWriter, QUEUE_FILE_SUFFIX as SUFFIX, readQueueHead } from './relay-queue-file.js';
 import { recoverRelayQueue } from './relay-queue-recovery.js';
 

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { clamdSchema } from '../../src/core/config/clamd.js';
+import { clamdSchema } from '../../src/config/clamd.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { createMetrics } from '../../src/core/metrics.js';
 import { DEFAULT_POLICY } from '../../src/core/policy.js';

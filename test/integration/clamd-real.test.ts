@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { strToU8, zipSync } from 'fflate';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clamdSchema } from '../../src/core/config/clamd.js';
+import { clamdSchema } from '../../src/config/clamd.js';
 import type { Finding } from '../../src/core/outcome.js';
 import { ClamdScanner } from '../../src/sandbox/clamd/scanner.js';
 import {

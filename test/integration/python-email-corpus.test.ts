@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rulesSchema } from '../../src/core/config/scanners.js';
+import { rulesSchema } from '../../src/config/scanners.js';
 import { silentLogger } from '../../src/core/logger.js';
 import type { Finding } from '../../src/core/outcome.js';
 import { RulesScanner } from '../../src/sandbox/rules/rules-scanner.js';

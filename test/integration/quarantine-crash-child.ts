@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Decision } from '../../src/core/policy.js';
-import { BufferMessage } from '../../src/core/spool.js';
+import { BufferMessage } from '../../src/mime/spool.js';
 import { openStateDb } from '../../src/store/db.js';
 import { QuarantineStore } from '../../src/store/quarantine-store.js';
 

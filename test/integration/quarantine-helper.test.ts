@@ -2,7 +2,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { helperSchema } from '../../src/core/config/helper.js';
+import { helperSchema } from '../../src/config/helper.js';
 import { HelperSession } from '../../src/helper/helper.js';
 import { queueFileBytes } from '../support/cgp.js';
 import { tempDir } from '../support/tmp.js';

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { afterEach, describe, expect, it } from 'vitest';
-import { relaySchema } from '../../src/core/config/relay.js';
+import { relaySchema } from '../../src/config/relay.js';
 import { RelayServer } from '../../src/smtp/server.js';
 import { startSmtpSink, type SmtpSink } from '../fakes/smtp-sink.js';
 import { tempDir } from '../support/tmp.js';

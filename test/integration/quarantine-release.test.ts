@@ -238,7 +238,7 @@ describe('administrator notice', () => {
       harness.runtime.log,
     );
     const ev = await harness.evaluate(blockedMail());
-    const { BufferMessage } = await import('../../src/core/spool.js');
+    const { BufferMessage } = await import('../../src/mime/spool.js');
     const id = await notifier.put({
       message: new BufferMessage('notify1', ENVELOPE, blockedMail()),
       contentKey: ev.contentKey,

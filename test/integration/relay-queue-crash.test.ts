@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
-import { relaySchema } from '../../src/core/config/relay.js';
+import { relaySchema } from '../../src/config/relay.js';
 import { openQueueStore } from '../../src/smtp/queue/index.js';
 import { startSmtpSink } from '../fakes/smtp-sink.js';
 import { SANDGATE_BIN } from '../support/cli.js';

@@ -1,6 +1,6 @@
 // Child process for relay-limits.test.ts: a relay whose peak RSS the parent measures.
 // argv: <nextHopPort> <spoolDir>. Prints "ready <port>", then "rss <maxRSS KB>" after each message.
-import { relaySchema } from '../../src/core/config/relay.js';
+import { relaySchema } from '../../src/config/relay.js';
 import type { Evaluation, Evaluator } from '../../src/core/evaluation.js';
 import { silentLogger } from '../../src/core/logger.js';
 import type { MessageSource } from '../../src/core/message.js';

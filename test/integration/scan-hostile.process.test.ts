@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { SANDGATE_BIN } from '../support/cli.js';
 import { CLEAN_MAIL } from '../support/runtime.js';
 import { specimens } from '../support/specimens.js';
-import { processStartTime, tagOf } from '../../src/core/spool-owner.js';
+import { processStartTime, tagOf } from '../../src/mime/spool-owner.js';
 import { tempDir } from '../support/tmp.js';
 
 /** Every file under `dir` (recursively), relative paths; [] when it does not exist. */

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { Readable } from 'node:stream';
-import { relaySchema, type NextHop } from '../../src/core/config/relay.js';
+import { relaySchema, type NextHop } from '../../src/config/relay.js';
 import { silentLogger, type Logger } from '../../src/core/logger.js';
 import { createMetrics, type Metrics } from '../../src/core/metrics.js';
 import { RelayServer } from '../../src/smtp/server.js';

@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { relaySchema, type NextHop, type RelayConfig } from '../../src/core/config/relay.js';
+import { relaySchema, type NextHop, type RelayConfig } from '../../src/config/relay.js';
 import type { Evaluation, Evaluator } from '../../src/core/evaluation.js';
 import { silentLogger, type Logger } from '../../src/core/logger.js';
 import type { MessageSource } from '../../src/core/message.js';

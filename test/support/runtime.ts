@@ -1,8 +1,8 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { configSchema, type Config, type ConfigInput } from '../../src/core/config/schema.js';
+import { configSchema, type Config, type ConfigInput } from '../../src/config/schema.js';
 import type { Envelope } from '../../src/core/message.js';
-import { BufferMessage } from '../../src/core/spool.js';
+import { BufferMessage } from '../../src/mime/spool.js';
 import { newMsgId } from '../../src/core/ids.js';
 import type { Scanner } from '../../src/core/scanner.js';
 import { createRuntime, type Runtime } from '../../src/cli/runtime.js';

@@ -7,7 +7,7 @@
 import { deflateRawSync } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { zipSync, type Zippable } from 'fflate';
-import { BufferMessage } from '../../src/core/spool.js';
+import { BufferMessage } from '../../src/mime/spool.js';
 import type { Envelope, MessageSource } from '../../src/core/message.js';
 
 /** The EICAR test string, assembled from base64 so this file is not itself a test virus. */

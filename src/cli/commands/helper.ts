@@ -1,8 +1,8 @@
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pino } from 'pino';
-import { helperSchema, type HelperConfig } from '../../core/config/helper.js';
-import type { Config } from '../../core/config/schema.js';
+import { helperSchema, type HelperConfig } from '../../config/helper.js';
+import type { Config } from '../../config/schema.js';
 import { isSandgateError } from '../../core/errors.js';
 import { silentLogger, type Logger } from '../../core/logger.js';
 import type { CoreState } from '../../helper/core-state.js';

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import type { Config } from '../../core/config/schema.js';
+import type { Config } from '../../config/schema.js';
 import { isSandgateError, SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { parseSince, summary } from '../../admin/quarantine-routes.js';

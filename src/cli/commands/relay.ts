@@ -4,7 +4,7 @@ import { AdminServer } from '../../admin/server.js';
 import { readAdminToken, registerQuarantineRoutes } from '../../admin/quarantine-routes.js';
 import { createQuarantineService } from '../compose/quarantine.js';
 import { isSandgateError } from '../../core/errors.js';
-import type { NextHop } from '../../core/config/relay.js';
+import type { NextHop } from '../../config/relay.js';
 import { RelayServer } from '../../smtp/server.js';
 import { createQueueMode, type QueueMode } from '../../smtp/queue/index.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';

@@ -1,6 +1,6 @@
 import { isSandgateError, SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
-import type { PtSandboxConfig } from '../../core/config/pt-sandbox.js';
+import type { PtSandboxConfig } from '../../config/pt-sandbox.js';
 import { createPtClient } from '../../sandbox/pt-sandbox/index.js';
 import type { SandboxImage } from '../../sandbox/pt-sandbox/types.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';

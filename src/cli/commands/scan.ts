@@ -5,7 +5,7 @@ import type { Evaluation } from '../../core/evaluation.js';
 import { newMsgId } from '../../core/ids.js';
 import type { Envelope, MessageSource } from '../../core/message.js';
 import { describeFinding } from '../../core/outcome.js';
-import { FileMessage, Spool } from '../../core/spool.js';
+import { FileMessage, Spool } from '../../mime/spool.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';

@@ -1,4 +1,4 @@
-import type { NextHop } from '../../core/config/delivery.js';
+import type { NextHop } from '../../config/delivery.js';
 import type { Logger } from '../../core/logger.js';
 import type { MailDelivery } from '../../core/ports.js';
 import { connectorDelivery } from '../../smtp/mail-delivery.js';

@@ -1,11 +1,11 @@
 import { join } from 'node:path';
-import type { Config } from '../../core/config/schema.js';
+import type { Config } from '../../config/schema.js';
 import type { Logger } from '../../core/logger.js';
 import type { MailDelivery, QuarantineWriter } from '../../core/ports.js';
 import { NotifyingQuarantine } from '../../quarantine/notify.js';
 import { RetentionJob } from '../../quarantine/retention.js';
 import { QuarantineService } from '../../quarantine/service.js';
-import { SqliteAllowList } from '../../quarantine/allow-list.js';
+import { SqliteAllowList } from '../../store/allow-list.js';
 import type { StateDb } from '../../store/db.js';
 import type { QuarantineStore } from '../../store/quarantine-store.js';
 import { buildDelivery } from './delivery.js';

@@ -1,6 +1,6 @@
 import { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import type { ClamdAddress } from '../../core/config/clamd.js';
+import type { ClamdAddress } from '../../config/clamd.js';
 import { chunkHeader, encodeCommand, INSTREAM_END, MAX_REPLY_BYTES } from './protocol.js';
 
 /**

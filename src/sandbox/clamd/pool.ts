@@ -1,4 +1,4 @@
-import { formatClamdAddress, type ClamdAddress } from '../../core/config/clamd.js';
+import { formatClamdAddress, type ClamdAddress } from '../../config/clamd.js';
 import type { Logger } from '../../core/logger.js';
 import { clamdExchange } from './connection.js';
 import { isPong, parseVersion } from './protocol.js';

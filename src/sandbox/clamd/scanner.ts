@@ -1,9 +1,9 @@
 import type { Readable } from 'node:stream';
-import type { ClamdConfig } from '../../core/config/clamd.js';
+import type { ClamdConfig } from '../../config/clamd.js';
 import { isSandgateError, SandgateError } from '../../core/errors.js';
 import { silentLogger, type Logger } from '../../core/logger.js';
 import type { MessageSource } from '../../core/message.js';
-import { walkMessage, type WalkLimits } from '../../core/mime/walker.js';
+import { walkMessage, type WalkLimits } from '../../mime/walker.js';
 import type { FailureReason, Finding } from '../../core/outcome.js';
 import type { ScanContext, Scanner } from '../../core/scanner.js';
 import { clamdExchange, type ExchangeResult } from './connection.js';

@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
-import type { PtSandboxConfig } from '../../core/config/pt-sandbox.js';
+import type { PtSandboxConfig } from '../../config/pt-sandbox.js';
 import type { MessageSource } from '../../core/message.js';
-import { walkMessage, type WalkedPart, type WalkLimits, type WalkSummary } from '../../core/mime/walker.js';
+import { walkMessage, type WalkedPart, type WalkLimits, type WalkSummary } from '../../mime/walker.js';
 
 /** What one walk of a message tells the PT Sandbox scanner. */
 export interface MessageSurvey {

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { isInsecureHttpUrl, type PtSandboxConfig } from '../../core/config/pt-sandbox.js';
+import { isInsecureHttpUrl, type PtSandboxConfig } from '../../config/pt-sandbox.js';
 import { SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { PtSandboxClient } from './client.js';

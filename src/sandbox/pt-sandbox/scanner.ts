@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { PtSandboxConfig } from '../../core/config/pt-sandbox.js';
+import type { PtSandboxConfig } from '../../config/pt-sandbox.js';
 import { analyseMessage } from '../../core/content-key.js';
 import { isSandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { PtSandboxConfig } from '../../core/config/pt-sandbox.js';
+import type { PtSandboxConfig } from '../../config/pt-sandbox.js';
 import { isSandgateError, type SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { Finding } from '../../core/outcome.js';

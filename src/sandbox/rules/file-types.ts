@@ -2,7 +2,7 @@
  * Name and magic-number checks on attachments and archive members. Pure functions over a file
  * name and the first bytes of the content.
  */
-import { EXECUTABLE_EXTENSIONS } from '../../core/config/extensions.js';
+import { EXECUTABLE_EXTENSIONS } from '../../config/extensions.js';
 
 /** Extensions that run code on Windows or Unix when opened: the target side of a double extension. */
 const EXECUTABLE = new Set(EXECUTABLE_EXTENSIONS);

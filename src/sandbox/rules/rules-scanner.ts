@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { z } from 'zod';
-import type { rulesSchema } from '../../core/config/scanners.js';
+import type { rulesSchema } from '../../config/scanners.js';
 import { isSandgateError, SandgateError } from '../../core/errors.js';
 import type { MessageSource } from '../../core/message.js';
-import { walkMessage, type AnomalyKind, type WalkedPart, type WalkSummary } from '../../core/mime/walker.js';
+import { walkMessage, type AnomalyKind, type WalkedPart, type WalkSummary } from '../../mime/walker.js';
 import type { Finding, FindingDetails } from '../../core/outcome.js';
 import type { ScanContext, Scanner } from '../../core/scanner.js';
 import {

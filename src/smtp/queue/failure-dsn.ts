@@ -1,6 +1,6 @@
 import { newMsgId } from '../../core/ids.js';
 import type { MessageSource } from '../../core/message.js';
-import { BufferMessage } from '../../core/spool.js';
+import { BufferMessage } from '../../mime/spool.js';
 import type { QueueItem, QueueRecipient, RelayQueueStore } from '../../store/relay-queue.js';
 import { buildDsn } from './dsn.js';
 

@@ -1,13 +1,13 @@
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { NextHop, RelayConfig } from '../../core/config/relay.js';
+import type { NextHop, RelayConfig } from '../../config/relay.js';
 import type { Evaluator } from '../../core/evaluation.js';
 import type { Logger } from '../../core/logger.js';
 import type { QuarantineWriter } from '../../core/ports.js';
 import { openStateDb, type StateDb } from '../../store/db.js';
 import { RelayQueueStore, type QueueFileWriter } from '../../store/relay-queue.js';
 import { QueueIntake } from './intake.js';
-import { queueConnector, SessionPool } from './session-pool.js';
+import { queueConnector, SessionPool } from '../session-pool.js';
 import { QueueWorker } from './worker.js';
 
 export { QueueIntake, type QueueFrontEnd } from './intake.js';

@@ -1,4 +1,4 @@
-import type { RelayQueueConfig } from '../../core/config/relay.js';
+import type { RelayQueueConfig } from '../../config/relay.js';
 import { isSandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { MessageSource } from '../../core/message.js';

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { describeOutcomes } from '../../core/outcome.js';
-import type { RelayQueueConfig } from '../../core/config/relay.js';
+import type { RelayQueueConfig } from '../../config/relay.js';
 import type { Evaluation, Evaluator } from '../../core/evaluation.js';
 import { isSandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
@@ -10,7 +10,7 @@ import type { QueueItem, QueueScan, RelayQueueStore } from '../../store/relay-qu
 import type { NextHopSession } from '../next-hop.js';
 import { sendToNextHop, type DeliveryAttempt } from './delivery.js';
 import { expirePending, queueFailureDsn, wantsFailureNotice } from './failure-dsn.js';
-import type { SessionPool } from './session-pool.js';
+import type { SessionPool } from '../session-pool.js';
 
 export type QueueOutcome = 'delivered' | 'deferred' | 'bounced' | 'quarantined' | 'failed';
 

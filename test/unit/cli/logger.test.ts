@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { configSchema } from '../../../src/core/config/schema.js';
+import { configSchema } from '../../../src/config/schema.js';
 import { createLogger, redactSecrets } from '../../../src/cli/logger.js';
 
 /** A logger writing into memory, as sandgate builds it; returns the parsed lines. */

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import type { z } from 'zod';
-import { configSchema } from '../../../src/core/config/schema.js';
+import { configSchema } from '../../../src/config/schema.js';
 import { loadConfig, objectShape } from '../../../src/cli/load-config.js';
 
 const EXAMPLE = join(import.meta.dirname, '../../../config/sandgate.example.yaml');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { isInsecureHttpUrl, ptSandboxSchema } from '../../../src/core/config/pt-sandbox.js';
+import { isInsecureHttpUrl, ptSandboxSchema } from '../../../src/config/pt-sandbox.js';
 
 describe('scanners.ptSandbox.url: plain http only to this machine', () => {
   it('counts 127.0.0.0/8, ::1 and localhost as this machine, in the forms the URL parser normalises', () => {

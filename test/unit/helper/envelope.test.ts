@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isSandgateError } from '../../../src/core/errors.js';
-import { FileMessage } from '../../../src/core/spool.js';
+import { FileMessage } from '../../../src/mime/spool.js';
 import {
   findBodyOffset,
   parseEnvelope,

@@ -1,8 +1,8 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { quarantineSchema } from '../../../src/core/config/quarantine.js';
+import { quarantineSchema } from '../../../src/config/quarantine.js';
 import { analyseMessage } from '../../../src/core/content-key.js';
-import { BufferMessage } from '../../../src/core/spool.js';
+import { BufferMessage } from '../../../src/mime/spool.js';
 import { releasedMessage } from '../../../src/quarantine/released-message.js';
 
 const env = { sender: 's@x.test', recipients: ['r@x.test'], frontEnd: 'test' };

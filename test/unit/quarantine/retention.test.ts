@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../../src/core/logger.js';
 import type { Decision } from '../../../src/core/policy.js';
-import { BufferMessage } from '../../../src/core/spool.js';
+import { BufferMessage } from '../../../src/mime/spool.js';
 import { RetentionJob } from '../../../src/quarantine/retention.js';
 import { openStateDb, type StateDb } from '../../../src/store/db.js';
 import { QuarantineStore } from '../../../src/store/quarantine-store.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { relaySchema } from '../../../src/core/config/relay.js';
+import { relaySchema } from '../../../src/config/relay.js';
 import { NetworkList } from '../../../src/smtp/networks.js';
 
 describe('relay config', () => {

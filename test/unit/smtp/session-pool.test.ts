@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { NextHopConnector, NextHopSession } from '../../../src/smtp/next-hop.js';
-import { SessionPool } from '../../../src/smtp/queue/session-pool.js';
+import { SessionPool } from '../../../src/smtp/session-pool.js';
 
 /** A session that only knows whether it was closed (the pool never sends commands). */
 function fakeSession(name: string): NextHopSession & { readonly name: string; closed: boolean } {

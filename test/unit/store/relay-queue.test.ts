@@ -1,10 +1,10 @@
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { relaySchema } from '../../../src/core/config/relay.js';
+import { relaySchema } from '../../../src/config/relay.js';
 import { isSandgateError } from '../../../src/core/errors.js';
 import { newMsgId } from '../../../src/core/ids.js';
-import { BufferMessage } from '../../../src/core/spool.js';
+import { BufferMessage } from '../../../src/mime/spool.js';
 import { openStateDb, type StateDb } from '../../../src/store/db.js';
 import { RelayQueueStore, type QueueEnvelope } from '../../../src/store/relay-queue.js';
 import { tempDir } from '../../support/tmp.js';

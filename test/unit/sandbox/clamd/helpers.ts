@@ -3,7 +3,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { silentLogger } from '../../../../src/core/logger.js';
 import type { Finding } from '../../../../src/core/outcome.js';
 import type { PartMemo, ScanContext } from '../../../../src/core/scanner.js';
-import { BufferMessage } from '../../../../src/core/spool.js';
+import { BufferMessage } from '../../../../src/mime/spool.js';
 
 /** MIME walker limits for the parts-mode tests. */
 export const WALK_LIMITS = {

@@ -6,7 +6,7 @@ import {
   parseInstreamReply,
   parseVersion,
 } from '../../../../src/sandbox/clamd/protocol.js';
-import { clamdSchema } from '../../../../src/core/config/clamd.js';
+import { clamdSchema } from '../../../../src/config/clamd.js';
 
 describe('clamd protocol', () => {
   it('frames commands with the z prefix and a NUL', () => {

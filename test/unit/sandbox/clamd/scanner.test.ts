@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { clamdSchema, type ClamdConfig } from '../../../../src/core/config/clamd.js';
+import { clamdSchema, type ClamdConfig } from '../../../../src/config/clamd.js';
 import { isSandgateError } from '../../../../src/core/errors.js';
 import { silentLogger, type Logger } from '../../../../src/core/logger.js';
 import type { MessageSource } from '../../../../src/core/message.js';

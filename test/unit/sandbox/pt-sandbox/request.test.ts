@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ptSandboxSchema } from '../../../../src/core/config/pt-sandbox.js';
+import { ptSandboxSchema } from '../../../../src/config/pt-sandbox.js';
 import { withoutNulls } from '../../../../src/sandbox/pt-sandbox/client.js';
 import { decodeEncodedWords, renderFileName } from '../../../../src/sandbox/pt-sandbox/file-name.js';
 import { buildTaskBody } from '../../../../src/sandbox/pt-sandbox/task-runner.js';

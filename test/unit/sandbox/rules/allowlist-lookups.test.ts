@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { rulesSchema } from '../../../../src/core/config/scanners.js';
+import { rulesSchema } from '../../../../src/config/scanners.js';
 import { silentLogger } from '../../../../src/core/logger.js';
 import type { Finding } from '../../../../src/core/outcome.js';
 import type { ScanContext } from '../../../../src/core/scanner.js';

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { rulesSchema } from '../../../../src/core/config/scanners.js';
+import { rulesSchema } from '../../../../src/config/scanners.js';
 import { isSandgateError } from '../../../../src/core/errors.js';
 import type { Finding } from '../../../../src/core/outcome.js';
 import type { ScanContext } from '../../../../src/core/scanner.js';

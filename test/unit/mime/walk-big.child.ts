@@ -3,8 +3,8 @@
  * with its peak RSS. argv: kind ('text' | 'attachment'), bytes, spoolDir.
  */
 import { createHash } from 'node:crypto';
-import { walkMessage } from '../../../../src/core/mime/walker.js';
-import { bigMessage } from '../../../support/specimens.js';
+import { walkMessage } from '../../../src/mime/walker.js';
+import { bigMessage } from '../../support/specimens.js';
 
 const [kind, bytes, spoolDir] = process.argv.slice(2);
 if ((kind !== 'text' && kind !== 'attachment') || bytes === undefined || spoolDir === undefined) {

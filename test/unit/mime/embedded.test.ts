@@ -2,16 +2,9 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { walkMessage, type WalkLimits, type WalkSummary } from '../../../../src/core/mime/walker.js';
-import { beginBase64, textMessage, uuencode, yenc } from '../../../support/embedded-specimens.js';
-import {
-  buildMessage,
-  chunkedSource,
-  EICAR,
-  fakePe,
-  messageSource,
-  zip,
-} from '../../../support/specimens.js';
+import { walkMessage, type WalkLimits, type WalkSummary } from '../../../src/mime/walker.js';
+import { beginBase64, textMessage, uuencode, yenc } from '../../support/embedded-specimens.js';
+import { buildMessage, chunkedSource, EICAR, fakePe, messageSource, zip } from '../../support/specimens.js';
 
 const LIMITS: WalkLimits = {
   maxDepth: 8,

@@ -3,13 +3,8 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isSandgateError } from '../../../../src/core/errors.js';
-import {
-  walkMessage,
-  type WalkedPart,
-  type WalkLimits,
-  type WalkOptions,
-} from '../../../../src/core/mime/walker.js';
+import { isSandgateError } from '../../../src/core/errors.js';
+import { walkMessage, type WalkedPart, type WalkLimits, type WalkOptions } from '../../../src/mime/walker.js';
 import {
   buildMessage,
   chunkedSource,
@@ -21,7 +16,7 @@ import {
   ratioBomb,
   zip,
   oversizedPartHeader,
-} from '../../../support/specimens.js';
+} from '../../support/specimens.js';
 
 const LIMITS: WalkLimits = {
   maxDepth: 8,

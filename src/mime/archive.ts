@@ -1,6 +1,6 @@
 import { PassThrough, type Readable, type Transform } from 'node:stream';
 import { createInflateRaw } from 'node:zlib';
-import { isSandgateError } from '../errors.js';
+import { isSandgateError } from '../core/errors.js';
 import { deliver } from './deliver.js';
 import type { PartSpool } from './part-spool.js';
 import { pump } from './pump.js';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { bundleForNode } from '../../../support/bundle.js';
+import { bundleForNode } from '../../support/bundle.js';
 
 const CHILD = fileURLToPath(new URL('./walk-big.child.ts', import.meta.url));
 // Plain node, no TypeScript loader: the RSS measured is the walker's.

@@ -1,9 +1,9 @@
 import { createReadStream, createWriteStream, mkdirSync, rmSync, statSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { SandgateError } from './errors.js';
-import type { Envelope, MessageSource } from './message.js';
-import { pump } from './mime/pump.js';
+import { SandgateError } from '../core/errors.js';
+import type { Envelope, MessageSource } from '../core/message.js';
+import { pump } from './pump.js';
 import { registerSpoolFile, releaseSpoolFile, spoolFileName } from './spool-owner.js';
 
 export interface SpoolOptions {

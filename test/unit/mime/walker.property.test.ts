@@ -13,21 +13,14 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rulesSchema } from '../../../../src/core/config/scanners.js';
-import { isSandgateError } from '../../../../src/core/errors.js';
-import { silentLogger } from '../../../../src/core/logger.js';
-import { walkMessage } from '../../../../src/core/mime/walker.js';
-import { readZipDirectory, ZipFormatError } from '../../../../src/core/mime/zip.js';
-import { RulesScanner } from '../../../../src/sandbox/rules/rules-scanner.js';
-import { uuencode, yenc } from '../../../support/embedded-specimens.js';
-import {
-  buildMessage,
-  chunkedSource,
-  EICAR,
-  fakePe,
-  markEncrypted,
-  zip,
-} from '../../../support/specimens.js';
+import { rulesSchema } from '../../../src/config/scanners.js';
+import { isSandgateError } from '../../../src/core/errors.js';
+import { silentLogger } from '../../../src/core/logger.js';
+import { walkMessage } from '../../../src/mime/walker.js';
+import { readZipDirectory, ZipFormatError } from '../../../src/mime/zip.js';
+import { RulesScanner } from '../../../src/sandbox/rules/rules-scanner.js';
+import { uuencode, yenc } from '../../support/embedded-specimens.js';
+import { buildMessage, chunkedSource, EICAR, fakePe, markEncrypted, zip } from '../../support/specimens.js';
 
 const LIMITS = {
   maxDepth: 4,

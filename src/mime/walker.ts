@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
-import { isSandgateError, SandgateError } from '../errors.js';
-import { readChunks, type MessageSource } from '../message.js';
+import { isSandgateError, SandgateError } from '../core/errors.js';
+import { readChunks, type MessageSource } from '../core/message.js';
 import { walkSplit } from './multipart.js';
 import { singleLeafRoot, walkSingleLeaf } from './single-part.js';
 import type { OnPart, WalkOptions, WalkSummary } from './types.js';

@@ -5,8 +5,8 @@ import { text } from 'node:stream/consumers';
 import { describe, expect, it } from 'vitest';
 import { isSandgateError } from '../../../src/core/errors.js';
 import { readChunks } from '../../../src/core/message.js';
-import { BufferMessage, Spool } from '../../../src/core/spool.js';
-import { ownerOf, ownerTag } from '../../../src/core/spool-owner.js';
+import { BufferMessage, Spool } from '../../../src/mime/spool.js';
+import { ownerOf, ownerTag } from '../../../src/mime/spool-owner.js';
 import { ENVELOPE } from '../../support/runtime.js';
 import { tempDir } from '../../support/tmp.js';
 

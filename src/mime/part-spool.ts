@@ -3,8 +3,8 @@ import { createReadStream, createWriteStream, mkdirSync, rmSync, type WriteStrea
 import { open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { sliceChunks } from '../spool.js';
-import { registerSpoolFile, releaseSpoolFile, spoolFileName } from '../spool-owner.js';
+import { sliceChunks } from './spool.js';
+import { registerSpoolFile, releaseSpoolFile, spoolFileName } from './spool-owner.js';
 
 /** How many leading bytes a part keeps for magic-number checks. */
 export const HEAD_BYTES = 4096;

@@ -2,8 +2,8 @@ import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { decode } from 'libqp';
 import { describe, expect, it } from 'vitest';
-import { QpDecoder } from '../../../../src/core/mime/qp-decoder.js';
-import { qpEncode } from '../../../support/specimens.js';
+import { QpDecoder } from '../../../src/mime/qp-decoder.js';
+import { qpEncode } from '../../support/specimens.js';
 
 async function decodeInPieces(input: Buffer, size: number): Promise<Buffer> {
   const pieces: Buffer[] = [];

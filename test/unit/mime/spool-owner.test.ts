@@ -3,8 +3,8 @@ import { existsSync, mkdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PartSpool } from '../../../src/core/mime/part-spool.js';
-import { Spool } from '../../../src/core/spool.js';
+import { PartSpool } from '../../../src/mime/part-spool.js';
+import { Spool } from '../../../src/mime/spool.js';
 import {
   UNJUDGED_SPOOL_MAX_AGE_MS,
   liveSpoolFileCount,
@@ -16,7 +16,7 @@ import {
   spoolFileName,
   sweepSpoolDir,
   tagOf,
-} from '../../../src/core/spool-owner.js';
+} from '../../../src/mime/spool-owner.js';
 import { ENVELOPE } from '../../support/runtime.js';
 import { tempDir } from '../../support/tmp.js';
 

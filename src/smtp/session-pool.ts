@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import type { NextHop, RelayConfig } from '../../core/config/relay.js';
-import { createConnector, type NextHopConnector, type NextHopSession } from '../next-hop.js';
+import type { NextHop, RelayConfig } from '../config/relay.js';
+import { createConnector, type NextHopConnector, type NextHopSession } from './next-hop.js';
 
 /** The next-hop connector for the queue worker, with the same options the inline relay uses. */
 export function queueConnector(relay: RelayConfig, hop: NextHop): NextHopConnector {

@@ -1,4 +1,4 @@
-import { SandgateError } from '../errors.js';
+import { SandgateError } from '../core/errors.js';
 import { PartSpool } from './part-spool.js';
 import type { AnomalyKind, EmbeddedKind, OnPart, WalkAnomaly, WalkLimitKind, WalkOptions } from './types.js';
 

@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { walkMessage, type WalkedPart, type WalkSummary } from '../../../../src/core/mime/walker.js';
-import { gzipInnerName } from '../../../../src/core/mime/gzip.js';
-import { chunkedSource, fakePe, messageSource, zip } from '../../../support/specimens.js';
+import { walkMessage, type WalkedPart, type WalkSummary } from '../../../src/mime/walker.js';
+import { gzipInnerName } from '../../../src/mime/gzip.js';
+import { chunkedSource, fakePe, messageSource, zip } from '../../support/specimens.js';
 
 const LIMITS = {
   maxDepth: 8,

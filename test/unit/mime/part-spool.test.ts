@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { PartSpool } from '../../../../src/core/mime/part-spool.js';
-import { pump } from '../../../../src/core/mime/pump.js';
-import { Spool } from '../../../../src/core/spool.js';
+import { PartSpool } from '../../../src/mime/part-spool.js';
+import { pump } from '../../../src/mime/pump.js';
+import { Spool } from '../../../src/mime/spool.js';
 
 let dir: string;
 beforeEach(() => {
