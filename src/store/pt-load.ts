@@ -34,8 +34,10 @@ export interface PtLoadSnapshot {
   readonly submittedRecent: number;
   /** Tasks finished within the last `rateWindowMs`. */
   readonly finishedRecent: number;
-  /** Ages (ms) of tasks finished within the last `ageWindowMs`, sorted. */
+  /** Ages (ms) of tasks that ended with a verdict within the last `ageWindowMs`, sorted. */
   readonly finishedAges: readonly number[];
+  /** The same within the last `rateWindowMs`: the age now, against the usual one above. */
+  readonly recentAges: readonly number[];
   readonly rateWindowMs: number;
   readonly ageWindowMs: number;
 }
@@ -112,7 +114,7 @@ export class PtLoadStore {
   ): PtLoadSnapshot {
     const aliveMs = options.aliveMs ?? 30_000;
     const rateWindowMs = options.rateWindowMs ?? 60_000;
-    const ageWindowMs = Math.min(options.ageWindowMs ?? 5 * 60_000, HISTORY_KEEP_MS);
+    const ageWindowMs = Math.min(options.ageWindowMs ?? HISTORY_KEEP_MS, HISTORY_KEEP_MS);
     // Rows of processes gone for longer than the history are of no use to anyone.
     this.stmt.pruneProcesses.run(now - HISTORY_KEEP_MS);
     const flight = this.stmt.inFlight.get() ?? { tasks: 0, claims: 0, oldest: null };
@@ -138,6 +140,7 @@ export class PtLoadStore {
         (this.stmt.submittedInFlight.get(since)?.n ?? 0) + (this.stmt.submittedFinished.get(since)?.n ?? 0),
       finishedRecent: this.stmt.finished.get(since)?.n ?? 0,
       finishedAges: this.stmt.ages.all(now - ageWindowMs).map((r) => r.age),
+      recentAges: this.stmt.ages.all(since).map((r) => r.age),
       rateWindowMs,
       ageWindowMs,
     };
