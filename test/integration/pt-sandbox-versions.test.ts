@@ -8,6 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { main } from '../../src/cli/main.js';
 import type { Runtime } from '../../src/cli/runtime.js';
 import { openStateDb } from '../../src/store/db.js';
 import { FAKE_PT_TOKEN, startFakePtSandbox, type FakePtSandbox } from '../fakes/fake-pt-sandbox.js';
@@ -15,6 +16,7 @@ import { runSandgate } from '../support/cli.js';
 import { makeScanner, openTestState, simpleMail, testConfig, type TestState } from '../support/pt-sandbox.js';
 import { LogCapture, message, startRuntime } from '../support/runtime.js';
 import { tempDir } from '../support/tmp.js';
+import { memoryIo } from './quarantine-harness.js';
 
 const VERSION = '5.11.0.12345';
 let sb: FakePtSandbox;
@@ -97,6 +99,28 @@ describe('scanner version out of the cache key (one process)', () => {
     expect(lookups).toContain('scanner="pt-sandbox",result="failed"} 1');
     // One lookup: the client's own retries of a 5xx (retries.attempts, 3 in this config) at most.
     expect(sb.counters['maintenance/getVersion']).toBeLessThanOrEqual(3);
+  });
+});
+
+describe('the version with the verdict, where operators look', () => {
+  it('a quarantined item names the appliance version that judged it (sandgate quarantine show)', async () => {
+    const { rt, inTen } = service();
+    const judged = await rt.evaluator.evaluate(
+      message(simpleMail('bad', { extraHeaders: ['X-Test-Verdict: DANGEROUS'] })),
+      { deadline: inTen() },
+    );
+    expect(judged.decision.action).toBe('reject');
+    const id = judged.quarantineId!;
+    expect(rt.quarantine.get(id)?.outcomes[0]).toMatchObject({ scanner: 'pt-sandbox', version: VERSION });
+    const mem = memoryIo(state.dir);
+    const code = await main(
+      ['quarantine', 'show', id, '--set', `stateDir=${state.dir}`, '--set', 'log.level=silent'],
+      mem.io,
+    );
+    expect(code).toBe(0);
+    expect(mem.stdout().toString()).toMatch(
+      /^ {2}pt-sandbox: malicious\(Fake\.Dangerous\.Marker\) {2}version=5\.11\.0\.12345/m,
+    );
   });
 });
 

@@ -98,7 +98,7 @@ const LOAD_HEARTBEAT_MS = 10_000;
  * The wait before the next poll of a task: the previous wait times `polling.growth`, from
  * `polling.firstDelay` up to `polling.interval` (`polling.slowInterval` once the task is older than
  * `polling.slowAfter`). With the defaults a task is polled 0.5, 1.25, 2.4, 4.1, 6.6 and 10.4 s after
- * submission, then every 5 s, and every 15 s after a minute.
+ * submission, then every 5 s, and after a minute every 7.5 s, 11 s, then 15 s.
  */
 export function nextPollWait(
   previousWaitMs: number,
