@@ -79,6 +79,11 @@ export class AdaptiveWindow {
     return this.waiters.length > 0 || this.active >= this.capacity;
   }
 
+  /** A slot at once, or undefined when every slot is in use or others are waiting. */
+  tryAcquire(): WindowTicket | undefined {
+    return this.waiters.length === 0 && this.active < this.capacity ? this.grant() : undefined;
+  }
+
   /**
    * Resolves with a slot once one is free; rejects with the signal's reason if it aborts first.
    * `front`: wait ahead of the others (work that had a slot and was refused by the peer).

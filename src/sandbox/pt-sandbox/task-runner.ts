@@ -143,8 +143,9 @@ export class TaskRunner {
       now: this.now,
       onChange: () => this.changed(),
     });
-    // A median must grow by half and by more than two first polls: ages are rounded up to a poll.
-    this.ages = new AgeTrend({ slackMs: 2 * o.config.polling.firstDelay, now: this.now });
+    // A median must grow by half and by more than the first poll's delay: the ages it sees are
+    // those of polls (the last one that found the task running), a step of the schedule apart.
+    this.ages = new AgeTrend({ slackMs: o.config.polling.firstDelay, now: this.now });
     this.metrics.ptWindow.set(this.window.limit);
   }
 
@@ -225,7 +226,10 @@ export class TaskRunner {
   ): Promise<{ task: Task; ticket?: WindowTicket } | { finding: Finding }> {
     const fp = this.o.settingsFingerprint;
     const claimTimeoutMs = this.cfg.requestTimeout * this.cfg.retries.attempts * 2 + this.cfg.connectTimeout;
-    const untilDeadline = AbortSignal.any([signal, AbortSignal.timeout(Math.max(1, deadline - this.now()))]);
+    // Made only when something has to wait (a slot, a refused submission's next try).
+    let deadlineSignal: AbortSignal | undefined;
+    const untilDeadline = (): AbortSignal =>
+      (deadlineSignal ??= AbortSignal.any([signal, AbortSignal.timeout(Math.max(1, deadline - this.now()))]));
     let waitMs = 50;
     for (;;) {
       if (signal.aborted) return { finding: abortedFinding() };
@@ -238,9 +242,9 @@ export class TaskRunner {
       ) {
         return { task: this.resumed(existing.scanId, existing.mode, existing.submittedAt, log) };
       }
-      let ticket: WindowTicket;
+      let ticket: WindowTicket | undefined = this.window.tryAcquire();
       try {
-        ticket = await this.window.acquire(untilDeadline);
+        ticket ??= await this.window.acquire(untilDeadline());
       } catch {
         return { finding: signal.aborted ? abortedFinding() : windowTimeout() };
       }
@@ -313,7 +317,7 @@ export class TaskRunner {
     item: TaskItem,
     first: WindowTicket,
     signal: AbortSignal,
-    untilDeadline: AbortSignal,
+    untilDeadline: () => AbortSignal,
     deadline: number,
     log: Logger,
   ): Promise<{ scanId: string; ticket: WindowTicket } | { finding: Finding }> {
@@ -346,14 +350,14 @@ export class TaskRunner {
             'PT Sandbox refused the submission; trying again later',
           );
           try {
-            ticket = await this.window.acquire(untilDeadline, { front: true });
+            ticket = await this.window.acquire(untilDeadline(), { front: true });
           } catch {
             return { finding: signal.aborted ? abortedFinding() : refusedUntilDeadline(err) };
           }
           await sleep(Math.min(wait, Math.max(0, deadline - this.now())), undefined, {
-            signal: untilDeadline,
+            signal: untilDeadline(),
           }).catch(() => undefined);
-          if (untilDeadline.aborted) {
+          if (untilDeadline().aborted) {
             ticket.release();
             return { finding: signal.aborted ? abortedFinding() : refusedUntilDeadline(err) };
           }
@@ -393,11 +397,15 @@ export class TaskRunner {
     this.changed();
   }
 
-  /** A task of ours finished: its age feeds the window (grow when healthy, shrink when ages grew). */
-  private observeAge(task: Task, ticket: WindowTicket, log: Logger): void {
+  /**
+   * A task of ours finished: its age feeds the window (grow when healthy, shrink when ages grew).
+   * The trend uses `runningAtMs`, the age at which a poll last found it still running: a lower
+   * bound that our own slowness (a busy event loop polling late) cannot inflate.
+   */
+  private observeAge(task: Task, ticket: WindowTicket, runningAtMs: number, log: Logger): void {
     const ageMs = this.now() - task.submittedAt;
     this.metrics.ptTaskAge.observe(ageMs / 1000);
-    const grew = this.ages.record(ageMs);
+    const grew = this.ages.record(runningAtMs);
     if (!grew) {
       this.window.grow();
       return;
@@ -412,6 +420,7 @@ export class TaskRunner {
           event: 'pt.window_decreased',
           cause: 'age',
           ageMs,
+          runningAtMs,
           baselineMs: this.ages.baseline,
           window: Math.floor(this.window.limit),
         },
@@ -496,6 +505,8 @@ export class TaskRunner {
       ? Math.max(polling.firstDelay, Math.min(polling.interval, (this.now() - task.submittedAt) / 2))
       : polling.firstDelay;
     let next = task.resumed ? this.now() : task.submittedAt + wait;
+    // The age at which a poll last found the task still running (0: none did yet).
+    let runningAt = 0;
     for (;;) {
       const sleepMs = next - this.now();
       if (sleepMs > 0) await sleep(sleepMs, undefined, { signal }).catch(() => undefined);
@@ -515,6 +526,7 @@ export class TaskRunner {
       }
       wait = nextPollWait(wait, age, polling);
       next = this.now() + wait;
+      const sentAt = age;
       let status;
       try {
         status = await this.o.client.taskStatus(task.mode, task.scanId, this.cfg.allowPreflight, {
@@ -534,6 +546,7 @@ export class TaskRunner {
       }
       this.o.store.touch(item.key, fp, this.now());
       const result = status.result;
+      if (result === undefined || status.is_preflight === true) runningAt = sentAt;
       if (result === undefined) continue;
       if (status.is_preflight === true) {
         if (result.verdict?.toUpperCase() !== 'DANGEROUS') continue;
@@ -542,7 +555,7 @@ export class TaskRunner {
           'PT Sandbox preflight result is DANGEROUS; not waiting for the rest',
         );
       }
-      if (ticket !== undefined && status.is_preflight !== true) this.observeAge(task, ticket, log);
+      if (ticket !== undefined && status.is_preflight !== true) this.observeAge(task, ticket, runningAt, log);
       const finding = await this.conclude(task, result, status.is_preflight === true, signal, log);
       if (status.is_preflight !== true) this.o.store.finish(item.key, fp, task.scanId, this.now(), 'verdict');
       return { kind: 'done', finding };
