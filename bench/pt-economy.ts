@@ -32,11 +32,6 @@ import { docx } from '../test/support/specimens.js';
 const ENVELOPE = { sender: 'sender@example.org', recipients: ['rcpt@example.net'], frontEnd: 'bench' };
 const CRLF = '\r\n';
 
-interface Item {
-  readonly group: string;
-  readonly bytes: Buffer;
-}
-
 function mail(headers: string[], body: string): Buffer {
   return Buffer.from([...headers, '', body, ''].join(CRLF));
 }
