@@ -89,6 +89,8 @@ describe('scanner version out of the cache key (one process)', () => {
       ),
     );
     await rt.evaluator.settle();
+    // One lookup: the client's own retries of a 5xx (retries.attempts, 3 in this config) at most.
+    expect(sb.counters['maintenance/getVersion']).toBeLessThanOrEqual(3);
     expect(results.filter((r) => r.decision.action !== 'deliver').map((r) => r.outcomes)).toEqual([]);
     // Nothing is known yet: verdicts are stored without a version rather than with a made-up one.
     expect(results.every((r) => r.outcomes[0]?.version === undefined)).toBe(true);
@@ -97,8 +99,23 @@ describe('scanner version out of the cache key (one process)', () => {
       'sandgate_scanner_version_lookups_total',
     );
     expect(lookups).toContain('scanner="pt-sandbox",result="failed"} 1');
-    // One lookup: the client's own retries of a 5xx (retries.attempts, 3 in this config) at most.
-    expect(sb.counters['maintenance/getVersion']).toBeLessThanOrEqual(3);
+  });
+
+  it('after a restart with getVersion failing from the start, a judged message is answered from the cache', async () => {
+    const first = service();
+    const text = simpleMail('judged before the restart', { extraHeaders: ['X-Test-Verdict: UNWANTED'] });
+    await first.rt.evaluator.evaluate(message(text), { deadline: first.inTen() });
+    await first.rt.close();
+    rt = undefined;
+    expect(sb.tasksCreated()).toBe(1);
+
+    sb.setVersionBehaviour({ status: 500 });
+    const second = service();
+    const again = await second.rt.evaluator.evaluate(message(text), { deadline: second.inTen() });
+    expect(again.outcomes[0]).toMatchObject({ kind: 'suspicious', cached: true });
+    expect(sb.tasksCreated()).toBe(1);
+    // The version known before the restart, from the state database.
+    expect(again.outcomes[0]?.version).toBe(VERSION);
   });
 });
 
