@@ -98,7 +98,7 @@ export const QUARANTINE_PAGE = `<!doctype html>
       $('d-id').textContent = id;
       const lines = [];
       lines.push('Verdict: ' + d.item.verdict + ' (' + d.item.reason + '), threats: ' + (d.item.threats.join(', ') || '-'));
-      for (const o of d.item.outcomes) lines.push('  ' + o.scanner + ': ' + o.kind + (o.threats ? ' ' + o.threats.join(',') : '') + (o.details && o.details.taskUrl ? ' ' + o.details.taskUrl : ''));
+      for (const o of d.item.outcomes) lines.push('  ' + o.scanner + ': ' + o.kind + (o.threats ? ' ' + o.threats.join(',') : '') + (o.version ? ' (version ' + o.version + ')' : '') + (o.details && o.details.taskUrl ? ' ' + o.details.taskUrl : ''));
       lines.push('', 'Attachments:');
       for (const a of d.attachments) lines.push('  ' + a.path + '  ' + (a.filename || '-') + '  ' + a.contentType + '  ' + a.size + ' B  sha256 ' + a.sha256 + (a.blocking ? '  [blocking]' : ''));
       if (d.walkProblem) lines.push('  (' + d.walkProblem + ')');

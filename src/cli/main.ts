@@ -21,7 +21,7 @@ const COMMANDS: Readonly<Record<string, { summary: string; load: () => Promise<{
     load: () => import('./commands/helper.js'),
   },
   sandbox: {
-    summary: 'sandbox health: check the PT Sandbox address, certificate and token',
+    summary: 'sandbox health: check the PT Sandbox address, certificate and token; --watch: its load',
     load: () => import('./commands/sandbox.js'),
   },
   relay: {

@@ -7,9 +7,11 @@ import { createMetrics, type Metrics } from '../core/metrics.js';
 import type { PolicyConfig } from '../core/policy.js';
 import type { Scanner } from '../core/scanner.js';
 import { ScanService } from '../core/scan-service.js';
+import { ScannerVersions } from '../core/scanner-versions.js';
 import { VerdictMemo } from '../core/verdict-memo.js';
 import { openStateDb, type StateDb } from '../store/db.js';
 import { QuarantineStore } from '../store/quarantine-store.js';
+import { SqliteScannerVersionStore } from '../store/scanner-versions.js';
 import { SqliteFirstFailureStore, SqliteInflightStore, SqliteVerdictStore } from '../store/verdict-store.js';
 import { createRetentionJob, withNotifications } from './compose/quarantine.js';
 import { createBypassMatcher } from './bypass.js';
@@ -94,7 +96,8 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
     }
     const writer = withNotifications(quarantine, config, log);
     if ('settle' in writer) closers.unshift(() => writer.settle());
-    const scanners = options.scanners ?? buildScanners({ config, db, log, metrics, spoolDir });
+    const scanners =
+      options.scanners ?? buildScanners({ config, db, log, metrics, spoolDir, frontEnd: options.frontEnd });
     closers.unshift(...scanners.map((s) => () => s.close?.()));
     const shutdownController = new AbortController();
     const memo = new VerdictMemo({
@@ -109,6 +112,13 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
     });
     const bypass = createBypassMatcher(config.bypass);
     const firstFailures = new SqliteFirstFailureStore(db);
+    const versions = new ScannerVersions({
+      store: new SqliteScannerVersionStore(db),
+      metrics,
+      log,
+      shutdown: shutdownController.signal,
+      ...(options.now ? { now: options.now } : {}),
+    });
     // Before the database closes (closers run in order; db.close is last): write waiting clears.
     closers.unshift(() => firstFailures.close());
     const evaluator = new ScanService({
@@ -125,6 +135,7 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
       mode: config.scan.mode,
       concurrency: config.scan.concurrency,
       maxMessageSize: config.scan.maxMessageSize,
+      versions,
       metrics,
       log,
       logSummary: options.frontEndSummary !== true,

@@ -7,6 +7,7 @@ import type { Scanner } from '../core/scanner.js';
 import { RulesScanner } from '../sandbox/rules/rules-scanner.js';
 import { createPtSandboxScanner } from '../sandbox/pt-sandbox/index.js';
 import { ClamdScanner } from '../sandbox/clamd/scanner.js';
+import { PtLoadStore } from '../store/pt-load.js';
 import { PtTaskStore } from '../store/pt-tasks.js';
 import { SqliteAllowList } from '../store/allow-list.js';
 import type { StateDb } from '../store/db.js';
@@ -18,6 +19,8 @@ export interface ScannerDeps {
   readonly metrics: Metrics;
   /** Scratch directory for decoded parts and uploads. */
   readonly spoolDir: string;
+  /** 'helper', 'relay', 'cli', ...: names this process in the PT Sandbox load rows. */
+  readonly frontEnd?: string;
 }
 
 /** Builds the configured chain, in order. One case per scanner; an unknown name cannot pass the schema. */
@@ -45,8 +48,11 @@ export function buildScanners(deps: ScannerDeps): Scanner[] {
           env: process.env,
           log: deps.log,
           tasks: new PtTaskStore(deps.db),
+          load: new PtLoadStore(deps.db),
           owner: `${hostname()}:${process.pid}`,
           spoolDir: join(deps.spoolDir, 'pt-sandbox'),
+          metrics: deps.metrics,
+          ...(deps.frontEnd !== undefined ? { frontEnd: deps.frontEnd } : {}),
         });
     }
   });

@@ -64,6 +64,15 @@ export const DEFAULT_RISKY_CONTENT_TYPES: readonly string[] = [
   'image/svg',
 ];
 
+/** A decimal number from YAML, or from the environment as a string ("1.5"). */
+const decimal = z.union([
+  z.number(),
+  z
+    .string()
+    .regex(/^\s*\d+(\.\d+)?\s*$/, 'not a number')
+    .transform((s) => Number(s)),
+]);
+
 const seconds = (min: number, max: number) =>
   duration.pipe(
     z
@@ -165,8 +174,11 @@ export const ptSandboxSchema = z
     allowPreflight: bool.default(false),
     polling: z
       .object({
-        /** Delay before the first checkTask. */
-        firstDelay: duration.prefault('2s'),
+        /** Delay before the first checkTask: static analysis answers in hundreds of ms to a few s. */
+        firstDelay: duration.prefault('500ms'),
+        /** Each following wait is the previous one times growth (0.5 s, 0.75 s, 1.1 s, ...)... */
+        growth: decimal.pipe(z.number().min(1).max(4)).default(1.5),
+        /** ...up to interval. */
         interval: duration.prefault('5s'),
         /** After this long, poll every slowInterval instead. */
         slowAfter: duration.prefault('60s'),
@@ -186,8 +198,27 @@ export const ptSandboxSchema = z
       })
       .strict()
       .prefault({}),
-    /** Tasks in flight at once from this process; more wait in order. */
-    maxInflight: int.pipe(z.number().int().min(1).max(10_000)).default(8),
+    /**
+     * Tasks in flight at once from this process: an adaptive window (AIMD) between min and max,
+     * starting at start; more wait in order. It halves when the appliance refuses submissions
+     * (429/503) and shrinks when task ages grow, and grows again when answers are healthy
+     * (docs/pt-sandbox.md, "Load and back-pressure").
+     */
+    inflight: z
+      .object({
+        /** The ceiling: size it to the appliance's capacity (docs/pt-sandbox.md). */
+        max: int.pipe(z.number().int().min(1).max(10_000)).default(64),
+        /** Where the window starts (it doubles per round of healthy answers up to max). */
+        start: int.pipe(z.number().int().min(1).max(10_000)).default(32),
+        /** The floor the window never shrinks below. */
+        min: int.pipe(z.number().int().min(1).max(10_000)).default(2),
+      })
+      .strict()
+      .prefault({})
+      .refine((w) => w.min <= w.start && w.start <= w.max, {
+        message: 'inflight needs min <= start <= max',
+        path: ['start'],
+      }),
     /** A task is polled in the background (and resumed after a restart) up to this age; then it is resubmitted. */
     maxTaskAge: duration.prefault('15m'),
     /** Upper bound on how long a clean sandbox verdict may be cached. */

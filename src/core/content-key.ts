@@ -39,6 +39,22 @@ export async function analyseMessage(message: MessageSource): Promise<MessageAna
   return { contentKey: hash.digest('hex'), headers };
 }
 
+/**
+ * SHA-256 (hex) of bytes with CRLF read as LF (as the content key is), and how many bytes were read:
+ * the key of content derived from a message (PT Sandbox's normalised newsletter copy).
+ */
+export async function lfHash(chunks: AsyncIterable<Buffer>): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash('sha256');
+  const lf = new LfNormaliser(hash);
+  let bytes = 0;
+  for await (const chunk of chunks) {
+    bytes += chunk.length;
+    lf.push(chunk);
+  }
+  lf.end();
+  return { sha256: hash.digest('hex'), bytes };
+}
+
 /** All fields but a leading run of trace fields and our own fields wherever they are. */
 function fieldsThatCount(fields: readonly RawHeaderField[]): RawHeaderField[] {
   const kept: RawHeaderField[] = [];

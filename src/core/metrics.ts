@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Every metric sandgate exports, defined once; front ends expose `registry` on /metrics. */
 export interface Metrics {
@@ -19,6 +19,24 @@ export interface Metrics {
   readonly monitorWouldBe: Counter<'action'>;
   readonly quarantineWrites: Counter<'result'>;
   readonly marks: Counter<'result'>;
+  /** Info-style: 1 for the version each scanner is known to run (PT Sandbox, clamd, ICAP). */
+  readonly scannerVersion: Gauge<'scanner' | 'version'>;
+  /** Version lookups by result (ok, failed): one at a time per scanner and process. */
+  readonly scannerVersionLookups: Counter<'scanner' | 'result'>;
+  /** PT Sandbox tasks this process submitted and is polling (the in-flight window's use). */
+  readonly ptInflight: Gauge;
+  /** PT Sandbox submissions waiting in this process for a slot of the window. */
+  readonly ptWaiting: Gauge;
+  /** The in-flight window: how many tasks this process may have in flight now. */
+  readonly ptWindow: Gauge;
+  /** PT Sandbox tasks created (rate: submitted/s). */
+  readonly ptSubmitted: Counter;
+  /** Submissions the appliance refused with 429 or 503 (retried later within the deadline). */
+  readonly ptRefused: Counter<'status'>;
+  /** Window decreases by cause (refused: 429/503; age: task age grew). */
+  readonly ptBackoffs: Counter<'cause'>;
+  /** Age of PT Sandbox tasks when their result was seen (submission to verdict). */
+  readonly ptTaskAge: Histogram;
 }
 
 export function createMetrics(options: { prefix?: string; defaultMetrics?: boolean } = {}): Metrics {
@@ -94,6 +112,56 @@ export function createMetrics(options: { prefix?: string; defaultMetrics?: boole
       name: `${p}marks_total`,
       help: 'Inbound X-Sandgate-Mark headers by check result (ok, syntax, mac, expired, future)',
       labelNames: ['result'],
+      registers,
+    }),
+    scannerVersion: new Gauge({
+      name: `${p}scanner_version_info`,
+      help: 'The version each scanner is known to run (value 1; the version is the label)',
+      labelNames: ['scanner', 'version'],
+      registers,
+    }),
+    scannerVersionLookups: new Counter({
+      name: `${p}scanner_version_lookups_total`,
+      help: 'Scanner version lookups by result (ok, failed)',
+      labelNames: ['scanner', 'result'],
+      registers,
+    }),
+    ptInflight: new Gauge({
+      name: `${p}pt_tasks_inflight`,
+      help: 'PT Sandbox tasks this process submitted and has not seen finish',
+      registers,
+    }),
+    ptWaiting: new Gauge({
+      name: `${p}pt_submissions_waiting`,
+      help: 'PT Sandbox submissions waiting in this process for a slot of the in-flight window',
+      registers,
+    }),
+    ptWindow: new Gauge({
+      name: `${p}pt_inflight_window`,
+      help: 'PT Sandbox tasks this process may have in flight now (adaptive window)',
+      registers,
+    }),
+    ptSubmitted: new Counter({
+      name: `${p}pt_tasks_submitted_total`,
+      help: 'PT Sandbox tasks created',
+      registers,
+    }),
+    ptRefused: new Counter({
+      name: `${p}pt_submissions_refused_total`,
+      help: 'PT Sandbox submissions refused with 429 or 503 (retried later within the deadline)',
+      labelNames: ['status'],
+      registers,
+    }),
+    ptBackoffs: new Counter({
+      name: `${p}pt_window_decreases_total`,
+      help: 'Decreases of the PT Sandbox in-flight window by cause (refused, age)',
+      labelNames: ['cause'],
+      registers,
+    }),
+    ptTaskAge: new Histogram({
+      name: `${p}pt_task_age_seconds`,
+      help: 'Age of PT Sandbox tasks when their result was seen (from submission)',
+      buckets: [0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300, 600, 900],
       registers,
     }),
   };

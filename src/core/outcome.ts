@@ -44,6 +44,12 @@ export type Outcome = Finding & {
   /** true when the result came from the verdict cache (or from another process's scan of the same content). */
   readonly cached: boolean;
   readonly ms: number;
+  /**
+   * The scanner's engine or appliance version that reached this result (stored with the cached
+   * verdict, so a cache hit names the version that judged the content). Absent when the scanner
+   * has none or none was known yet.
+   */
+  readonly version?: string;
 };
 
 export type Verdict = 'clean' | 'suspicious' | 'malicious';
@@ -79,7 +85,13 @@ export function describeFinding(f: Finding): string {
   }
 }
 
-/** Each outcome as `scanner:result`, `:cached` added when it came from the cache: the summary-line form. */
+/**
+ * Each outcome as `scanner:result`, `:cached` added when it came from the cache and `@version`
+ * when the scanner's version is known: the summary-line form.
+ */
 export function describeOutcomes(outcomes: readonly Outcome[]): string[] {
-  return outcomes.map((o) => `${o.scanner}:${describeFinding(o)}${o.cached ? ':cached' : ''}`);
+  return outcomes.map(
+    (o) =>
+      `${o.scanner}:${describeFinding(o)}${o.cached ? ':cached' : ''}${o.version !== undefined ? `@${o.version}` : ''}`,
+  );
 }

@@ -9,10 +9,30 @@ export interface VerdictKey {
   readonly contentKey: string;
 }
 
+/** A cached verdict and the scanner version that reached it (when known). */
+export interface CachedVerdict {
+  readonly finding: Finding;
+  readonly version?: string;
+}
+
 /** Verdict cache. Failures are never stored. Synchronous: the SQLite store answers in microseconds. */
 export interface VerdictStore {
-  get(key: VerdictKey, now: number): Finding | undefined;
-  put(key: VerdictKey, finding: Finding, now: number, expiresAt: number): void;
+  get(key: VerdictKey, now: number): CachedVerdict | undefined;
+  put(key: VerdictKey, verdict: CachedVerdict, now: number, expiresAt: number): void;
+}
+
+/** The last known version of each scanner, shared by every process on the state database. */
+export interface ScannerVersionRecord {
+  readonly version: string;
+  /** When a lookup last returned it (epoch ms). */
+  readonly checkedAt: number;
+}
+
+/** Where ScannerVersions remembers versions across processes and restarts. Synchronous, like the verdict store. */
+export interface ScannerVersionStore {
+  get(scanner: string): ScannerVersionRecord | undefined;
+  /** Records a successful lookup; returns the version known before, if any. */
+  put(scanner: string, version: string, checkedAt: number): string | undefined;
 }
 
 /**

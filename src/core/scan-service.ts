@@ -10,6 +10,7 @@ import { decide, type Decision, type PolicyConfig } from './policy.js';
 import type { BypassMatcher, FirstFailureStore, QuarantineWriter } from './ports.js';
 import { runScanner, type RunScannerDeps } from './run-scanner.js';
 import type { Scanner } from './scanner.js';
+import type { ScannerVersions } from './scanner-versions.js';
 import { Semaphore } from './semaphore.js';
 import type { VerdictMemo } from './verdict-memo.js';
 
@@ -26,12 +27,20 @@ export interface ScanServiceOptions {
   readonly headersEnabled: boolean;
   readonly bypass?: BypassMatcher;
   readonly mode: 'enforce' | 'monitor';
+  /**
+   * CPU slots (scan.concurrency): local scanners run holding one, remote scanners take one only for
+   * their CPU phases (ScanContext.cpu). A message waiting on a remote peer holds none; how many
+   * messages are in progress at once is bounded by the front ends (helper.concurrency,
+   * relay.maxClients, relay.queue.concurrency).
+   */
   readonly concurrency: number;
   /**
    * scan.maxMessageSize: a message larger than this (bytes) is not scanned; every scanner gets
    * failed(too-large) and the policy decides as for any failure. Undefined: no limit.
    */
   readonly maxMessageSize?: number;
+  /** Looks up and remembers scanner versions, stored with each verdict (src/core/scanner-versions.ts). */
+  readonly versions?: ScannerVersions;
   readonly metrics: Metrics;
   readonly log: Logger;
   /**
@@ -57,13 +66,20 @@ export class ScanService implements Evaluator {
     if (o.scanners.length === 0) throw new Error('ScanService needs at least one scanner');
     this.slots = new Semaphore(o.concurrency);
     this.now = o.now ?? Date.now;
-    this.scannerDeps = { memo: o.memo, now: this.now, deadlines: new DeadlineSignals(this.now) };
+    this.scannerDeps = {
+      memo: o.memo,
+      now: this.now,
+      deadlines: new DeadlineSignals(this.now),
+      cpu: this.slots,
+      ...(o.versions !== undefined ? { versions: o.versions } : {}),
+    };
   }
 
   /** Waits for monitor-mode scans and background scanner work (tests, graceful shutdown). */
   async settle(): Promise<void> {
     while (this.background.size > 0) await Promise.allSettled([...this.background]);
     await this.o.memo.settle();
+    await this.o.versions?.settle();
   }
 
   async evaluate(message: MessageSource, options: EvaluateOptions): Promise<Evaluation> {
@@ -167,7 +183,9 @@ export class ScanService implements Evaluator {
 
   /**
    * Runs the chain in order, cheap first; stops at the first malicious verdict. A message over
-   * scan.maxMessageSize is not scanned at all (tooLarge()).
+   * scan.maxMessageSize is not scanned at all (tooLarge()). No CPU slot is held here: each scanner
+   * takes one for its local work (runScanner), so a message waiting on a sandbox does not keep
+   * others from being scanned.
    */
   private async scanChain(
     message: MessageSource,
@@ -177,39 +195,21 @@ export class ScanService implements Evaluator {
   ): Promise<Outcome[]> {
     const limit = this.o.maxMessageSize;
     if (limit !== undefined && message.size > limit) return this.tooLarge(message.size, limit);
-    let release = options.signal?.aborted === true ? undefined : this.slots.tryAcquire();
-    try {
-      // Only a caller that has to wait for a slot needs a signal for it.
-      release ??= await this.slots.acquire(options.signal ?? this.scannerDeps.deadlines.at(options.deadline));
-    } catch {
-      return this.o.scanners.map((s) => ({
-        scanner: s.name,
-        kind: 'failed',
-        reason: 'timeout',
-        message: 'waited for a scan slot until the deadline',
-        cached: false,
-        ms: 0,
-      }));
+    const outcomes: Outcome[] = [];
+    for (const scanner of this.o.scanners) {
+      options.onProgress?.({ scanner: scanner.name, phase: 'start' });
+      const outcome = await runScanner(scanner, message, contentKey, options, log, this.scannerDeps);
+      options.onProgress?.({ scanner: scanner.name, phase: 'done' });
+      outcomes.push(outcome);
+      this.o.metrics.scannerOutcomes.inc({
+        scanner: scanner.name,
+        outcome: outcome.kind,
+        reason: outcome.kind === 'failed' || outcome.kind === 'skipped' ? outcome.reason : '',
+      });
+      this.o.metrics.scannerSeconds.observe({ scanner: scanner.name }, outcome.ms / 1000);
+      if (outcome.kind === 'malicious') break;
     }
-    try {
-      const outcomes: Outcome[] = [];
-      for (const scanner of this.o.scanners) {
-        options.onProgress?.({ scanner: scanner.name, phase: 'start' });
-        const outcome = await runScanner(scanner, message, contentKey, options, log, this.scannerDeps);
-        options.onProgress?.({ scanner: scanner.name, phase: 'done' });
-        outcomes.push(outcome);
-        this.o.metrics.scannerOutcomes.inc({
-          scanner: scanner.name,
-          outcome: outcome.kind,
-          reason: outcome.kind === 'failed' || outcome.kind === 'skipped' ? outcome.reason : '',
-        });
-        this.o.metrics.scannerSeconds.observe({ scanner: scanner.name }, outcome.ms / 1000);
-        if (outcome.kind === 'malicious') break;
-      }
-      return outcomes;
-    } finally {
-      release();
-    }
+    return outcomes;
   }
 
   /** The one rule for too-large messages: no scanner sees them; each is failed(too-large). */

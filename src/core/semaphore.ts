@@ -53,3 +53,22 @@ export class Semaphore {
     };
   }
 }
+
+/** CPU slots for a scanner (ScanContext.cpu) taken from `slots`; waiting for one stops when `signal` aborts. */
+export function cpuSlotsOf(
+  slots: Semaphore,
+  signal: AbortSignal,
+): { run<T>(fn: () => Promise<T>): Promise<T>; acquire(): Promise<() => void> } {
+  const acquire = (): Promise<() => void> => Promise.resolve(slots.tryAcquire() ?? slots.acquire(signal));
+  return {
+    acquire,
+    async run<T>(fn: () => Promise<T>): Promise<T> {
+      const release = await acquire();
+      try {
+        return await fn();
+      } finally {
+        release();
+      }
+    },
+  };
+}

@@ -2,7 +2,7 @@ import { isSandgateError, type ErrorCode } from './errors.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { FailureReason, Finding } from './outcome.js';
-import type { InflightStore, VerdictKey, VerdictStore } from './ports.js';
+import type { CachedVerdict, InflightStore, VerdictKey, VerdictStore } from './ports.js';
 
 export interface CacheTtls {
   readonly clean: number;
@@ -18,6 +18,12 @@ export interface MemoRequest {
   readonly backgroundMs: number;
   readonly cleanTtlCapMs?: number;
   readonly compute: (signal: AbortSignal) => Promise<Finding>;
+  /**
+   * The scanner version to store with a finding computed here (asked once the computation ends).
+   * Never part of the key: a judged content is not scanned again because a version changed or
+   * could not be looked up.
+   */
+  readonly version?: (signal: AbortSignal) => Promise<string | undefined>;
   /** Called once the underlying work has settled (at once on a cache hit), even after the caller's deadline. */
   readonly whenDone?: () => void;
 }
@@ -26,6 +32,8 @@ export interface MemoResult {
   readonly finding: Finding;
   /** 'scan': computed here; 'cache': from the verdict cache; 'joined': another caller's identical scan. */
   readonly source: 'scan' | 'cache' | 'joined';
+  /** The scanner version that reached the finding (from the cache row on a hit). */
+  readonly version?: string;
 }
 
 export interface VerdictMemoOptions {
@@ -89,7 +97,7 @@ export class VerdictMemo {
     if (cached !== undefined) {
       metrics.cacheHits.inc({ scanner: req.key.scanner });
       req.whenDone?.();
-      return { finding: cached, source: 'cache' };
+      return withVersion({ finding: cached.finding, source: 'cache' }, cached.version);
     }
     const id = `${req.key.scanner}\0${req.key.fingerprint}\0${req.key.contentKey}`;
     let shared = this.running.get(id);
@@ -118,10 +126,11 @@ export class VerdictMemo {
       if (cached !== undefined) {
         if (waited) metrics.singleFlightJoins.inc({ scanner: req.key.scanner, scope: 'shared' });
         else metrics.cacheHits.inc({ scanner: req.key.scanner });
-        return { finding: cached, source: waited ? 'joined' : 'cache' };
+        return withVersion({ finding: cached.finding, source: waited ? 'joined' : 'cache' }, cached.version);
       }
       if (inflight.tryAcquire(req.key, owner, now, now + this.leaseMs)) {
-        return { finding: await this.computeHoldingLease(req), source: 'scan' };
+        const computed = await this.computeHoldingLease(req);
+        return withVersion({ finding: computed.finding, source: 'scan' }, computed.version);
       }
       if (now >= giveUpAt || this.options.shutdown?.aborted) {
         return {
@@ -139,7 +148,7 @@ export class VerdictMemo {
     }
   }
 
-  private async computeHoldingLease(req: MemoRequest): Promise<Finding> {
+  private async computeHoldingLease(req: MemoRequest): Promise<CachedVerdict> {
     const { verdicts, inflight, owner, log } = this.options;
     const heartbeat = setInterval(
       () => {
@@ -155,19 +164,27 @@ export class VerdictMemo {
     const budget = Math.max(0, req.deadline - this.now()) + req.backgroundMs;
     const signals = [AbortSignal.timeout(Math.max(1, budget))];
     if (this.options.shutdown) signals.push(this.options.shutdown);
+    const signal = AbortSignal.any(signals);
     let finding: Finding;
+    let version: string | undefined;
     try {
-      finding = await req.compute(AbortSignal.any(signals));
+      finding = await req.compute(signal);
     } catch (err) {
       finding = failureFromError(err);
     } finally {
       clearInterval(heartbeat);
     }
     try {
+      version = await req.version?.(signal);
+    } catch {
+      version = undefined;
+    }
+    const verdict: CachedVerdict = version !== undefined ? { finding, version } : { finding };
+    try {
       const ttl = this.ttlFor(finding, req.cleanTtlCapMs);
       if (ttl > 0) {
         const now = this.now();
-        verdicts.put(req.key, finding, now, now + ttl);
+        verdicts.put(req.key, verdict, now, now + ttl);
       }
     } catch (err) {
       log.error({ event: 'memo.cache_write_failed', err }, 'could not store a verdict in the cache');
@@ -178,7 +195,7 @@ export class VerdictMemo {
         log.error({ event: 'memo.release_failed', err }, 'could not release the in-flight row');
       }
     }
-    return finding;
+    return verdict;
   }
 
   private ttlFor(finding: Finding, cleanCap: number | undefined): number {
@@ -219,6 +236,10 @@ async function raceDeadline(
   } finally {
     clearTimeout(timer);
   }
+}
+
+function withVersion(result: MemoResult, version: string | undefined): MemoResult {
+  return version !== undefined ? { ...result, version } : result;
 }
 
 function delay(ms: number): Promise<void> {

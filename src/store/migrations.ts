@@ -132,4 +132,42 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 6,
+    name: 'scanner versions: last known per scanner, and the version stored with each cached verdict',
+    sql: `
+      CREATE TABLE scanner_version (
+        scanner    TEXT PRIMARY KEY,
+        version    TEXT NOT NULL,
+        checked_at INTEGER NOT NULL
+      );
+      ALTER TABLE verdict_cache ADD COLUMN scanner_version TEXT;
+    `,
+  },
+  {
+    version: 7,
+    name: 'pt sandbox load: finished tasks (a bounded history) and each process window and queue',
+    sql: `
+      CREATE TABLE pt_task_history (
+        scan_id      TEXT NOT NULL,
+        owner        TEXT NOT NULL,
+        submitted_at INTEGER NOT NULL,
+        finished_at  INTEGER NOT NULL,
+        outcome      TEXT NOT NULL
+      );
+      CREATE INDEX pt_task_history_finished ON pt_task_history (finished_at);
+      CREATE TABLE pt_process (
+        owner           TEXT PRIMARY KEY,
+        front_end       TEXT NOT NULL,
+        inflight        INTEGER NOT NULL,
+        waiting         INTEGER NOT NULL,
+        window_limit    REAL NOT NULL,
+        window_max      INTEGER NOT NULL,
+        submitted_total INTEGER NOT NULL,
+        refused_total   INTEGER NOT NULL,
+        started_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL
+      );
+    `,
+  },
 ];

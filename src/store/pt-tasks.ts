@@ -33,6 +33,10 @@ const toTask = (r: Row): PtTask => ({
   lastPolledAt: r.last_polled_at ?? undefined,
 });
 
+/** How long pt_task_history keeps finished tasks (ms), and how often a finish prunes it. */
+export const HISTORY_KEEP_MS = 15 * 60_000;
+const HISTORY_PRUNE_EVERY = 200;
+
 /**
  * The pt_task table (migration 3): content key + scanner fingerprint -> scan_id. A row without a
  * scan_id is a claim: its owner is submitting, others wait for the scan_id instead of submitting
@@ -62,8 +66,29 @@ export class PtTaskStore {
       ),
       purge: db.prepare('DELETE FROM pt_task WHERE submitted_at < ?'),
       count: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM pt_task'),
+      finished: db.prepare<[string, string, string], { owner: string; submitted_at: number }>(
+        'DELETE FROM pt_task WHERE content_key = ? AND fingerprint = ? AND scan_id = ? RETURNING owner, submitted_at',
+      ),
+      history: db.prepare(
+        'INSERT INTO pt_task_history (scan_id, owner, submitted_at, finished_at, outcome) VALUES (?, ?, ?, ?, ?)',
+      ),
+      pruneHistory: db.prepare('DELETE FROM pt_task_history WHERE finished_at < ?'),
     };
+    this.finishTx = db.transaction(
+      (contentKey: string, fingerprint: string, scanId: string, finishedAt: number, outcome: string) => {
+        const row = this.stmt.finished.get(contentKey, fingerprint, scanId);
+        if (row === undefined) return;
+        this.stmt.history.run(scanId, row.owner, row.submitted_at, finishedAt, outcome);
+        if (++this.sincePrune >= HISTORY_PRUNE_EVERY) {
+          this.sincePrune = 0;
+          this.stmt.pruneHistory.run(finishedAt - HISTORY_KEEP_MS);
+        }
+      },
+    );
   }
+
+  private readonly finishTx;
+  private sincePrune = 0;
 
   get(contentKey: string, fingerprint: string): PtTask | undefined {
     const row = this.stmt.get.get(contentKey, fingerprint);
@@ -107,6 +132,15 @@ export class PtTaskStore {
   /** Forgets a finished (or lost) task; another scan_id under the same key is left alone. */
   remove(contentKey: string, fingerprint: string, scanId: string): void {
     this.stmt.removeScan.run(contentKey, fingerprint, scanId);
+  }
+
+  /**
+   * Forgets a task that ended (`outcome`: verdict, timeout, lost, failed) and, when this call is the
+   * one that removed its row (several processes may poll one task), records its submission and end
+   * times in pt_task_history, which keeps the last HISTORY_KEEP_MS for `sandgate sandbox health --watch`.
+   */
+  finish(contentKey: string, fingerprint: string, scanId: string, finishedAt: number, outcome: string): void {
+    this.finishTx.immediate(contentKey, fingerprint, scanId, finishedAt, outcome);
   }
 
   /** Gives up a claim that never got a scan_id (the upload failed). */

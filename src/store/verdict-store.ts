@@ -1,34 +1,59 @@
 import type { Finding } from '../core/outcome.js';
-import type { FirstFailureStore, InflightStore, VerdictKey, VerdictStore } from '../core/ports.js';
+import type {
+  CachedVerdict,
+  FirstFailureStore,
+  InflightStore,
+  VerdictKey,
+  VerdictStore,
+} from '../core/ports.js';
 import type { StateDb } from './db.js';
 
-/** The verdict cache in the state database. Expired rows are ignored on read and pruned by prune(). */
+/**
+ * The verdict cache in the state database. Expired rows are ignored on read and pruned by prune().
+ * `scanner_version` (migration 6) is the scanner version that reached the finding: shown with a
+ * cache hit, never part of the key.
+ */
 export class SqliteVerdictStore implements VerdictStore {
   private readonly getStmt;
   private readonly putStmt;
   private readonly pruneStmt;
 
   constructor(db: StateDb) {
-    this.getStmt = db.prepare<[string, string, string, number], { finding: string }>(
-      'SELECT finding FROM verdict_cache WHERE scanner = ? AND fingerprint = ? AND content_key = ? AND expires_at > ?',
+    this.getStmt = db.prepare<
+      [string, string, string, number],
+      { finding: string; scanner_version: string | null }
+    >(
+      'SELECT finding, scanner_version FROM verdict_cache WHERE scanner = ? AND fingerprint = ? AND content_key = ? AND expires_at > ?',
     );
     this.putStmt = db.prepare(
-      `INSERT INTO verdict_cache (scanner, fingerprint, content_key, finding, created_at, expires_at)
-       VALUES (?, ?, ?, ?, ?, ?)
+      `INSERT INTO verdict_cache (scanner, fingerprint, content_key, finding, created_at, expires_at, scanner_version)
+       VALUES (?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (scanner, fingerprint, content_key)
-       DO UPDATE SET finding = excluded.finding, created_at = excluded.created_at, expires_at = excluded.expires_at`,
+       DO UPDATE SET finding = excluded.finding, created_at = excluded.created_at, expires_at = excluded.expires_at,
+         scanner_version = excluded.scanner_version`,
     );
     this.pruneStmt = db.prepare('DELETE FROM verdict_cache WHERE expires_at <= ?');
   }
 
-  get(key: VerdictKey, now: number): Finding | undefined {
+  get(key: VerdictKey, now: number): CachedVerdict | undefined {
     const row = this.getStmt.get(key.scanner, key.fingerprint, key.contentKey, now);
-    return row === undefined ? undefined : (JSON.parse(row.finding) as Finding);
+    if (row === undefined) return undefined;
+    const finding = JSON.parse(row.finding) as Finding;
+    return row.scanner_version !== null ? { finding, version: row.scanner_version } : { finding };
   }
 
-  put(key: VerdictKey, finding: Finding, now: number, expiresAt: number): void {
+  put(key: VerdictKey, verdict: CachedVerdict, now: number, expiresAt: number): void {
+    const { finding } = verdict;
     if (finding.kind === 'failed' || finding.kind === 'skipped') return;
-    this.putStmt.run(key.scanner, key.fingerprint, key.contentKey, JSON.stringify(finding), now, expiresAt);
+    this.putStmt.run(
+      key.scanner,
+      key.fingerprint,
+      key.contentKey,
+      JSON.stringify(finding),
+      now,
+      expiresAt,
+      verdict.version ?? null,
+    );
   }
 
   prune(now: number): number {

@@ -18,6 +18,13 @@
  *   - anything else -> CLEAN.
  * Or pass `verdictFor` to decide yourself.
  *
+ * Load: `slots` models the appliance's analysis slots: a task beyond them waits in the appliance's
+ * queue (FIFO) before its `taskDurationMs` starts, so its age grows with the queue; `overload`
+ * makes submissions (uploadScanFile, createScanTask, scan/checkFile) answer 429 or 503 while that
+ * queue is at least `maxQueue` long (with Retry-After when `retryAfterSec` is set), and
+ * `refuseSubmissions(status)` refuses every submission until it is called without a status.
+ * `setVersionBehaviour({ status, delayMs })` makes maintenance/getVersion fail or answer late.
+ *
  * Behaviour: missing or wrong X-API-Key -> 401 plain text "Authorization required"; a token without
  * the permission for the endpoint family -> 403; chunked uploads -> 411; a body over
  * `maxUploadSize` -> 413; `null` anywhere in a JSON body -> 400; unknown file_uri / scan_id -> 404;
@@ -74,6 +81,32 @@ export interface FakePtSandboxOptions {
   readonly verdictFor?: (bytes: Buffer) => FakeResult;
   /** Serve HTTPS with this key and certificate (PEM) instead of plain HTTP. */
   readonly tls?: { readonly key: string | Buffer; readonly cert: string | Buffer };
+  /** Analysis slots: tasks beyond this many wait in the appliance's queue. Default: unlimited. */
+  readonly slots?: number;
+  /** Refuse submissions while the queue holds at least maxQueue tasks. */
+  readonly overload?: OverloadOptions;
+}
+
+export interface OverloadOptions {
+  readonly maxQueue: number;
+  /** 429 (default) or 503. */
+  readonly status?: 429 | 503;
+  /** Send Retry-After with this many seconds. */
+  readonly retryAfterSec?: number;
+}
+
+/** What the appliance is doing now, and the most it has done at once. */
+export interface FakeLoad {
+  /** Tasks in an analysis slot. */
+  readonly running: number;
+  /** Tasks waiting for a slot. */
+  readonly queued: number;
+  /** Tasks created whose final result no poll has returned yet (in flight from the client's view). */
+  readonly uncollected: number;
+  readonly maxRunning: number;
+  readonly maxQueued: number;
+  /** Submissions refused with 429/503 so far. */
+  readonly refused: number;
 }
 
 export interface UploadRecord {
@@ -91,9 +124,17 @@ export interface FakeTask {
   readonly fileName: string | undefined;
   readonly bytes: Buffer;
   readonly createdAt: number;
+  /** When the task got an analysis slot (undefined while queued). */
+  readonly startedAt: number | undefined;
+  /** When its result is ready (Infinity while queued). */
   readonly readyAt: number;
+  /** When a poll first returned its final result. */
+  readonly collectedAt: number | undefined;
   readonly result: FakeResult;
 }
+
+/** The fake's own view of a task (mutable while it waits, runs and is collected). */
+type TaskState = { -readonly [K in keyof FakeTask]: FakeTask[K] };
 
 export interface FakePtSandbox {
   /** Base address to configure (no /api/v1). */
@@ -116,8 +157,14 @@ export interface FakePtSandbox {
   /** Forgets every task: polls get 404 (an appliance that lost its tasks). */
   forgetTasks(): void;
   setTaskDuration(ms: number): void;
-  /** Makes every running task finish now. */
+  /** Makes every running and queued task finish now. */
   finishAll(): void;
+  /** Refuse every submission with this status (429 or 503) until called with undefined. */
+  refuseSubmissions(status: 429 | 503 | undefined, options?: { retryAfterSec?: number }): void;
+  /** maintenance/getVersion: answer `status` (plain text) and/or only after `delayMs`; undefined: normal. */
+  setVersionBehaviour(behaviour: { status?: number; delayMs?: number } | undefined): void;
+  setVersion(version: string): void;
+  load(): FakeLoad;
   close(): Promise<void>;
 }
 
@@ -180,6 +227,16 @@ interface RequestCtx {
 
 export async function startFakePtSandbox(options: FakePtSandboxOptions = {}): Promise<FakePtSandbox> {
   const tokens = options.tokens ?? { [FAKE_PT_TOKEN]: ['analysis', 'source'] };
+  const slots = options.slots ?? Number.POSITIVE_INFINITY;
+  let version = options.version ?? '5.11.0.12345';
+  let versionBehaviour: { status?: number; delayMs?: number } | undefined;
+  let refusing: { status: 429 | 503; retryAfterSec?: number } | undefined;
+  const waiting: TaskState[] = [];
+  const timers = new Set<NodeJS.Timeout>();
+  let running = 0;
+  let maxRunning = 0;
+  let maxQueued = 0;
+  let refusedCount = 0;
   const maxUpload = options.maxUploadSize ?? 50 * 1024 * 1024;
   const ttl = options.uploadTtlMs ?? 3_600_000;
   const preflight = options.preflight ?? true;
@@ -191,35 +248,80 @@ export async function startFakePtSandbox(options: FakePtSandboxOptions = {}): Pr
   const createBodies: unknown[] = [];
   const checkFileQueries: URLSearchParams[] = [];
   const files = new Map<string, { bytes: Buffer; expires: number; token: string }>();
-  const tasks = new Map<string, FakeTask>();
+  const tasks = new Map<string, TaskState>();
   const failures: { remaining: number; status: number; endpoint?: string }[] = [];
+
+  const durationOf = (task: TaskState): number => task.result.durationMs ?? taskDuration;
+
+  /** Gives queued tasks free slots, in order; each slot is freed when its task's time is up. */
+  const pump = (): void => {
+    while (running < slots && waiting.length > 0) {
+      const task = waiting.shift() as TaskState;
+      const now = Date.now();
+      task.startedAt = now;
+      task.readyAt = now + durationOf(task);
+      running++;
+      maxRunning = Math.max(maxRunning, running);
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        running--;
+        pump();
+      }, durationOf(task));
+      timers.add(timer);
+    }
+  };
 
   const newTask = (
     family: Permission,
     token: string,
     bytes: Buffer,
     fileName: string | undefined,
-  ): FakeTask => {
+  ): TaskState => {
     const result = verdictFor(bytes);
     const now = Date.now();
-    const task: FakeTask = {
+    const task: TaskState = {
       scanId: randomUUID(),
       family,
       token,
       fileName,
       bytes,
       createdAt: now,
+      startedAt: now,
       readyAt: now + (result.durationMs ?? taskDuration),
+      collectedAt: undefined,
       result,
     };
     tasks.set(task.scanId, task);
+    if (Number.isFinite(slots)) {
+      task.startedAt = undefined;
+      task.readyAt = Number.POSITIVE_INFINITY;
+      waiting.push(task);
+      pump();
+      maxQueued = Math.max(maxQueued, waiting.length);
+    }
     return task;
   };
 
-  const status = (task: FakeTask, allowPreflight: boolean): Record<string, unknown> => {
+  /** Why a submission is refused now (429/503), if it is. */
+  const refusal = (): { status: 429 | 503; retryAfterSec?: number } | undefined => {
+    if (refusing !== undefined) return refusing;
+    const o = options.overload;
+    if (o !== undefined && waiting.length >= o.maxQueue) {
+      return {
+        status: o.status ?? 429,
+        ...(o.retryAfterSec !== undefined ? { retryAfterSec: o.retryAfterSec } : {}),
+      };
+    }
+    return undefined;
+  };
+
+  const status = (task: TaskState, allowPreflight: boolean): Record<string, unknown> => {
     const now = Date.now();
-    if (now >= task.readyAt) return { scan_id: task.scanId, result: resultJson(task) };
-    const half = task.createdAt + (task.readyAt - task.createdAt) / 2;
+    if (now >= task.readyAt) {
+      task.collectedAt ??= now;
+      return { scan_id: task.scanId, result: resultJson(task) };
+    }
+    const half = (task.startedAt ?? now) + (task.readyAt - (task.startedAt ?? now)) / 2;
     if (allowPreflight && preflight && now >= half) {
       const dangerous = task.result.verdict === 'DANGEROUS';
       return {
@@ -288,7 +390,7 @@ export async function startFakePtSandbox(options: FakePtSandboxOptions = {}): Pr
         const fileName = typeof body.file_name === 'string' ? body.file_name : undefined;
         const task = newTask('analysis', ctx.token, file.bytes, fileName);
         if (body.async_result === true) return sendData(res, { scan_id: task.scanId });
-        await waitUntil(task.readyAt);
+        await waitReady(task);
         sendData(res, { scan_id: task.scanId, result: resultJson(task) });
       },
     },
@@ -322,7 +424,7 @@ export async function startFakePtSandbox(options: FakePtSandboxOptions = {}): Pr
         }
         const task = newTask('source', ctx.token, bytes, q.get('file_name') ?? undefined);
         if (q.get('async_result') === 'true') return sendData(res, { scan_id: task.scanId });
-        await waitUntil(task.readyAt);
+        await waitReady(task);
         sendData(res, { scan_id: task.scanId, result: resultJson(task) });
       },
     },
@@ -342,7 +444,13 @@ export async function startFakePtSandbox(options: FakePtSandboxOptions = {}): Pr
     },
     'maintenance/getVersion': {
       methods: ['GET', 'POST'],
-      handle: (_q, res) => sendData(res, { version: options.version ?? '5.11.0.12345', edition: '' }),
+      handle: async (_q, res) => {
+        const b = versionBehaviour;
+        if (b?.delayMs !== undefined) await waitUntil(Date.now() + b.delayMs);
+        if (res.destroyed) return;
+        if (b?.status !== undefined) return plain(res, b.status, 'Internal Server Error');
+        sendData(res, { version, edition: '' });
+      },
     },
     'engines/sandbox/getImages': {
       methods: ['GET', 'POST'],
@@ -401,6 +509,15 @@ export async function startFakePtSandbox(options: FakePtSandboxOptions = {}): Pr
           'HTTPForbidden',
           'Access denied: the token lacks the permission for this action',
         );
+      }
+      const refused = SUBMISSIONS.has(endpoint) ? refusal() : undefined;
+      if (refused !== undefined) {
+        refusedCount++;
+        await drain(req);
+        if (refused.retryAfterSec !== undefined) res.setHeader('retry-after', String(refused.retryAfterSec));
+        return refused.status === 429
+          ? envelopeError(res, 429, 'HTTPTooManyRequests', '429: Too Many Requests')
+          : plain(res, 503, '<html><body>Service Temporarily Unavailable</body></html>');
       }
       await route.handle(req, res, { token, url, endpoint });
     })().catch((err: unknown) => {
@@ -461,21 +578,51 @@ export async function startFakePtSandbox(options: FakePtSandboxOptions = {}): Pr
     },
     forgetTasks() {
       tasks.clear();
+      waiting.length = 0;
     },
     setTaskDuration(ms) {
       taskDuration = ms;
     },
     finishAll() {
       const now = Date.now();
-      for (const [id, t] of tasks) tasks.set(id, { ...t, readyAt: Math.min(t.readyAt, now) });
+      for (const t of tasks.values()) {
+        t.startedAt ??= now;
+        t.readyAt = Math.min(t.readyAt, now);
+      }
+      waiting.length = 0;
+    },
+    refuseSubmissions(statusCode, opts = {}) {
+      refusing =
+        statusCode === undefined
+          ? undefined
+          : {
+              status: statusCode,
+              ...(opts.retryAfterSec !== undefined ? { retryAfterSec: opts.retryAfterSec } : {}),
+            };
+    },
+    setVersionBehaviour(behaviour) {
+      versionBehaviour = behaviour;
+    },
+    setVersion(v) {
+      version = v;
+    },
+    load() {
+      let uncollected = 0;
+      for (const t of tasks.values()) if (t.collectedAt === undefined) uncollected++;
+      return { running, queued: waiting.length, uncollected, maxRunning, maxQueued, refused: refusedCount };
     },
     close: () =>
       new Promise<void>((resolve) => {
+        for (const t of timers) clearTimeout(t);
+        timers.clear();
         server.close(() => resolve());
         server.closeAllConnections();
       }),
   };
 }
+
+/** Endpoints that submit work: refused under overload. */
+const SUBMISSIONS = new Set(['storage/uploadScanFile', 'analysis/createScanTask', 'scan/checkFile']);
 
 function resultJson(task: FakeTask): Record<string, unknown> {
   const r = task.result;
@@ -579,4 +726,11 @@ function plain(res: ServerResponse, status: number, text: string): void {
 function waitUntil(at: number): Promise<void> {
   const ms = at - Date.now();
   return ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve();
+}
+
+/** Waits until a task's result is ready (it may still be queued for a slot). */
+async function waitReady(task: FakeTask): Promise<void> {
+  while (Date.now() < task.readyAt) {
+    await waitUntil(Math.min(task.readyAt, Date.now() + 50));
+  }
 }

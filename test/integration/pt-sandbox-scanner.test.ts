@@ -229,7 +229,7 @@ describe('errors', () => {
 
   it('3 consecutive 5xx (non-JSON bodies) then success: a verdict, one task', async () => {
     const tasks = sb.tasksCreated();
-    sb.failNext(3, { endpoint: 'storage/uploadScanFile' });
+    sb.failNext(3, { endpoint: 'storage/uploadScanFile', status: 502 });
     const log = new LogCapture();
     const f = await scanText(
       simpleMail('retry me', { extraHeaders: ['X-Test-Verdict: DANGEROUS'] }),

@@ -106,7 +106,7 @@ describe('sandgate relay with PT Sandbox (real process, fake appliance)', () => 
     expect(refusal).toMatchObject({
       level: 30,
       action: 'reject',
-      outcomes: ['rules:clean', 'pt-sandbox:malicious(Fake.Dangerous.Marker):cached'],
+      outcomes: ['rules:clean', 'pt-sandbox:malicious(Fake.Dangerous.Marker):cached@5.11.0.12345'],
     });
     expect(relay.records.filter((r) => r.event === 'message.verdict')).toEqual([]);
   });

@@ -7,8 +7,7 @@
 import { createMetrics } from '../../src/core/metrics.js';
 import { silentLogger, type Logger } from '../../src/core/logger.js';
 import type { MessageSource } from '../../src/core/message.js';
-import type { Finding } from '../../src/core/outcome.js';
-import type { InflightStore, VerdictKey, VerdictStore } from '../../src/core/ports.js';
+import type { CachedVerdict, InflightStore, VerdictKey, VerdictStore } from '../../src/core/ports.js';
 import type { ScanContext, Scanner } from '../../src/core/scanner.js';
 import { scanThroughMemo } from '../../src/core/run-scanner.js';
 import { VerdictMemo, type MemoResult } from '../../src/core/verdict-memo.js';
@@ -16,13 +15,13 @@ import { VerdictMemo, type MemoResult } from '../../src/core/verdict-memo.js';
 const id = (k: VerdictKey) => `${k.scanner}\0${k.fingerprint}\0${k.contentKey}`;
 
 export class MemoryVerdictStore implements VerdictStore {
-  readonly rows = new Map<string, { finding: Finding; expiresAt: number }>();
-  get(key: VerdictKey, now: number): Finding | undefined {
+  readonly rows = new Map<string, { verdict: CachedVerdict; expiresAt: number }>();
+  get(key: VerdictKey, now: number): CachedVerdict | undefined {
     const row = this.rows.get(id(key));
-    return row !== undefined && row.expiresAt > now ? row.finding : undefined;
+    return row !== undefined && row.expiresAt > now ? row.verdict : undefined;
   }
-  put(key: VerdictKey, finding: Finding, _now: number, expiresAt: number): void {
-    this.rows.set(id(key), { finding, expiresAt });
+  put(key: VerdictKey, verdict: CachedVerdict, _now: number, expiresAt: number): void {
+    this.rows.set(id(key), { verdict, expiresAt });
   }
 }
 

@@ -6,9 +6,11 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { ptSandboxSchema, type PtSandboxConfig } from '../../src/config/pt-sandbox.js';
 import type { Logger } from '../../src/core/logger.js';
+import type { Metrics } from '../../src/core/metrics.js';
 import { BufferMessage } from '../../src/mime/spool.js';
 import { createPtSandboxScanner, type PtSandboxScanner } from '../../src/sandbox/pt-sandbox/index.js';
 import { openStateDb, type StateDb } from '../../src/store/db.js';
+import { PtLoadStore } from '../../src/store/pt-load.js';
 import { PtTaskStore } from '../../src/store/pt-tasks.js';
 import { FAKE_PT_TOKEN } from '../fakes/fake-pt-sandbox.js';
 
@@ -43,6 +45,7 @@ export interface TestState {
   readonly dir: string;
   readonly db: StateDb;
   readonly tasks: PtTaskStore;
+  readonly load: PtLoadStore;
   close(): void;
 }
 
@@ -52,6 +55,7 @@ export function openTestState(dir = mkdtempSync(join(tmpdir(), 'sg-pt-'))): Test
     dir,
     db,
     tasks: new PtTaskStore(db),
+    load: new PtLoadStore(db),
     close: () => {
       db.close();
       rmSync(dir, { recursive: true, force: true });
@@ -75,14 +79,17 @@ export function testConfig(url: string, overrides: Record<string, unknown> = {})
 export function makeScanner(
   config: PtSandboxConfig,
   state: TestState,
-  options: { log?: Logger; owner?: string; token?: string } = {},
+  options: { log?: Logger; owner?: string; token?: string; metrics?: Metrics; frontEnd?: string } = {},
 ): PtSandboxScanner {
   return createPtSandboxScanner(config, {
     env: { PT_TOKEN: options.token ?? FAKE_PT_TOKEN },
     log: options.log ?? new LogCapture('fatal').log,
     tasks: state.tasks,
+    load: state.load,
     owner: options.owner ?? 'test-owner',
     spoolDir: join(state.dir, 'spool'),
+    ...(options.metrics !== undefined ? { metrics: options.metrics } : {}),
+    ...(options.frontEnd !== undefined ? { frontEnd: options.frontEnd } : {}),
   });
 }
 

@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { configSchema, type Config, type ConfigInput } from '../../src/config/schema.js';
+import type { Metrics } from '../../src/core/metrics.js';
 import type { Envelope } from '../../src/core/message.js';
 import { BufferMessage } from '../../src/mime/spool.js';
 import { newMsgId } from '../../src/core/ids.js';
@@ -34,7 +35,13 @@ export function testConfig(stateDir: string, extra: Partial<ConfigInput> = {}): 
 export function startRuntime(
   stateDir: string,
   scanners: readonly Scanner[],
-  options: { config?: Partial<ConfigInput>; now?: () => number; logs?: LogCapture; frontEnd?: string } = {},
+  options: {
+    config?: Partial<ConfigInput>;
+    now?: () => number;
+    logs?: LogCapture;
+    frontEnd?: string;
+    metrics?: Metrics;
+  } = {},
 ): Runtime {
   const logs = options.logs ?? new LogCapture();
   return createRuntime(testConfig(stateDir, options.config), {
@@ -42,6 +49,7 @@ export function startRuntime(
     frontEnd: options.frontEnd ?? 'test',
     scanners,
     ...(options.now ? { now: options.now } : {}),
+    ...(options.metrics ? { metrics: options.metrics } : {}),
   });
 }
 

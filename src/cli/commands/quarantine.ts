@@ -222,7 +222,8 @@ function showText(d: Awaited<ReturnType<QuarantineService['show']>>): string {
         .join(' ');
       const threats = Array.isArray(o.threats) ? `(${(o.threats as string[]).join(',')})` : '';
       const reason = typeof o.reason === 'string' ? `(${o.reason})` : '';
-      return `  ${String(o.scanner)}: ${String(o.kind)}${threats}${reason}${extras ? `  ${extras}` : ''}`;
+      const version = typeof o.version === 'string' ? `  version=${o.version}` : '';
+      return `  ${String(o.scanner)}: ${String(o.kind)}${threats}${reason}${version}${extras ? `  ${extras}` : ''}`;
     }),
     'attachments:',
     ...(d.attachments.length === 0 ? ['  (none)'] : []),

@@ -1,3 +1,5 @@
+import { z } from 'zod';
+import { duration } from '../../config/durations.js';
 import { isSandgateError, SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { PtSandboxConfig } from '../../config/pt-sandbox.js';
@@ -6,14 +8,22 @@ import type { SandboxImage } from '../../sandbox/pt-sandbox/types.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
+import { watch } from './sandbox-watch.js';
 
 const HELP = `usage: sandgate sandbox health [--config FILE] [--set KEY=VALUE] [--images] [--json]
+       sandgate sandbox health --watch [--interval 2s] [--count N] [--json] [--config FILE]
 
 Checks the PT Sandbox settings (scanners.ptSandbox) from the command line: the address and its
 TLS certificate (maintenance/checkHealth), the version (maintenance/getVersion), and that the token
 is accepted and has the permission the configured mode needs; --images also lists the
 behavioural-analysis images (engines/sandbox/getImages) for analysis.sandbox.imageId.
-Exit 0 when everything works, 2 with a line saying what to fix.`;
+Exit 0 when everything works, 2 with a line saying what to fix.
+
+--watch shows the host's PT Sandbox load from the state database instead (every sandgate process
+on it): tasks in flight, submissions waiting in sandgate, the in-flight windows, submitted and
+finished per second, task age p50/p99 against the usual, refusals (429/503), the known version,
+and whether the appliance or sandgate is the bottleneck. It refreshes every --interval (default
+2s), --count times or until interrupted, and never calls the appliance.`;
 
 /** A scan_id no appliance has: the poll answers 404 when the token may poll, 401/403 when not. */
 const PROBE_SCAN_ID = '00000000-0000-4000-8000-000000000000';
@@ -34,6 +44,9 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       ...CONFIG_OPTIONS,
       images: { type: 'boolean' },
       json: { type: 'boolean' },
+      watch: { type: 'boolean' },
+      interval: { type: 'string' },
+      count: { type: 'string' },
     });
     if (values.help || positionals.length === 0) {
       writeLine(values.help ? io.stdout : io.stderr, HELP);
@@ -46,6 +59,10 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       );
     }
     const { config } = loadConfigFromArgs(values, io);
+    if (values.watch === true) {
+      await watch(config, io, watchOptions(values));
+      return EXIT.ok;
+    }
     const pt = config.scanners.ptSandbox;
     const log = createLogger(
       config,
@@ -72,6 +89,31 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     );
     return EXIT.error;
   }
+}
+
+function watchOptions(values: { interval?: string; count?: string; json?: boolean }): {
+  intervalMs: number;
+  count: number | undefined;
+  json: boolean;
+} {
+  const interval = duration.pipe(z.number().int().min(100)).safeParse(values.interval ?? '2s');
+  if (!interval.success) {
+    throw new SandgateError(
+      'ERR_CONFIG_INVALID',
+      `sandgate sandbox health: --interval ${values.interval ?? ''} is not a duration of at least 100ms (e.g. 2s)`,
+    );
+  }
+  let count: number | undefined;
+  if (values.count !== undefined) {
+    count = Number(values.count);
+    if (!/^\d+$/.test(values.count) || count < 1) {
+      throw new SandgateError(
+        'ERR_CONFIG_INVALID',
+        `sandgate sandbox health: --count ${values.count} is not a positive whole number`,
+      );
+    }
+  }
+  return { intervalMs: interval.data, count, json: values.json === true };
 }
 
 function tlsMode(pt: PtSandboxConfig): Report['tls'] {

@@ -5,7 +5,7 @@ import { silentLogger, type Logger } from '../../core/logger.js';
 import type { MessageSource } from '../../core/message.js';
 import { walkMessage, type WalkLimits } from '../../mime/walker.js';
 import type { FailureReason, Finding } from '../../core/outcome.js';
-import type { ScanContext, Scanner } from '../../core/scanner.js';
+import { cpuOf, type ScanContext, type Scanner } from '../../core/scanner.js';
 import { clamdExchange, type ExchangeResult } from './connection.js';
 import { ClamdPool, type PoolMember, type PoolStatus } from './pool.js';
 import { parseInstreamReply, printable } from './protocol.js';
@@ -64,8 +64,17 @@ export class ClamdScanner implements Scanner {
     this.pool.start();
   }
 
-  /** clamd's VERSION answers (engine/database/date) and our granularity: new signatures, new key. */
-  async fingerprint(signal: AbortSignal): Promise<string> {
+  /**
+   * The granularity: what changes how clamd is asked. The engine and signature versions are not in
+   * the cache key (see version()): a cached verdict outlives a signature update for at most
+   * cleanTtlCap (clean) or the cache TTLs.
+   */
+  fingerprint(): Promise<string> {
+    return Promise.resolve(`clamd;${this.options.config.granularity}`);
+  }
+
+  /** clamd's VERSION answers (engine/database/date) of the addresses that are up, sorted, joined by |. */
+  async version(signal: AbortSignal): Promise<string> {
     const versions = await this.pool.versions(signal);
     if (signal.aborted) {
       throw new SandgateError('ERR_SCANNER_TIMEOUT', 'clamd did not answer VERSION in time', {
@@ -77,12 +86,18 @@ export class ClamdScanner implements Scanner {
         details: { addresses: this.pool.members.length },
       });
     }
-    return `clamd;${this.options.config.granularity};${versions.join('|')}`;
+    return versions.join('|');
   }
 
-  async scan(message: MessageSource, ctx: ScanContext): Promise<Finding> {
-    if (this.options.config.granularity === 'parts') return this.scanParts(message, ctx);
-    return this.scanStream(() => message.open(), message.size, ctx, 'message');
+  /**
+   * clamd does its analysis on CPU that is usually this host's: the whole scan holds one of the
+   * scan service's CPU slots, so scan.concurrency bounds the streams sent to clamd at once.
+   */
+  scan(message: MessageSource, ctx: ScanContext): Promise<Finding> {
+    return cpuOf(ctx).run(() => {
+      if (this.options.config.granularity === 'parts') return this.scanParts(message, ctx);
+      return this.scanStream(() => message.open(), message.size, ctx, 'message');
+    });
   }
 
   /** Health of every address (for status pages and tests). */

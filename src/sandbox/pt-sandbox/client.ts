@@ -39,6 +39,11 @@ export interface CallOptions {
   readonly signal?: AbortSignal;
   /** Epoch ms; default: now + requestTimeout. */
   readonly until?: number;
+  /**
+   * Retry 429 and 503 (the appliance is overloaded) inside this call, as other transient errors.
+   * Default true; submissions pass false and back off in their in-flight window instead.
+   */
+  readonly retryOverload?: boolean;
 }
 
 /** A body we can produce again for a retry: a fresh stream of `length` bytes each call. */
@@ -213,7 +218,10 @@ export class PtSandboxClient {
       try {
         return await this.once(call, schema, opts.signal, until);
       } catch (err) {
-        const retryable = isSandgateError(err) && err.details.retryable === true;
+        const retryable =
+          isSandgateError(err) &&
+          err.details.retryable === true &&
+          !(opts.retryOverload === false && err.details.overload === true);
         const wait = this.options.backoffMs * attempt;
         if (
           !retryable ||
@@ -261,6 +269,7 @@ export class PtSandboxClient {
 
     let status: number;
     let text: string;
+    let retryAfter: string | string[] | undefined;
     try {
       const res = await request(url, {
         method: call.method,
@@ -270,6 +279,7 @@ export class PtSandboxClient {
         ...(body !== undefined ? { body } : {}),
       });
       status = res.statusCode;
+      retryAfter = res.headers['retry-after'];
       text = await res.body.text();
     } catch (cause) {
       if (body !== undefined && typeof body !== 'string') body.destroy();
@@ -311,7 +321,7 @@ export class PtSandboxClient {
       }
       return parsed.data;
     }
-    throw httpError(call.path, status, text);
+    throw httpError(call.path, status, text, typeof retryAfter === 'string' ? retryAfter : undefined);
   }
 }
 
@@ -346,7 +356,15 @@ function replyText(text: string): string {
   return (text.split(/\r?\n/, 1)[0] ?? '').replace(/[^\x20-\x7e]/g, '?').slice(0, 200);
 }
 
-function httpError(endpoint: string, status: number, text: string): SandgateError {
+/** Retry-After as milliseconds (delta-seconds or an HTTP date), capped at 5 minutes; undefined if absent or unreadable. */
+export function retryAfterMs(value: string | undefined, now = Date.now()): number | undefined {
+  if (value === undefined) return undefined;
+  const v = value.trim();
+  const ms = /^\d+$/.test(v) ? Number(v) * 1000 : Date.parse(v) - now;
+  return Number.isFinite(ms) ? Math.min(Math.max(0, ms), 300_000) : undefined;
+}
+
+function httpError(endpoint: string, status: number, text: string, retryAfter?: string): SandgateError {
   const said = replyText(text);
   let code: ErrorCode;
   let retryable = false;
@@ -356,8 +374,17 @@ function httpError(endpoint: string, status: number, text: string): SandgateErro
     code = 'ERR_SCANNER_UNAVAILABLE';
     retryable = true;
   } else code = 'ERR_SCANNER_PROTOCOL';
+  // 429 Too Many Requests and 503 Service Unavailable: the appliance is overloaded, not broken.
+  const overload = status === 429 || status === 503;
+  const after = overload ? retryAfterMs(retryAfter) : undefined;
   return new SandgateError(code, `PT Sandbox ${endpoint}: HTTP ${status}${said ? ` (${said})` : ''}`, {
-    details: { endpoint, status, retryable },
+    details: {
+      endpoint,
+      status,
+      retryable,
+      ...(overload ? { overload: true } : {}),
+      ...(after !== undefined ? { retryAfterMs: after } : {}),
+    },
   });
 }
 

@@ -2,14 +2,15 @@ import { readFileSync } from 'node:fs';
 import { isInsecureHttpUrl, type PtSandboxConfig } from '../../config/pt-sandbox.js';
 import { SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
+import type { Metrics } from '../../core/metrics.js';
 import { PtSandboxClient } from './client.js';
 import { PtSandboxScanner } from './scanner.js';
-import type { TaskStorePort } from './task-runner.js';
+import type { LoadPort, TaskStorePort } from './task-runner.js';
 import { readToken } from './token.js';
 
 export { PtSandboxClient } from './client.js';
 export { PtSandboxScanner } from './scanner.js';
-export type { TaskStorePort } from './task-runner.js';
+export type { LoadPort, TaskStorePort } from './task-runner.js';
 
 /**
  * A client for the configured appliance: token from the environment or tokenFile, TLS verified
@@ -79,6 +80,10 @@ export function createPtSandboxScanner(
     readonly owner: string;
     /** `<stateDir>/spool/pt-sandbox` (src/cli/scanners.ts). */
     readonly spoolDir: string;
+    readonly metrics?: Metrics;
+    /** new PtLoadStore(db) from src/store/pt-load.ts: this process's window and queue for the watch. */
+    readonly load?: LoadPort;
+    readonly frontEnd?: string;
   },
 ): PtSandboxScanner {
   const client = createPtClient(config, deps);
@@ -89,5 +94,8 @@ export function createPtSandboxScanner(
     log: deps.log.child({ scanner: 'pt-sandbox' }),
     owner: deps.owner,
     spoolDir: deps.spoolDir,
+    ...(deps.metrics !== undefined ? { metrics: deps.metrics } : {}),
+    ...(deps.load !== undefined ? { load: deps.load } : {}),
+    ...(deps.frontEnd !== undefined ? { frontEnd: deps.frontEnd } : {}),
   });
 }

@@ -3,14 +3,16 @@ import type { PtSandboxConfig } from '../../config/pt-sandbox.js';
 import { analyseMessage } from '../../core/content-key.js';
 import { isSandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
+import type { Metrics } from '../../core/metrics.js';
 import type { MessageSource } from '../../core/message.js';
 import { worstFinding, type Finding } from '../../core/outcome.js';
-import type { ScanContext, Scanner } from '../../core/scanner.js';
+import { cpuOf, type ScanContext, type Scanner } from '../../core/scanner.js';
 import { failureFromError } from '../../core/verdict-memo.js';
 import type { PtSandboxClient } from './client.js';
 import { surveyMessage, withAttachment, type AttachmentInfo, type MessageSurvey } from './content-scan.js';
 import { decodeEncodedWords, renderFileName, templateNeedsSubject } from './file-name.js';
-import { TaskRunner, type TaskItem, type TaskStorePort } from './task-runner.js';
+import { normaliseMessage } from './normalise.js';
+import { TaskRunner, type LoadPort, type TaskItem, type TaskStorePort } from './task-runner.js';
 
 export interface PtSandboxScannerOptions {
   readonly config: PtSandboxConfig;
@@ -25,16 +27,23 @@ export interface PtSandboxScannerOptions {
    * so that the start-up sweep finds what a killed process left there.
    */
   readonly spoolDir: string;
+  readonly metrics?: Metrics;
+  /** Where the window and queue of this process are reported for `sandbox health --watch`. */
+  readonly load?: LoadPort;
+  readonly frontEnd?: string;
   readonly now?: () => number;
 }
 
-const VERSION_TTL_MS = 10 * 60_000;
-const VERSION_RETRY_MS = 60_000;
+/** Bumped when what the sandbox is given for the same content changes (the normalised copy). */
+const SUBMISSION_SCHEME = 2;
 
 /**
  * PT Sandbox behind the Scanner port. Message granularity submits the whole .eml; attachments
- * granularity submits each distinct top-level attachment once (ctx.memo) and answers with the
- * worst. Tasks are submitted once per content and settings (TaskRunner + pt_task table).
+ * granularity submits each distinct top-level attachment once (ctx.memo), and a message whose
+ * bodies carry links as a normalised copy without its per-recipient header fields (normalise.ts),
+ * so 300 copies of one newsletter are one task; it answers with the worst. Tasks are submitted
+ * once per content and settings (TaskRunner + pt_task table). The MIME walk and hashing take a CPU
+ * slot (ctx.cpu); waiting for the appliance holds none.
  */
 export class PtSandboxScanner implements Scanner {
   readonly name = 'pt-sandbox';
@@ -45,7 +54,6 @@ export class PtSandboxScanner implements Scanner {
   private readonly runner: TaskRunner;
   private readonly cfg: PtSandboxConfig;
   private readonly spoolDir: string;
-  private version: { value: string; until: number } | undefined;
 
   constructor(private readonly o: PtSandboxScannerOptions) {
     this.cfg = o.config;
@@ -56,6 +64,7 @@ export class PtSandboxScanner implements Scanner {
     this.settingsFingerprint = createHash('sha256')
       .update(
         JSON.stringify({
+          scheme: SUBMISSION_SCHEME,
           url: o.config.url ?? '',
           mode: o.config.mode,
           depth: a.depth,
@@ -75,34 +84,34 @@ export class PtSandboxScanner implements Scanner {
       settingsFingerprint: this.settingsFingerprint,
       owner: o.owner,
       log: o.log,
+      ...(o.metrics ? { metrics: o.metrics } : {}),
+      ...(o.load ? { load: o.load } : {}),
+      ...(o.frontEnd ? { frontEnd: o.frontEnd } : {}),
       ...(o.now ? { now: o.now } : {}),
     });
   }
 
-  /** Tasks this process has in flight, and callers waiting for a slot. */
-  get inflight(): { active: number; waiting: number } {
+  /** Tasks this process has in flight, callers waiting for a slot, and the window. */
+  get inflight(): { active: number; waiting: number; limit: number } {
     return this.runner.inflight;
   }
 
-  /** Settings, granularity and the appliance's version (looked up every 10 minutes; 'unknown' while unreachable). */
-  async fingerprint(signal: AbortSignal): Promise<string> {
-    const now = Date.now();
-    if (this.version === undefined || this.version.until <= now) {
-      try {
-        const v = await this.o.client.getVersion({
-          signal,
-          until: now + Math.min(this.cfg.requestTimeout, 5000),
-        });
-        this.version = { value: v.version, until: now + VERSION_TTL_MS };
-      } catch (err) {
-        this.o.log.warn(
-          { event: 'pt.version_failed', code: isSandgateError(err) ? err.code : 'error' },
-          'cannot read the PT Sandbox version',
-        );
-        this.version = { value: this.version?.value ?? 'unknown', until: now + VERSION_RETRY_MS };
-      }
-    }
-    return `pt-sandbox/${this.version.value}/${this.cfg.granularity}/${this.settingsFingerprint}`;
+  /**
+   * Granularity and the settings that change the analysis. Not the appliance's version: that is
+   * version(), stored with each verdict; staleness is bounded by cleanTtlCap.
+   */
+  fingerprint(): Promise<string> {
+    const links = this.cfg.granularity === 'attachments' && this.cfg.linksAsMessage ? '/links' : '';
+    return Promise.resolve(`pt-sandbox/${this.cfg.granularity}${links}/${this.settingsFingerprint}`);
+  }
+
+  /** The appliance's version (maintenance/getVersion), within 5 s. */
+  async version(signal: AbortSignal): Promise<string> {
+    const v = await this.o.client.getVersion({
+      signal,
+      until: Date.now() + Math.min(this.cfg.requestTimeout, 5000),
+    });
+    return v.version;
   }
 
   async scan(message: MessageSource, ctx: ScanContext): Promise<Finding> {
@@ -117,6 +126,7 @@ export class PtSandboxScanner implements Scanner {
   }
 
   async close(): Promise<void> {
+    this.runner.close();
     await this.o.client.close();
   }
 
@@ -127,7 +137,7 @@ export class PtSandboxScanner implements Scanner {
     let survey: MessageSurvey | undefined;
     if (needSurvey) {
       try {
-        survey = await surveyMessage(message, cfg, this.spoolDir, ctx.signal);
+        survey = await cpuOf(ctx).run(() => surveyMessage(message, cfg, this.spoolDir, ctx.signal));
       } catch (err) {
         if (isSandgateError(err, 'ERR_ABORTED')) return failureFromError(err);
         log.warn(
@@ -163,7 +173,11 @@ export class PtSandboxScanner implements Scanner {
     }
 
     const work: Promise<Finding>[] = candidates.map((a) => this.memoAttachment(message, a, ctx));
-    if (sendWhole) work.push(this.scanWhole(message, ctx));
+    if (sendWhole) {
+      work.push(
+        cfg.granularity === 'attachments' ? this.scanNormalised(message, ctx) : this.scanWhole(message, ctx),
+      );
+    }
     const findings = await Promise.all(work);
     const worst = worstFinding(findings) ?? { kind: 'skipped', reason: 'not-applicable' };
     // A partial verdict anywhere makes a clean answer partial.
@@ -182,7 +196,7 @@ export class PtSandboxScanner implements Scanner {
         message: `the message (${message.size} bytes) is over scanners.ptSandbox.maxUploadSize (${cfg.maxUploadSize})`,
       };
     }
-    const analysis = await analyseMessage(message);
+    const analysis = await cpuOf(ctx).run(() => analyseMessage(message));
     const subject = templateNeedsSubject(cfg.fileNameTemplate)
       ? decodeEncodedWords(utf8IfValid(analysis.headers.find((h) => h.name === 'subject')?.value ?? ''))
       : undefined;
@@ -196,11 +210,52 @@ export class PtSandboxScanner implements Scanner {
   }
 
   /**
+   * Attachments granularity, a message whose bodies carry links: submitted as its normalised copy
+   * (the body and the header fields a newsletter has the same for every recipient: normalise.ts),
+   * through ctx.memo under that copy's key, so identical newsletters to many recipients are
+   * analysed once across messages and processes.
+   */
+  private async scanNormalised(message: MessageSource, ctx: ScanContext): Promise<Finding> {
+    const cfg = this.cfg;
+    const normalised = await cpuOf(ctx).run(() => normaliseMessage(message));
+    if (normalised.size > cfg.maxUploadSize) {
+      return {
+        kind: 'failed',
+        reason: 'too-large',
+        message: `the message (${normalised.size} bytes without per-recipient fields) is over scanners.ptSandbox.maxUploadSize (${cfg.maxUploadSize})`,
+      };
+    }
+    const subject =
+      templateNeedsSubject(cfg.fileNameTemplate) && normalised.subject !== undefined
+        ? decodeEncodedWords(utf8IfValid(normalised.subject))
+        : undefined;
+    const item: TaskItem = {
+      key: `nmsg:${normalised.key}`,
+      size: normalised.size,
+      fileName: renderFileName(cfg.fileNameTemplate, { msgId: message.msgId, subject }),
+      withBody: (fn) => fn({ length: normalised.size, open: () => normalised.open() }),
+    };
+    return this.memoRetained(message, `nmsg:${normalised.key}`, ctx, () =>
+      this.runner.run(item, ctx.signal, ctx.deadline, ctx.log),
+    );
+  }
+
+  /**
    * One attachment through ctx.memo (analysed once across messages and processes). The memo may
    * answer at the deadline while the analysis goes on: the message bytes stay retained until the
    * analysis ends, or until the background limit if it never started.
    */
   private memoAttachment(message: MessageSource, a: AttachmentInfo, ctx: ScanContext): Promise<Finding> {
+    return this.memoRetained(message, a.sha256, ctx, () => this.scanAttachment(message, a, ctx));
+  }
+
+  /** Runs `scan` through ctx.memo under `key`, keeping the message's bytes until it ends (see memoAttachment). */
+  private memoRetained(
+    message: MessageSource,
+    key: string,
+    ctx: ScanContext,
+    scan: () => Promise<Finding>,
+  ): Promise<Finding> {
     const retained = message.retain?.();
     let released = false;
     let started = false;
@@ -214,10 +269,10 @@ export class PtSandboxScanner implements Scanner {
       if (!started) release();
     };
     ctx.signal.addEventListener('abort', onAbort, { once: true });
-    const result = ctx.memo.run(a.sha256, async () => {
+    const result = ctx.memo.run(key, async () => {
       started = true;
       try {
-        return await this.scanAttachment(message, a, ctx);
+        return await scan();
       } finally {
         release();
       }
@@ -251,10 +306,19 @@ export class PtSandboxScanner implements Scanner {
       key: `part:${a.sha256}`,
       size: a.size,
       fileName: renderFileName(fileName, { msgId: message.msgId }),
-      withBody: (fn) =>
-        withAttachment(message, a, this.spoolDir, (part) =>
-          fn({ length: part.size, open: () => part.open() }),
-        ),
+      // The walk to the part takes a CPU slot; the upload, inside fn, does not.
+      withBody: async (fn) => {
+        let cpu: (() => void) | undefined = await cpuOf(ctx).acquire();
+        try {
+          return await withAttachment(message, a, this.spoolDir, (part) => {
+            cpu?.();
+            cpu = undefined;
+            return fn({ length: part.size, open: () => part.open() });
+          });
+        } finally {
+          cpu?.();
+        }
+      },
     };
     return this.runner.run(item, ctx.signal, ctx.deadline, ctx.log.child({ part: a.path }));
   }

@@ -1,9 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { AdaptiveWindow, AgeTrend, type WindowTicket } from '../../core/adaptive-window.js';
 import type { PtSandboxConfig } from '../../config/pt-sandbox.js';
 import { isSandgateError, type SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
+import { createMetrics, type Metrics } from '../../core/metrics.js';
 import type { Finding } from '../../core/outcome.js';
-import { Semaphore } from '../../core/semaphore.js';
 import { failureFromError } from '../../core/verdict-memo.js';
 import type { BodySource, PtSandboxClient } from './client.js';
 import { detectionNames, mapResult } from './mapping.js';
@@ -11,6 +12,11 @@ import type { CreateScanTaskBody, ScanResult, TaskMode } from './types.js';
 
 /** Where tasks in flight are recorded (src/store/pt-tasks.ts in production, shared by processes). */
 export interface TaskStorePort {
+  /** The task in flight for this content, if any (a row without a scan_id is still being submitted). */
+  get(
+    contentKey: string,
+    fingerprint: string,
+  ): { scanId: string | undefined; mode: string; submittedAt: number } | undefined;
   claim(
     contentKey: string,
     fingerprint: string,
@@ -20,13 +26,31 @@ export interface TaskStorePort {
     | { claimed: false; task: { scanId: string | undefined; mode: string; submittedAt: number } };
   setScanId(contentKey: string, fingerprint: string, owner: string, scanId: string, now: number): void;
   touch(contentKey: string, fingerprint: string, now: number): void;
-  remove(contentKey: string, fingerprint: string, scanId: string): void;
+  /** Forgets a task that ended and records it in the bounded history (outcome: verdict, timeout, lost). */
+  finish(contentKey: string, fingerprint: string, scanId: string, finishedAt: number, outcome: string): void;
   release(contentKey: string, fingerprint: string, owner: string): void;
+}
+
+/** One process's window and queue, for `sandgate sandbox health --watch` (src/store/pt-load.ts). */
+export interface LoadPort {
+  report(load: {
+    owner: string;
+    frontEnd: string;
+    inflight: number;
+    waiting: number;
+    windowLimit: number;
+    windowMax: number;
+    submittedTotal: number;
+    refusedTotal: number;
+    startedAt: number;
+    updatedAt: number;
+  }): void;
+  remove(owner: string): void;
 }
 
 /** One piece of content to analyse. */
 export interface TaskItem {
-  /** 'msg:<content key>' or 'part:<sha256>': the key of the pt_task row. */
+  /** 'msg:<content key>', 'nmsg:<normalised key>' or 'part:<sha256>': the key of the pt_task row. */
   readonly key: string;
   readonly size: number;
   readonly fileName: string;
@@ -43,6 +67,11 @@ export interface TaskRunnerOptions {
   /** Identifies this process in the pt_task table. */
   readonly owner: string;
   readonly log: Logger;
+  readonly metrics?: Metrics;
+  /** Where this process reports its window and queue (pt_process); none: not reported. */
+  readonly load?: LoadPort;
+  /** 'helper', 'relay', 'cli', ... in the load row. */
+  readonly frontEnd?: string;
   readonly now?: () => number;
 }
 
@@ -55,26 +84,86 @@ interface Task {
 
 type PollOutcome = { kind: 'done'; finding: Finding } | { kind: 'lost' };
 
+/** Window decrease when the appliance refuses a submission (429/503), and when task ages grow. */
+const REFUSED_FACTOR = 0.5;
+const AGE_FACTOR = 0.7;
+/** A refused submission waits retries.backoff x its refusals so far (at most this many steps), or Retry-After, capped. */
+const MAX_REFUSED_STEPS = 5;
+const MAX_REFUSED_WAIT_MS = 30_000;
+/** The load row is written at most this often while something changes, and at least this often as a heartbeat. */
+const LOAD_REPORT_MS = 1_000;
+const LOAD_HEARTBEAT_MS = 10_000;
+
+/**
+ * The wait before the next poll of a task: the previous wait times `polling.growth`, from
+ * `polling.firstDelay` up to `polling.interval` (`polling.slowInterval` once the task is older than
+ * `polling.slowAfter`). With the defaults a task is polled 0.5, 1.25, 2.4, 4.1, 6.6 and 10.4 s after
+ * submission, then every 5 s, and after a minute every 7.5 s, 11 s, then 15 s.
+ */
+export function nextPollWait(
+  previousWaitMs: number,
+  ageMs: number,
+  polling: PtSandboxConfig['polling'],
+): number {
+  const cap = ageMs >= polling.slowAfter ? polling.slowInterval : polling.interval;
+  return Math.max(1, Math.min(cap, Math.max(previousWaitMs * polling.growth, polling.firstDelay)));
+}
+
 /**
  * Submits content to PT Sandbox and polls for its verdict, at most once per content however many
  * callers and processes ask: in this process a shared promise, across processes and restarts the
- * pt_task row (claim, then scan_id). Tasks in flight are capped; more wait in order.
+ * pt_task row (claim, then scan_id). Submissions go through an adaptive in-flight window (AIMD:
+ * src/core/adaptive-window.ts) that backs off when the appliance refuses work (429/503) or its
+ * task ages grow, and grows again while answers are healthy.
  */
 export class TaskRunner {
   private readonly running = new Map<string, Promise<Finding>>();
-  private readonly slots: Semaphore;
+  readonly window: AdaptiveWindow;
+  private readonly ages: AgeTrend;
   private readonly now: () => number;
   private readonly cfg: PtSandboxConfig;
+  private readonly metrics: Metrics;
+  private readonly startedAt: number;
+  private submittedTotal = 0;
+  private refusedTotal = 0;
+  private loadDirty = false;
+  private loadWrittenAt = 0;
+  private loadTimer: NodeJS.Timeout | undefined;
+  private closed = false;
 
   constructor(private readonly o: TaskRunnerOptions) {
     this.cfg = o.config;
     this.now = o.now ?? Date.now;
-    this.slots = new Semaphore(o.config.maxInflight);
+    this.startedAt = this.now();
+    this.metrics = o.metrics ?? createMetrics({ defaultMetrics: false });
+    this.window = new AdaptiveWindow({
+      start: o.config.inflight.start,
+      min: o.config.inflight.min,
+      max: o.config.inflight.max,
+      now: this.now,
+      onChange: () => this.changed(),
+    });
+    // A median must grow by half and by more than the first poll's delay: the ages it sees are
+    // those of polls (the last one that found the task running), a step of the schedule apart.
+    this.ages = new AgeTrend({ slackMs: o.config.polling.firstDelay, now: this.now });
+    this.metrics.ptWindow.set(this.window.limit);
   }
 
-  /** Tasks submitted by this process and not yet finished; and callers waiting for a slot. */
-  get inflight(): { active: number; waiting: number } {
-    return { active: this.slots.inUse, waiting: this.slots.pending };
+  /** Tasks submitted by this process and not yet finished; callers waiting for a slot; the window. */
+  get inflight(): { active: number; waiting: number; limit: number } {
+    return { active: this.window.inUse, waiting: this.window.pending, limit: this.window.limit };
+  }
+
+  /** Stops reporting the load and removes this process's row. */
+  close(): void {
+    this.closed = true;
+    clearInterval(this.loadTimer);
+    this.loadTimer = undefined;
+    try {
+      this.o.load?.remove(this.o.owner);
+    } catch {
+      // The state database may be closing: the row ages out of the watch.
+    }
   }
 
   /** Never throws: every problem is a failed Finding. */
@@ -98,16 +187,16 @@ export class TaskRunner {
     for (;;) {
       const obtained = await this.obtain(item, signal, deadline, log);
       if ('finding' in obtained) return obtained.finding;
-      const { task, release } = obtained;
+      const { task, ticket } = obtained;
       const tlog = log.child({ scanId: task.scanId });
       let outcome: PollOutcome;
       try {
-        outcome = await this.poll(item, task, signal, tlog);
+        outcome = await this.poll(item, task, ticket, signal, tlog);
       } finally {
-        release?.();
+        ticket?.release();
       }
       if (outcome.kind === 'done') return outcome.finding;
-      this.o.store.remove(item.key, this.o.settingsFingerprint, task.scanId);
+      this.o.store.finish(item.key, this.o.settingsFingerprint, task.scanId, this.now(), 'lost');
       if (resubmitted) {
         return {
           kind: 'failed',
@@ -123,18 +212,42 @@ export class TaskRunner {
     }
   }
 
-  /** A task to poll: resumed from the pt_task table, or claimed and submitted here. */
+  /**
+   * A task to poll: resumed from the pt_task table, or submitted here within the window. Waiting for
+   * a window slot, and for a refused submission's next try, ends at the message deadline (the
+   * caller then answers tempfail and the MTA's retry queues again); a task once submitted is
+   * polled on in the background.
+   */
   private async obtain(
     item: TaskItem,
     signal: AbortSignal,
     deadline: number,
     log: Logger,
-  ): Promise<{ task: Task; release?: () => void } | { finding: Finding }> {
+  ): Promise<{ task: Task; ticket?: WindowTicket } | { finding: Finding }> {
     const fp = this.o.settingsFingerprint;
     const claimTimeoutMs = this.cfg.requestTimeout * this.cfg.retries.attempts * 2 + this.cfg.connectTimeout;
+    // Made only when something has to wait (a slot, a refused submission's next try).
+    let deadlineSignal: AbortSignal | undefined;
+    const untilDeadline = (): AbortSignal =>
+      (deadlineSignal ??= AbortSignal.any([signal, AbortSignal.timeout(Math.max(1, deadline - this.now()))]));
     let waitMs = 50;
     for (;;) {
       if (signal.aborted) return { finding: abortedFinding() };
+      // A task already in flight (another process, or before a restart) is polled without a slot.
+      const existing = this.o.store.get(item.key, fp);
+      if (
+        existing?.scanId !== undefined &&
+        existing.mode === this.cfg.mode &&
+        this.now() - existing.submittedAt <= this.cfg.maxTaskAge
+      ) {
+        return { task: this.resumed(existing.scanId, existing.mode, existing.submittedAt, log) };
+      }
+      let ticket: WindowTicket | undefined = this.window.tryAcquire();
+      try {
+        ticket ??= await this.window.acquire(untilDeadline());
+      } catch {
+        return { finding: signal.aborted ? abortedFinding() : windowTimeout() };
+      }
       const claim = this.o.store.claim(item.key, fp, {
         mode: this.cfg.mode,
         owner: this.o.owner,
@@ -142,67 +255,216 @@ export class TaskRunner {
         maxTaskAgeMs: this.cfg.maxTaskAge,
         claimTimeoutMs,
       });
-      if (!claim.claimed && claim.task.scanId !== undefined) {
-        const task: Task = {
-          scanId: claim.task.scanId,
-          mode: claim.task.mode === 'source' ? 'source' : 'analysis',
-          submittedAt: claim.task.submittedAt,
-          resumed: true,
-        };
-        log.info(
-          { event: 'pt.task_resumed', scanId: task.scanId, ageMs: this.now() - task.submittedAt },
-          'PT Sandbox task already in flight; polling it',
-        );
-        return { task };
-      }
       if (!claim.claimed) {
+        ticket.release();
+        if (claim.task.scanId !== undefined) {
+          return { task: this.resumed(claim.task.scanId, claim.task.mode, claim.task.submittedAt, log) };
+        }
         // Another process is uploading the same content: wait for its scan_id.
         await sleep(waitMs, undefined, { signal }).catch(() => undefined);
         waitMs = Math.min(waitMs * 2, 1000);
         continue;
       }
-      let release: () => void;
+      let submitted: { scanId: string; ticket: WindowTicket } | { finding: Finding };
       try {
-        release = await this.slots.acquire(signal);
-      } catch {
-        this.o.store.release(item.key, fp, this.o.owner);
-        return { finding: abortedFinding() };
-      }
-      try {
-        const scanId = await this.submit(item, signal, deadline, log);
-        const now = this.now();
-        this.o.store.setScanId(item.key, fp, this.o.owner, scanId, now);
-        log.info(
-          { event: 'pt.task_submitted', scanId, mode: this.cfg.mode, bytes: item.size },
-          'submitted to PT Sandbox',
-        );
-        return { task: { scanId, mode: this.cfg.mode, submittedAt: now, resumed: false }, release };
+        submitted = await this.submit(item, ticket, signal, untilDeadline, deadline, log);
       } catch (err) {
-        release();
         this.o.store.release(item.key, fp, this.o.owner);
         return { finding: this.failure(err, log) };
       }
+      if ('finding' in submitted) {
+        this.o.store.release(item.key, fp, this.o.owner);
+        return submitted;
+      }
+      const now = this.now();
+      this.o.store.setScanId(item.key, fp, this.o.owner, submitted.scanId, now);
+      this.submittedTotal++;
+      this.metrics.ptSubmitted.inc();
+      this.changed();
+      log.info(
+        { event: 'pt.task_submitted', scanId: submitted.scanId, mode: this.cfg.mode, bytes: item.size },
+        'submitted to PT Sandbox',
+      );
+      return {
+        task: { scanId: submitted.scanId, mode: this.cfg.mode, submittedAt: now, resumed: false },
+        ticket: submitted.ticket,
+      };
     }
   }
 
-  /** Uploads and creates the task; retries transient failures (5xx, connection) until the deadline. */
-  private async submit(item: TaskItem, signal: AbortSignal, deadline: number, log: Logger): Promise<string> {
+  private resumed(scanId: string, mode: string, submittedAt: number, log: Logger): Task {
+    const task: Task = {
+      scanId,
+      mode: mode === 'source' ? 'source' : 'analysis',
+      submittedAt,
+      resumed: true,
+    };
+    log.info(
+      { event: 'pt.task_resumed', scanId, ageMs: this.now() - submittedAt },
+      'PT Sandbox task already in flight; polling it',
+    );
+    return task;
+  }
+
+  /**
+   * Uploads and creates the task holding `ticket`. A refusal (429/503) halves the window and tries
+   * again from the window's front row after a backoff (retries.backoff x refusals, at most 5 steps,
+   * or Retry-After when the appliance sends one), until the deadline. Other transient failures
+   * (5xx, connection) are retried holding the slot, also until the deadline. Throws what cannot be
+   * retried.
+   */
+  private async submit(
+    item: TaskItem,
+    first: WindowTicket,
+    signal: AbortSignal,
+    untilDeadline: () => AbortSignal,
+    deadline: number,
+    log: Logger,
+  ): Promise<{ scanId: string; ticket: WindowTicket } | { finding: Finding }> {
     const perTry =
       this.cfg.requestTimeout * this.cfg.retries.attempts +
       this.cfg.retries.backoff * this.cfg.retries.attempts;
+    let ticket = first;
+    let refusals = 0;
     for (let round = 1; ; round++) {
       try {
-        return await item.withBody((body) => this.submitOnce(item, body, signal, this.now() + perTry));
+        const scanId = await item.withBody((body) =>
+          this.submitOnce(item, body, signal, this.now() + perTry),
+        );
+        return { scanId, ticket };
       } catch (err) {
+        if (isSandgateError(err) && err.details.overload === true && !signal.aborted) {
+          refusals++;
+          // Over the (now smaller) window, this slot goes; the retry waits in the front row and
+          // then backs off holding its slot, so at most `capacity` refused submissions probe the
+          // appliance at once and new ones queue behind them.
+          ticket.release();
+          this.refused(err, ticket, log);
+          const after = typeof err.details.retryAfterMs === 'number' ? err.details.retryAfterMs : 0;
+          const wait = Math.min(
+            MAX_REFUSED_WAIT_MS,
+            Math.max(after, this.cfg.retries.backoff * Math.min(refusals, MAX_REFUSED_STEPS)),
+          );
+          log.debug(
+            { event: 'pt.submit_refused', status: err.details.status, waitMs: wait, refusals },
+            'PT Sandbox refused the submission; trying again later',
+          );
+          try {
+            ticket = await this.window.acquire(untilDeadline(), { front: true });
+          } catch {
+            return { finding: signal.aborted ? abortedFinding() : refusedUntilDeadline(err) };
+          }
+          await sleep(Math.min(wait, Math.max(0, deadline - this.now())), undefined, {
+            signal: untilDeadline(),
+          }).catch(() => undefined);
+          if (untilDeadline().aborted) {
+            ticket.release();
+            return { finding: signal.aborted ? abortedFinding() : refusedUntilDeadline(err) };
+          }
+          continue;
+        }
         const wait = this.cfg.retries.backoff * round;
         const transient = isSandgateError(err) && err.details.retryable === true;
-        if (!transient || signal.aborted || this.now() + wait >= deadline) throw err;
+        if (!transient || signal.aborted || this.now() + wait >= deadline) {
+          ticket.release();
+          throw err;
+        }
         log.warn(
           { event: 'pt.submit_retry', round, waitMs: wait, err: errSummary(err) },
           'PT Sandbox submission failed, retrying',
         );
         await sleep(wait, undefined, { signal }).catch(() => undefined);
       }
+    }
+  }
+
+  /** Bookkeeping for a refused submission: counters, and one window decrease per round trip. */
+  private refused(err: SandgateError, ticket: WindowTicket, log: Logger): void {
+    this.refusedTotal++;
+    this.metrics.ptRefused.inc({ status: String(err.details.status) });
+    if (this.window.shrink(ticket.startedAt, REFUSED_FACTOR)) {
+      this.metrics.ptBackoffs.inc({ cause: 'refused' });
+      log.warn(
+        {
+          event: 'pt.window_decreased',
+          cause: 'refused',
+          status: err.details.status,
+          window: Math.floor(this.window.limit),
+        },
+        'PT Sandbox is refusing submissions (overloaded); sending fewer tasks at once',
+      );
+    }
+    this.changed();
+  }
+
+  /**
+   * A task of ours finished: its age feeds the window (grow when healthy, shrink when ages grew).
+   * The trend uses `runningAtMs`, the age at which a poll last found it still running: a lower
+   * bound that our own slowness (a busy event loop polling late) cannot inflate.
+   */
+  private observeAge(task: Task, ticket: WindowTicket, runningAtMs: number, log: Logger): void {
+    const ageMs = this.now() - task.submittedAt;
+    this.metrics.ptTaskAge.observe(ageMs / 1000);
+    const grew = this.ages.record(runningAtMs);
+    if (!grew) {
+      this.window.grow();
+      return;
+    }
+    // Ages grow also when other processes or other systems load the appliance; only a window that
+    // is the limit now (full, or with submissions waiting) shrinks, so a quiet process keeps its
+    // window for the next burst.
+    if (this.window.limiting && this.window.shrink(ticket.startedAt, AGE_FACTOR)) {
+      this.metrics.ptBackoffs.inc({ cause: 'age' });
+      log.warn(
+        {
+          event: 'pt.window_decreased',
+          cause: 'age',
+          ageMs,
+          runningAtMs,
+          baselineMs: this.ages.baseline,
+          window: Math.floor(this.window.limit),
+        },
+        'PT Sandbox tasks take longer than usual (queued on the appliance); sending fewer tasks at once',
+      );
+    }
+  }
+
+  private changed(): void {
+    this.metrics.ptInflight.set(this.window.inUse);
+    this.metrics.ptWaiting.set(this.window.pending);
+    this.metrics.ptWindow.set(this.window.limit);
+    if (this.o.load === undefined || this.closed) return;
+    this.loadDirty = true;
+    if (this.loadTimer === undefined) {
+      this.loadTimer = setInterval(() => this.reportLoad(), LOAD_REPORT_MS);
+      this.loadTimer.unref();
+      this.reportLoad();
+    }
+  }
+
+  private reportLoad(): void {
+    const now = this.now();
+    if (!this.loadDirty && now - this.loadWrittenAt < LOAD_HEARTBEAT_MS) return;
+    this.loadDirty = false;
+    this.loadWrittenAt = now;
+    try {
+      this.o.load?.report({
+        owner: this.o.owner,
+        frontEnd: this.o.frontEnd ?? 'unknown',
+        inflight: this.window.inUse,
+        waiting: this.window.pending,
+        windowLimit: this.window.limit,
+        windowMax: this.window.ceiling,
+        submittedTotal: this.submittedTotal,
+        refusedTotal: this.refusedTotal,
+        startedAt: this.startedAt,
+        updatedAt: now,
+      });
+    } catch (err) {
+      this.o.log.warn(
+        { event: 'pt.load_report_failed', err: errSummary(err) },
+        'cannot record the PT Sandbox load in the state database',
+      );
     }
   }
 
@@ -213,7 +475,8 @@ export class TaskRunner {
     until: number,
   ): Promise<string> {
     const { client } = this.o;
-    const call = { signal, until };
+    // 429/503 come back at once: submit() backs off in the window instead of retrying here.
+    const call = { signal, until, retryOverload: false };
     if (this.cfg.mode === 'source') {
       return client.checkFile(
         body,
@@ -229,17 +492,28 @@ export class TaskRunner {
     return client.createScanTask(buildTaskBody(this.cfg, fileUri, item.fileName), call);
   }
 
-  private async poll(item: TaskItem, task: Task, signal: AbortSignal, log: Logger): Promise<PollOutcome> {
+  private async poll(
+    item: TaskItem,
+    task: Task,
+    ticket: WindowTicket | undefined,
+    signal: AbortSignal,
+    log: Logger,
+  ): Promise<PollOutcome> {
     const { polling } = this.cfg;
     const fp = this.o.settingsFingerprint;
-    let next = task.resumed ? this.now() : task.submittedAt + polling.firstDelay;
+    let wait = task.resumed
+      ? Math.max(polling.firstDelay, Math.min(polling.interval, (this.now() - task.submittedAt) / 2))
+      : polling.firstDelay;
+    let next = task.resumed ? this.now() : task.submittedAt + wait;
+    // The age at which a poll last found the task still running (0: none did yet).
+    let runningAt = 0;
     for (;;) {
-      const wait = next - this.now();
-      if (wait > 0) await sleep(wait, undefined, { signal }).catch(() => undefined);
+      const sleepMs = next - this.now();
+      if (sleepMs > 0) await sleep(sleepMs, undefined, { signal }).catch(() => undefined);
       if (signal.aborted) return { kind: 'done', finding: abortedFinding(task.scanId) };
       const age = this.now() - task.submittedAt;
       if (age > this.cfg.maxTaskAge) {
-        this.o.store.remove(item.key, fp, task.scanId);
+        this.o.store.finish(item.key, fp, task.scanId, this.now(), 'timeout');
         return {
           kind: 'done',
           finding: {
@@ -250,7 +524,9 @@ export class TaskRunner {
           },
         };
       }
-      next = this.now() + (age >= polling.slowAfter ? polling.slowInterval : polling.interval);
+      wait = nextPollWait(wait, age, polling);
+      next = this.now() + wait;
+      const sentAt = age;
       let status;
       try {
         status = await this.o.client.taskStatus(task.mode, task.scanId, this.cfg.allowPreflight, {
@@ -270,6 +546,7 @@ export class TaskRunner {
       }
       this.o.store.touch(item.key, fp, this.now());
       const result = status.result;
+      if (result === undefined || status.is_preflight === true) runningAt = sentAt;
       if (result === undefined) continue;
       if (status.is_preflight === true) {
         if (result.verdict?.toUpperCase() !== 'DANGEROUS') continue;
@@ -278,8 +555,9 @@ export class TaskRunner {
           'PT Sandbox preflight result is DANGEROUS; not waiting for the rest',
         );
       }
+      if (ticket !== undefined && status.is_preflight !== true) this.observeAge(task, ticket, runningAt, log);
       const finding = await this.conclude(task, result, status.is_preflight === true, signal, log);
-      if (status.is_preflight !== true) this.o.store.remove(item.key, fp, task.scanId);
+      if (status.is_preflight !== true) this.o.store.finish(item.key, fp, task.scanId, this.now(), 'verdict');
       return { kind: 'done', finding };
     }
   }
@@ -348,6 +626,22 @@ export class TaskRunner {
     const f = failureFromError(err);
     return scanId === undefined ? f : { ...f, details: { scanId } };
   }
+}
+
+function refusedUntilDeadline(err: SandgateError): Finding {
+  return {
+    kind: 'failed',
+    reason: 'timeout',
+    message: `PT Sandbox refused the submission (HTTP ${String(err.details.status)}) until the deadline`,
+  };
+}
+
+function windowTimeout(): Finding {
+  return {
+    kind: 'failed',
+    reason: 'timeout',
+    message: 'waited for a PT Sandbox in-flight slot until the deadline',
+  };
 }
 
 function abortedFinding(scanId?: string): Finding {

@@ -2,6 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MARK_HEADER } from '../../../src/core/mark.js';
+import { cpuOf, type Scanner } from '../../../src/core/scanner.js';
 import type { Runtime } from '../../../src/cli/runtime.js';
 import { CountingScanner } from '../../support/counting-scanner.js';
 import { CLEAN_MAIL, ENVELOPE, LogCapture, message, startRuntime } from '../../support/runtime.js';
@@ -281,6 +282,50 @@ describe('ScanService', () => {
     expect(logs.events('monitor.verdict')[0]).toMatchObject({ wouldBe: 'reject' });
     const metrics = await rt.metrics.registry.getSingleMetricAsString('sandgate_monitor_would_be_total');
     expect(metrics).toContain('action="reject"} 1');
+  });
+
+  it('a message waiting on a remote scanner holds no CPU slot: others are scanned meanwhile', async () => {
+    // One CPU slot; each message waits 600 ms on a remote peer. Holding the slot for the whole
+    // chain (the old way) serialised them: 3 messages took 1.8 s.
+    const remote = new CountingScanner({ delayMs: 600 });
+    const local = new CountingScanner({ name: 'local', local: true });
+    const rt = start(tempDir(), [local, remote], { config: { scan: { concurrency: 1 } } });
+    const started = Date.now();
+    const results = await Promise.all(
+      [1, 2, 3].map((i) =>
+        rt.evaluator.evaluate(message(CLEAN_MAIL.replace('Just text.', `Text ${i}.`)), { deadline: soon() }),
+      ),
+    );
+    expect(results.map((r) => r.decision.action)).toEqual(['deliver', 'deliver', 'deliver']);
+    expect(Date.now() - started).toBeLessThan(1_400);
+    expect(remote.calls).toBe(3);
+  });
+
+  it('remote scanners take a CPU slot for their CPU phases through ctx.cpu', async () => {
+    let inPhase = 0;
+    let most = 0;
+    const cpuBound: Scanner = {
+      name: 'cpu-phase',
+      backgroundMs: 0,
+      fingerprint: () => Promise.resolve('v1'),
+      scan: async (_m, ctx) => {
+        await cpuOf(ctx).run(async () => {
+          most = Math.max(most, ++inPhase);
+          await new Promise((r) => setTimeout(r, 50));
+          inPhase--;
+        });
+        // The wait on the peer, outside the slot.
+        await new Promise((r) => setTimeout(r, 100));
+        return { kind: 'clean' };
+      },
+    };
+    const rt = start(tempDir(), [cpuBound], { config: { scan: { concurrency: 2 } } });
+    await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        rt.evaluator.evaluate(message(CLEAN_MAIL.replace('Just text.', `Phase ${i}.`)), { deadline: soon() }),
+      ),
+    );
+    expect(most).toBe(2);
   });
 
   it('fail-open delivers with a header saying the message went unscanned, and counts it', async () => {

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openStateDb, schemaVersion, type StateDb } from '../../../src/store/db.js';
+import { PtLoadStore } from '../../../src/store/pt-load.js';
 import { PtTaskStore } from '../../../src/store/pt-tasks.js';
 
 let dir: string;
@@ -69,5 +70,55 @@ describe('PtTaskStore (migration 3)', () => {
     expect(s.count()).toBe(0);
     s.claim('k', 'f', claim('a', 0));
     expect(s.purge(1)).toBe(1);
+  });
+
+  it('finish forgets the task and records it in the history once, however many processes finish it', () => {
+    const s = new PtTaskStore(db);
+    s.claim('k', 'f', claim('a', 0));
+    s.setScanId('k', 'f', 'a', 'scan-1', 1000);
+    s.finish('k', 'f', 'scan-1', 3500, 'verdict');
+    s.finish('k', 'f', 'scan-1', 3600, 'verdict');
+    expect(s.count()).toBe(0);
+    const load = new PtLoadStore(db);
+    const snap = load.snapshot(4000, { rateWindowMs: 60_000 });
+    expect(snap.finishedAges).toEqual([2500]);
+    expect(snap).toMatchObject({ finishedRecent: 1, submittedRecent: 1, tasksInFlight: 0, claims: 0 });
+    // A task that timed out is history, but not a task age.
+    s.claim('k2', 'f', claim('a', 0));
+    s.setScanId('k2', 'f', 'a', 'scan-2', 1000);
+    s.finish('k2', 'f', 'scan-2', 3000, 'timeout');
+    expect(load.snapshot(4000).finishedAges).toEqual([2500]);
+    expect(load.snapshot(4000).finishedRecent).toBe(2);
+  });
+});
+
+describe('PtLoadStore (migration 7)', () => {
+  it('keeps one row per process; the snapshot leaves out processes that stopped reporting', () => {
+    const load = new PtLoadStore(db);
+    const row = {
+      owner: 'h:1',
+      frontEnd: 'helper',
+      inflight: 3,
+      waiting: 5,
+      windowLimit: 8.5,
+      windowMax: 64,
+      submittedTotal: 10,
+      refusedTotal: 1,
+      startedAt: 0,
+      updatedAt: 1000,
+    };
+    load.report(row);
+    load.report({ ...row, waiting: 6, updatedAt: 2000 });
+    load.report({ ...row, owner: 'r:2', frontEnd: 'relay', updatedAt: 500 });
+    const snap = load.snapshot(31_000);
+    expect(snap.processes.map((p) => [p.owner, p.waiting])).toEqual([['h:1', 6]]);
+    load.remove('h:1');
+    expect(load.snapshot(31_000).processes).toEqual([]);
+    // pt_task in flight: with and without a scan_id, the oldest age.
+    const tasks = new PtTaskStore(db);
+    tasks.claim('a', 'f', claim('x', 0));
+    tasks.setScanId('a', 'f', 'x', 'scan-a', 20_000);
+    tasks.claim('b', 'f', claim('x', 25_000));
+    expect(load.snapshot(31_000)).toMatchObject({ tasksInFlight: 1, claims: 1, oldestInFlightMs: 11_000 });
   });
 });

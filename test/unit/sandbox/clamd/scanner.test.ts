@@ -300,52 +300,47 @@ describe('ClamdScanner against a fake clamd', () => {
   });
 });
 
-describe('ClamdScanner fingerprint', () => {
-  it('carries the VERSION answer and changes when it changes', async () => {
+describe('ClamdScanner fingerprint and version', () => {
+  it('the fingerprint is the granularity only; the VERSION answer is version() and follows it', async () => {
     const f = await fake({ version: 'ClamAV 1.4.6/27000/Thu Nov 26 08:00:00 2026' });
     const s = scanner({ addresses: [f.address] });
-    const a = await s.fingerprint(AbortSignal.timeout(2000));
-    expect(a).toContain('ClamAV 1.4.6/27000');
+    expect(await s.fingerprint()).toBe('clamd;message');
+    const a = await s.version(AbortSignal.timeout(2000));
+    expect(a).toBe('ClamAV 1.4.6/27000/Thu Nov 26 08:00:00 2026');
     f.version = 'ClamAV 1.4.6/27001/Fri Nov 27 08:00:00 2026';
-    const b = await s.fingerprint(AbortSignal.timeout(2000));
-    expect(b).toContain('27001');
-    expect(b).not.toBe(a);
+    expect(await s.version(AbortSignal.timeout(2000))).toContain('27001');
+    expect(await s.fingerprint()).toBe('clamd;message');
   });
 
   it('caches VERSION for healthInterval and refreshes it on a health check', async () => {
     const f = await fake({ version: 'ClamAV 1.0.0/1/x' });
     const s = scanner({ addresses: [f.address], healthInterval: '1h' });
-    const a = await s.fingerprint(AbortSignal.timeout(2000));
+    const a = await s.version(AbortSignal.timeout(2000));
     f.version = 'ClamAV 1.0.0/2/y';
-    expect(await s.fingerprint(AbortSignal.timeout(2000))).toBe(a);
+    expect(await s.version(AbortSignal.timeout(2000))).toBe(a);
     expect(f.counts.VERSION).toBe(1);
     await s.checkHealth();
-    expect(await s.fingerprint(AbortSignal.timeout(2000))).not.toBe(a);
+    expect(await s.version(AbortSignal.timeout(2000))).not.toBe(a);
   });
 
-  it('differs between granularities, and names every version of a mixed pool', async () => {
+  it('fingerprints differ between granularities; version() names every version of a mixed pool', async () => {
     const f1 = await fake({ version: 'ClamAV 1.4.6/1/a' });
     const f2 = await fake({ version: 'ClamAV 1.4.6/2/b' });
-    const m = await scanner({ addresses: [f1.address] }).fingerprint(AbortSignal.timeout(2000));
-    const p = await scanner({ addresses: [f1.address], granularity: 'parts' }, true).fingerprint(
-      AbortSignal.timeout(2000),
-    );
+    const m = await scanner({ addresses: [f1.address] }).fingerprint();
+    const p = await scanner({ addresses: [f1.address], granularity: 'parts' }, true).fingerprint();
     expect(m).not.toBe(p);
-    const both = await scanner({ addresses: [f2.address, f1.address] }).fingerprint(
-      AbortSignal.timeout(2000),
-    );
-    expect(both).toContain('1.4.6/1/a');
-    expect(both).toContain('1.4.6/2/b');
+    const both = await scanner({ addresses: [f2.address, f1.address] }).version(AbortSignal.timeout(2000));
+    expect(both).toBe('ClamAV 1.4.6/1/a|ClamAV 1.4.6/2/b');
   });
 
-  it('throws ERR_SCANNER_UNAVAILABLE when no address answers, ERR_SCANNER_TIMEOUT when the signal ends first', async () => {
+  it('version() throws ERR_SCANNER_UNAVAILABLE when no address answers, ERR_SCANNER_TIMEOUT when the signal ends first', async () => {
     const s = scanner({ addresses: [`127.0.0.1:${await closedPort()}`] });
-    const err = await s.fingerprint(AbortSignal.timeout(2000)).catch((e: unknown) => e);
+    const err = await s.version(AbortSignal.timeout(2000)).catch((e: unknown) => e);
     expect(isSandgateError(err, 'ERR_SCANNER_UNAVAILABLE')).toBe(true);
     const f = await fake({ hangCommands: true });
     const slow = scanner({ addresses: [f.address], connectTimeout: '5s' });
     const started = Date.now();
-    const err2 = await slow.fingerprint(AbortSignal.timeout(100)).catch((e: unknown) => e);
+    const err2 = await slow.version(AbortSignal.timeout(100)).catch((e: unknown) => e);
     expect(isSandgateError(err2, 'ERR_SCANNER_TIMEOUT')).toBe(true);
     expect(Date.now() - started).toBeLessThan(1000);
   });

@@ -41,11 +41,13 @@ describe('config', () => {
 
   it('parses env-style strings', () => {
     const c = ptSandboxSchema.parse({
-      maxInflight: '4',
+      inflight: { max: '40', start: '4', min: '1' },
+      polling: { growth: '1.25' },
       maxTaskAge: '20m',
       prefilter: { enabled: 'true', riskyExtensions: 'exe, docm' },
     });
-    expect(c.maxInflight).toBe(4);
+    expect(c.inflight).toEqual({ max: 40, start: 4, min: 1 });
+    expect(c.polling.growth).toBe(1.25);
     expect(c.maxTaskAge).toBe(1_200_000);
     expect(c.prefilter).toMatchObject({ enabled: true, riskyExtensions: ['exe', 'docm'] });
   });
@@ -54,6 +56,10 @@ describe('config', () => {
     expect(ptSandboxSchema.safeParse({ tokne: 'x' }).success).toBe(false);
     expect(ptSandboxSchema.safeParse({ priority: 5 }).success).toBe(false);
     expect(ptSandboxSchema.safeParse({ analysis: { sandbox: { duration: '5s' } } }).success).toBe(false);
+    expect(ptSandboxSchema.safeParse({ polling: { growth: 'fast' } }).success).toBe(false);
+    const window = ptSandboxSchema.safeParse({ inflight: { max: 8, start: 16 } });
+    expect(window.success).toBe(false);
+    expect(window.error?.issues[0]?.path).toEqual(['inflight', 'start']);
   });
 });
 
