@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { loadConfig } from '../src/cli/load-config.js';
 import { createRuntime, type Runtime } from '../src/cli/runtime.js';
 import { silentLogger } from '../src/core/logger.js';
-import { createQueueMode, type QueueMode } from '../src/smtp/queue/index.js';
-import { RelayServer } from '../src/smtp/server.js';
+import { buildRelay, type QueueMode } from '../src/cli/compose/relay.js';
+import type { RelayServer } from '../src/smtp/server.js';
 import { freePort, waitListening } from '../test/support/free-port.js';
 
 const N = Number(process.argv[2] ?? 1000);
@@ -92,29 +92,21 @@ async function start(mode: 'inline' | 'queue', hopPort: number): Promise<Setup> 
     queue: { ...config.relay.queue, retryMin: 20, retryMax: 200 },
   };
   const nextHop = { kind: 'smtp' as const, host: '127.0.0.1', port: hopPort };
-  const queue =
-    mode === 'queue'
-      ? createQueueMode({
-          relay: relayConfig,
-          stateDir: state,
-          nextHop,
-          evaluator: runtime.evaluator,
-          quarantine: runtime.quarantine,
-          log: silentLogger,
-          pollMs: 100,
-        })
-      : undefined;
-  queue?.start();
-  const relay = new RelayServer({
+  const parts = buildRelay({
     relay: relayConfig,
+    nextHop,
     evaluator: runtime.evaluator,
+    quarantine: runtime.quarantine,
     log: silentLogger,
+    stateDir: state,
     spoolDir: runtime.spoolDir,
     maxMessageSize: config.scan.maxMessageSize,
     memorySpoolThreshold: config.scan.memorySpoolThreshold,
-    nextHop,
-    ...(queue ? { queue: queue.intake } : {}),
+    pollMs: 100,
   });
+  const relay = parts.server;
+  const queue = parts.queue;
+  queue?.start();
   const { port } = await relay.listen('127.0.0.1', 0);
   return { runtime, relay, port, state, ...(queue ? { queue } : {}) };
 }
@@ -183,14 +175,17 @@ const rows: Array<{ mode: string; measure: string; msgPerS: number }> = [];
     ],
   });
   const runtime = createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
-  const queue = createQueueMode({
+  const queue = buildRelay({
     relay: config.relay,
-    stateDir: down.state,
     nextHop: { kind: 'smtp', host: '127.0.0.1', port: sinkPort },
     evaluator: runtime.evaluator,
     quarantine: runtime.quarantine,
     log: silentLogger,
-  });
+    stateDir: down.state,
+    spoolDir: runtime.spoolDir,
+    maxMessageSize: config.scan.maxMessageSize,
+    memorySpoolThreshold: config.scan.memorySpoolThreshold,
+  }).queue as QueueMode;
   const t0 = process.hrtime.bigint();
   queue.start();
   await queue.worker.idle();

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { byteSize, duration } from './durations.js';
+import { networks } from './networks.js';
 import { bool, hostPort, int, list } from './primitives.js';
 import { SCANNER_NAMES, scannersSchema } from './scanners.js';
 import { relaySchema } from './relay.js';
@@ -73,7 +74,7 @@ export const configSchema = z
     bypass: z
       .object({
         /** CIDR blocks or addresses whose mail skips scanning (visibly: header and counter). */
-        clientNetworks: list(z.string()).default([]),
+        clientNetworks: networks.default([]),
         senders: list(z.string()).default([]),
         recipientDomains: list(z.string()).default([]),
       })

@@ -15,6 +15,17 @@ export interface RawHeaderField {
 }
 
 /**
+ * A header block a front end parsed while receiving the message, carried with it so that nobody
+ * parses it again: the fields, and the offset where the body (the blank line first) starts. As
+ * mapHeaderBlock reads it: a message without a blank line is all header (bodyStart = its size);
+ * one without a blank line within MAX_HEADER_BLOCK bytes is all body (no fields, bodyStart 0).
+ */
+export interface ParsedHeader {
+  readonly fields: readonly RawHeaderField[];
+  readonly bodyStart: number;
+}
+
+/**
  * Counts the fields named `name` (any case) in a header block: the loop guard's Received count,
  * the same in every front end.
  */

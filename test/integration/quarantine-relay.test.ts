@@ -2,7 +2,8 @@ import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { afterEach, describe, expect, it } from 'vitest';
 import { relaySchema } from '../../src/config/relay.js';
-import { RelayServer } from '../../src/smtp/server.js';
+import type { RelayServer } from '../../src/smtp/server.js';
+import { buildRelay } from '../../src/cli/compose/relay.js';
 import { startSmtpSink, type SmtpSink } from '../fakes/smtp-sink.js';
 import { tempDir } from '../support/tmp.js';
 import { blockedMail, ENVELOPE, startHarness, type Harness } from './quarantine-harness.js';
@@ -22,15 +23,16 @@ describe('quarantine round trip through the SMTP relay', () => {
     sink = await startSmtpSink();
     const dir = tempDir();
     harness = startHarness(dir);
-    relay = new RelayServer({
+    relay = buildRelay({
       relay: relaySchema.parse({ listen: '127.0.0.1:0' }),
+      nextHop: { kind: 'smtp', host: '127.0.0.1', port: sink.port },
       evaluator: harness.runtime.evaluator,
       log: harness.runtime.log,
+      stateDir: dir,
       spoolDir: join(dir, 'spool', 'relay'),
       maxMessageSize: 10 * 1024 * 1024,
       memorySpoolThreshold: 64 * 1024,
-      nextHop: { kind: 'smtp', host: '127.0.0.1', port: sink.port },
-    });
+    }).server;
     const { port } = await relay.listen('127.0.0.1', 0);
 
     const client = nodemailer.createTransport({ host: '127.0.0.1', port, secure: false, ignoreTLS: true });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
 import { relaySchema } from '../../src/config/relay.js';
-import { openQueueStore } from '../../src/smtp/queue/index.js';
+import { openQueueStore } from '../../src/cli/compose/relay.js';
 import { startSmtpSink } from '../fakes/smtp-sink.js';
 import { SANDGATE_BIN } from '../support/cli.js';
 import { mail, messageNumber, NextHopGate, Sender } from '../support/relay-queue.js';

@@ -3,8 +3,8 @@ import { Readable } from 'node:stream';
 import { relaySchema, type NextHop } from '../../src/config/relay.js';
 import { silentLogger, type Logger } from '../../src/core/logger.js';
 import { createMetrics, type Metrics } from '../../src/core/metrics.js';
-import { RelayServer } from '../../src/smtp/server.js';
-import { createQueueMode, type QueueMode } from '../../src/smtp/queue/index.js';
+import type { RelayServer } from '../../src/smtp/server.js';
+import { buildRelay, type QueueMode } from '../../src/cli/compose/relay.js';
 import { SmtpClient, type Reply } from '../../src/smtp/smtp-client.js';
 import { openStateDb, type StateDb } from '../../src/store/db.js';
 import { QuarantineStore } from '../../src/store/quarantine-store.js';
@@ -45,28 +45,23 @@ export async function startQueueRelay(
   const db: StateDb = openStateDb(stateDir);
   const quarantine = new QuarantineStore(db, `${stateDir}/quarantine`);
   const metrics = createMetrics({ defaultMetrics: false });
-  const mode = createQueueMode({
+  const parts = buildRelay({
     relay: config,
-    stateDir,
     nextHop,
     evaluator,
     quarantine,
     log,
+    stateDir,
+    spoolDir: `${stateDir}/spool`,
+    maxMessageSize: 50 * 1024 * 1024,
+    memorySpoolThreshold: 256 * 1024,
     registry: metrics.registry,
     pollMs: 200,
     ...(options.writer ? { writer: options.writer } : {}),
   });
+  const relay = parts.server;
+  const mode = parts.queue as QueueMode;
   mode.start();
-  const relay = new RelayServer({
-    relay: config,
-    evaluator,
-    log,
-    spoolDir: `${stateDir}/spool`,
-    maxMessageSize: 50 * 1024 * 1024,
-    memorySpoolThreshold: 256 * 1024,
-    nextHop,
-    queue: mode.intake,
-  });
   const { port } = await relay.listen('127.0.0.1', 0);
   return {
     relay,

@@ -1,5 +1,5 @@
 import { isSandgateError, SandgateError } from '../../core/errors.js';
-import { openQueueStore } from '../../smtp/queue/index.js';
+import { openQueueStore } from '../compose/relay.js';
 import type { QueueItem } from '../../store/relay-queue.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';

@@ -5,8 +5,8 @@ import { readAdminToken, registerQuarantineRoutes } from '../../admin/quarantine
 import { createQuarantineService } from '../compose/quarantine.js';
 import { isSandgateError } from '../../core/errors.js';
 import type { NextHop } from '../../config/relay.js';
-import { RelayServer } from '../../smtp/server.js';
-import { createQueueMode, type QueueMode } from '../../smtp/queue/index.js';
+import type { RelayServer } from '../../smtp/server.js';
+import { buildRelay, type QueueMode } from '../compose/relay.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
@@ -45,38 +45,32 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
   }
   const log = createLogger(config, 'stdout');
   const runtime = createRuntime(config, { log, frontEnd: 'relay', jobs: true, frontEndSummary: true });
+  const configured = config.relay.nextHop;
   const hop: NextHop =
-    config.relay.nextHop.kind === 'directory'
-      ? { kind: 'directory', path: resolve(io.cwd, config.relay.nextHop.path) }
-      : config.relay.nextHop;
+    configured.kind === 'directory' || configured.kind === 'submitted'
+      ? { kind: configured.kind, path: resolve(io.cwd, configured.path) }
+      : configured;
   let relay: RelayServer | undefined;
   let admin: AdminServer | undefined;
   let queue: QueueMode | undefined;
   let stopping = false;
   try {
-    if (config.relay.mode === 'queue') {
-      queue = createQueueMode({
-        relay: config.relay,
-        stateDir: config.stateDir,
-        nextHop: hop,
-        evaluator: runtime.evaluator,
-        quarantine: runtime.quarantine,
-        log,
-        registry: runtime.metrics.registry,
-        metricsPrefix: config.metrics.prefix,
-      });
-      queue.start();
-    }
-    relay = new RelayServer({
+    const parts = buildRelay({
       relay: config.relay,
+      nextHop: hop,
       evaluator: runtime.evaluator,
+      quarantine: runtime.quarantine,
       log,
+      stateDir: config.stateDir,
       spoolDir: runtime.spoolDir,
       maxMessageSize: config.relay.maxMessageSize ?? config.scan.maxMessageSize,
       memorySpoolThreshold: config.scan.memorySpoolThreshold,
-      nextHop: hop,
-      ...(queue ? { queue: queue.intake } : {}),
+      registry: runtime.metrics.registry,
+      metricsPrefix: config.metrics.prefix,
     });
+    relay = parts.server;
+    queue = parts.queue;
+    queue?.start();
     const replies = new Counter({
       name: `${config.metrics.prefix}relay_replies_total`,
       help: 'Replies to the final dot by SMTP code and action',

@@ -53,7 +53,7 @@ export async function sendToNextHop(
   } else {
     const message = store.message(item);
     const replies = await session.data(
-      rewriteHeaders(message.open(), { prepend: scan.headers, strip: scan.stripHeaders }),
+      rewriteHeaders(message, { prepend: scan.headers, strip: scan.stripHeaders }),
       accepted.map((r) => r.address),
       item.id,
     );
