@@ -1,5 +1,4 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { isSandgateError, SandgateError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { QuarantineFilter, QuarantineItem } from '../store/quarantine-store.js';
@@ -25,25 +24,6 @@ const MAX_BODY = 64 * 1024;
 const PAGE_SCRIPT_HASH = `sha256-${createHash('sha256')
   .update(/<script>([\s\S]*?)<\/script>/.exec(QUARANTINE_PAGE)?.[1] ?? '', 'utf8')
   .digest('base64')}`;
-
-/** Reads the admin token from admin.tokenFile (trimmed); ERR_SECRET_FILE when it cannot. */
-export function readAdminToken(path: string): string {
-  let token: string;
-  try {
-    token = readFileSync(path, 'utf8').trim();
-  } catch (cause) {
-    throw new SandgateError('ERR_SECRET_FILE', `cannot read the admin token file ${path}`, {
-      cause,
-      details: { path },
-    });
-  }
-  if (token.length < 16) {
-    throw new SandgateError('ERR_SECRET_FILE', `the admin token in ${path} is shorter than 16 characters`, {
-      details: { path },
-    });
-  }
-  return token;
-}
 
 /**
  * The quarantine API (JSON, bearer token required) and the operator page:

@@ -5,7 +5,7 @@ import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
 import type { Scanner } from '../core/scanner.js';
 import { RulesScanner } from '../sandbox/rules/rules-scanner.js';
-import { createPtSandboxScanner } from '../sandbox/pt-sandbox/index.js';
+import { createPtSandboxScanner } from './compose/pt-sandbox.js';
 import { ClamdScanner } from '../sandbox/clamd/scanner.js';
 import { PtLoadStore } from '../store/pt-load.js';
 import { PtTaskStore } from '../store/pt-tasks.js';

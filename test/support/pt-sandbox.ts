@@ -8,7 +8,8 @@ import { ptSandboxSchema, type PtSandboxConfig } from '../../src/config/pt-sandb
 import type { Logger } from '../../src/core/logger.js';
 import type { Metrics } from '../../src/core/metrics.js';
 import { BufferMessage } from '../../src/mime/spool.js';
-import { createPtSandboxScanner, type PtSandboxScanner } from '../../src/sandbox/pt-sandbox/index.js';
+import { createPtSandboxScanner } from '../../src/cli/compose/pt-sandbox.js';
+import type { PtSandboxScanner } from '../../src/sandbox/pt-sandbox/index.js';
 import { openStateDb, type StateDb } from '../../src/store/db.js';
 import { PtLoadStore } from '../../src/store/pt-load.js';
 import { PtTaskStore } from '../../src/store/pt-tasks.js';

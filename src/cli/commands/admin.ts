@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
-import { AdminServer } from '../../admin/server.js';
-import { readAdminToken, registerQuarantineRoutes } from '../../admin/quarantine-routes.js';
+import type { AdminServer } from '../../admin/server.js';
+import { startAdminServer } from '../compose/admin.js';
 import { isSandgateError, SandgateError } from '../../core/errors.js';
 import { createMetrics } from '../../core/metrics.js';
 import { createRetentionJob } from '../compose/quarantine.js';
@@ -39,18 +39,25 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
         'admin.tokenFile: required for sandgate admin (the quarantine API needs a token)',
       );
     }
-    const token = readAdminToken(resolve(io.cwd, config.admin.tokenFile));
+    const tokenFile = resolve(io.cwd, config.admin.tokenFile);
     const log = createLogger(config, 'stderr');
     ctx = openQuarantine(config, log);
+    const quarantine = ctx;
     const metrics = createMetrics({ prefix: config.metrics.prefix });
     let stopping = false;
-    admin = new AdminServer({ registry: metrics.registry, log, ready: () => !stopping });
-    registerQuarantineRoutes(admin, { service: ctx.service, token, log });
-    retention = createRetentionJob({ config, quarantine: ctx.store, log });
+    retention = createRetentionJob({ config, quarantine: quarantine.store, log });
     retention.start(config.quarantine.retentionInterval);
-    const where = await admin.listen(config.admin.listen.host, config.admin.listen.port);
-    const host = where.host.includes(':') ? `[${where.host}]` : where.host;
-    writeLine(io.stdout, `sandgate admin listening on http://${host}:${where.port}`);
+    const started = await startAdminServer({
+      config,
+      registry: metrics.registry,
+      log,
+      ready: () => !stopping,
+      quarantine: () => quarantine.service,
+      tokenFile,
+    });
+    admin = started.server;
+    const host = started.host.includes(':') ? `[${started.host}]` : started.host;
+    writeLine(io.stdout, `sandgate admin listening on http://${host}:${started.port}`);
     await (options.stop ?? stopSignal());
     stopping = true;
     return EXIT.ok;

@@ -200,13 +200,17 @@ async function startAdmin(
   log: Logger,
   session: HelperSession,
 ): Promise<{ close(): Promise<void> } | undefined> {
-  const { AdminServer } = await import('../../admin/server.js');
-  const admin = new AdminServer({ registry: runtime.metrics.registry, log, ready: () => true });
+  const { startAdminServer } = await import('../compose/admin.js');
   try {
-    const at = await admin.listen(config.admin.listen.host, config.admin.listen.port);
+    const { server, ...at } = await startAdminServer({
+      config,
+      registry: runtime.metrics.registry,
+      log,
+      ready: () => true,
+    });
     log.info({ event: 'helper.admin_listening', ...at }, 'admin port listening');
     session.notice(`admin port listening on ${at.host}:${at.port} (/healthz, /metrics)`);
-    return admin;
+    return server;
   } catch (err) {
     log.warn({ event: 'helper.admin_failed', err }, 'admin port not available');
     session.notice(

@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { Counter } from 'prom-client';
-import { AdminServer } from '../../admin/server.js';
-import { readAdminToken, registerQuarantineRoutes } from '../../admin/quarantine-routes.js';
+import type { AdminServer } from '../../admin/server.js';
+import { startAdminServer } from '../compose/admin.js';
 import { createQuarantineService } from '../compose/quarantine.js';
 import { isSandgateError } from '../../core/errors.js';
 import type { NextHop } from '../../config/relay.js';
@@ -80,16 +80,19 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
     relay.on('message', (m) => replies.inc({ code: String(m.code), action: m.action }));
     await relay.listen();
     if (config.admin.enabled) {
-      admin = new AdminServer({ registry: runtime.metrics.registry, log, ready: () => !stopping });
       // The quarantine API and page need a token; without admin.tokenFile only health and metrics are served.
-      if (config.admin.tokenFile !== undefined) {
-        registerQuarantineRoutes(admin, {
-          service: createQuarantineService(runtime),
-          token: readAdminToken(resolve(io.cwd, config.admin.tokenFile)),
+      admin = (
+        await startAdminServer({
+          config,
+          registry: runtime.metrics.registry,
           log,
-        });
-      }
-      await admin.listen(config.admin.listen.host, config.admin.listen.port);
+          ready: () => !stopping,
+          quarantine: () => createQuarantineService(runtime),
+          ...(config.admin.tokenFile !== undefined
+            ? { tokenFile: resolve(io.cwd, config.admin.tokenFile) }
+            : {}),
+        })
+      ).server;
     }
     await (options.stop ?? stopSignal());
     stopping = true;

@@ -3,7 +3,7 @@ import { duration } from '../../config/durations.js';
 import { isSandgateError, SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { PtSandboxConfig } from '../../config/pt-sandbox.js';
-import { createPtClient } from '../../sandbox/pt-sandbox/index.js';
+import { createPtClient } from '../compose/pt-sandbox.js';
 import type { SandboxImage } from '../../sandbox/pt-sandbox/types.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
