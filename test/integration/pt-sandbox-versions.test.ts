@@ -35,9 +35,9 @@ afterEach(async () => {
 });
 
 /** The scan service with the real PT Sandbox scanner against the fake; `clock()` moves its time. */
-function service(logs = new LogCapture()) {
+function service(logs = new LogCapture(), requestTimeout = '1s') {
   let offset = 0;
-  const scanner = makeScanner(testConfig(sb.url, { requestTimeout: '1s' }), state);
+  const scanner = makeScanner(testConfig(sb.url, { requestTimeout }), state);
   rt = startRuntime(state.dir, [scanner], {
     config: { scan: { chain: ['pt-sandbox'] } },
     now: () => Date.now() + offset,
@@ -82,7 +82,8 @@ describe('scanner version out of the cache key (one process)', () => {
 
   it('200 new messages at once while getVersion fails: one lookup, one task per content', async () => {
     sb.setVersionBehaviour({ status: 500 });
-    const { rt } = service();
+    // 200 uploads at once: a busy machine must not turn them into request timeouts (getVersion fails fast).
+    const { rt } = service(new LogCapture(), '15s');
     const results = await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
         rt.evaluator.evaluate(message(simpleMail(`new content ${i}`)), { deadline: Date.now() + 20_000 }),
