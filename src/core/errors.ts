@@ -51,3 +51,12 @@ export function isSandgateError(err: unknown, code?: ErrorCode): err is Sandgate
     (code === undefined || (err as SandgateError).code === code)
   );
 }
+
+/**
+ * An error for a person to read (a command's stderr line, a log field): the message, and the code
+ * in brackets for ours (`cannot read x.eml: no such file [ERR_INPUT_NOT_FOUND]`).
+ */
+export function describeError(err: unknown): string {
+  if (isSandgateError(err)) return `${err.message} [${err.code}]`;
+  return err instanceof Error ? err.message : String(err);
+}

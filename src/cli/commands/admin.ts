@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import type { AdminServer } from '../../admin/server.js';
 import { startAdminServer } from '../compose/admin.js';
-import { isSandgateError, SandgateError } from '../../core/errors.js';
+import { describeError, SandgateError } from '../../core/errors.js';
 import { createMetrics } from '../../core/metrics.js';
 import { createRetentionJob } from '../compose/quarantine.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
@@ -62,10 +62,7 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
     stopping = true;
     return EXIT.ok;
   } catch (err) {
-    writeLine(
-      io.stderr,
-      `sandgate admin: ${isSandgateError(err) ? `${err.message} [${err.code}]` : String(err)}`,
-    );
+    writeLine(io.stderr, `sandgate admin: ${describeError(err)}`);
     return EXIT.error;
   } finally {
     retention?.stop();

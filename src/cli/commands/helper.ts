@@ -3,7 +3,8 @@ import { resolve } from 'node:path';
 import { pino } from 'pino';
 import { helperSchema, type HelperConfig } from '../../config/helper.js';
 import type { Config } from '../../config/schema.js';
-import { isSandgateError } from '../../core/errors.js';
+import { printable } from '../../core/text.js';
+import { describeError } from '../../core/errors.js';
 import { silentLogger, type Logger } from '../../core/logger.js';
 import type { CoreState } from '../../helper/core-state.js';
 import { HelperSession } from '../../helper/helper.js';
@@ -220,9 +221,9 @@ async function startAdmin(
   }
 }
 
+/** An error on one line, for a `* ` notice and the log. */
 function describe(err: unknown): string {
-  const text = err instanceof Error ? err.message : String(err);
-  return `${isSandgateError(err) ? `${err.code}: ` : ''}${text.replace(/\s*\n\s*/g, '; ')}`;
+  return printable(describeError(err));
 }
 
 function version(): string {

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Config } from '../../config/schema.js';
-import { isSandgateError, SandgateError } from '../../core/errors.js';
+import { describeError, SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { parseSince, summary } from '../../admin/quarantine-routes.js';
 import type { QuarantineService } from '../../quarantine/index.js';
@@ -46,10 +46,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   try {
     return await quarantine(argv, io);
   } catch (err) {
-    writeLine(
-      io.stderr,
-      `sandgate quarantine: ${isSandgateError(err) ? `${err.message} [${err.code}]` : String(err)}`,
-    );
+    writeLine(io.stderr, `sandgate quarantine: ${describeError(err)}`);
     return EXIT.error;
   }
 }

@@ -1,4 +1,4 @@
-import { isSandgateError, SandgateError } from '../../core/errors.js';
+import { describeError, SandgateError } from '../../core/errors.js';
 import { openQueueStore } from '../compose/relay.js';
 import type { QueueItem } from '../../store/relay-queue.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
@@ -22,10 +22,7 @@ export function run(argv: string[], io: CliIo): Promise<number> {
   try {
     return Promise.resolve(queue(argv, io));
   } catch (err) {
-    writeLine(
-      io.stderr,
-      `sandgate queue: ${isSandgateError(err) ? `${err.message} [${err.code}]` : String(err)}`,
-    );
+    writeLine(io.stderr, `sandgate queue: ${describeError(err)}`);
     return Promise.resolve(EXIT.error);
   }
 }

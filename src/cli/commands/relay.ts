@@ -3,7 +3,7 @@ import { Counter } from 'prom-client';
 import type { AdminServer } from '../../admin/server.js';
 import { startAdminServer } from '../compose/admin.js';
 import { createQuarantineService } from '../compose/quarantine.js';
-import { isSandgateError } from '../../core/errors.js';
+import { describeError, isSandgateError } from '../../core/errors.js';
 import type { NextHop } from '../../config/relay.js';
 import type { RelayServer } from '../../smtp/server.js';
 import { buildRelay, type QueueMode } from '../compose/relay.js';
@@ -29,7 +29,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
   try {
     values = parse(argv).values;
   } catch (err) {
-    writeLine(io.stderr, `sandgate relay: ${describe(err)}`);
+    writeLine(io.stderr, `sandgate relay: ${describeError(err)}`);
     return EXIT.error;
   }
   if (values.help) {
@@ -40,7 +40,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
   try {
     config = loadConfigFromArgs(values, io).config;
   } catch (err) {
-    writeLine(io.stderr, `sandgate relay: ${describe(err)}`);
+    writeLine(io.stderr, `sandgate relay: ${describeError(err)}`);
     return EXIT.error;
   }
   const log = createLogger(config, 'stdout');
@@ -101,10 +101,10 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
     return EXIT.ok;
   } catch (err) {
     log.error(
-      { event: 'relay.failed', code: isSandgateError(err) ? err.code : undefined, err: describe(err) },
+      { event: 'relay.failed', code: isSandgateError(err) ? err.code : undefined, err: describeError(err) },
       'relay failed',
     );
-    writeLine(io.stderr, `sandgate relay: ${describe(err)}`);
+    writeLine(io.stderr, `sandgate relay: ${describeError(err)}`);
     await relay?.close().catch(() => undefined);
     return EXIT.error;
   } finally {
@@ -118,12 +118,4 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
 
 function parse(argv: string[]) {
   return parseCommandArgs('relay', argv, CONFIG_OPTIONS, false);
-}
-
-function describe(err: unknown): string {
-  return isSandgateError(err)
-    ? `${err.message} [${err.code}]`
-    : err instanceof Error
-      ? err.message
-      : String(err);
 }

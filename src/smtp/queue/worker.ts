@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { describeOutcomes } from '../../core/outcome.js';
 import type { RelayQueueConfig } from '../../config/relay.js';
 import type { Evaluation, Evaluator } from '../../core/evaluation.js';
-import { isSandgateError } from '../../core/errors.js';
+import { describeError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { MessageSource } from '../../core/message.js';
 import type { QuarantineWriter } from '../../core/ports.js';
@@ -144,10 +144,13 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
     this.busy.add(id);
     const p: Promise<void> = this.process(id)
       .catch((err: unknown) => {
-        this.o.log.error({ event: 'queue.item_failed', msgId: id, err: describe(err) }, 'queue item failed');
+        this.o.log.error(
+          { event: 'queue.item_failed', msgId: id, err: describeError(err) },
+          'queue item failed',
+        );
         const item = this.o.store.get(id);
         if (item && !this.stopping)
-          this.o.store.defer(id, this.now() + this.backoff(item.attempts + 1), describe(err));
+          this.o.store.defer(id, this.now() + this.backoff(item.attempts + 1), describeError(err));
       })
       .finally(() => {
         this.busy.delete(id);
@@ -177,7 +180,7 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
       });
     } catch (err) {
       if (this.stopping) return undefined;
-      await this.deferOrExpire(item, `scan failed: ${describe(err)}`, log);
+      await this.deferOrExpire(item, `scan failed: ${describeError(err)}`, log);
       return undefined;
     }
     const d = ev.decision;
@@ -236,11 +239,11 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
         });
       } catch (err) {
         // Kept in the queue: tried again later, never dropped.
-        log.error({ event: 'queue.quarantine_failed', err: describe(err) }, 'quarantine write failed');
+        log.error({ event: 'queue.quarantine_failed', err: describeError(err) }, 'quarantine write failed');
         this.o.store.defer(
           item.id,
           this.now() + this.backoff(item.attempts + 1),
-          `quarantine: ${describe(err)}`,
+          `quarantine: ${describeError(err)}`,
         );
         this.emit('outcome', { id: item.id, outcome: 'deferred' });
         return;
@@ -287,7 +290,7 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
       await sendToNextHop(session, item, pending, scan, this.o.store, attempt);
       healthy = true;
     } catch (err) {
-      attempt.temporary = `${this.o.nextHop}: ${describe(err)}`;
+      attempt.temporary = `${this.o.nextHop}: ${describeError(err)}`;
     } finally {
       if (session !== undefined) {
         this.active.delete(session);
@@ -339,8 +342,11 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
       log.info({ event: 'queue.dsn', dsnId, recipients: notify.length }, 'DSN queued to the sender');
       this.emit('outcome', { id: item.id, outcome: 'bounced' });
     } catch (err) {
-      log.error({ event: 'queue.dsn_failed', err: describe(err) }, 'could not queue the DSN; retrying later');
-      this.o.store.defer(item.id, this.now() + this.backoff(item.attempts + 1), `dsn: ${describe(err)}`);
+      log.error(
+        { event: 'queue.dsn_failed', err: describeError(err) },
+        'could not queue the DSN; retrying later',
+      );
+      this.o.store.defer(item.id, this.now() + this.backoff(item.attempts + 1), `dsn: ${describeError(err)}`);
     }
   }
 
@@ -387,9 +393,4 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
     const base = Math.min(this.o.config.retryMax, this.o.config.retryMin * 2 ** Math.min(attempt - 1, 30));
     return Math.round(base * (0.9 + Math.random() * 0.2));
   }
-}
-
-function describe(err: unknown): string {
-  if (isSandgateError(err)) return `${err.message} [${err.code}]`;
-  return err instanceof Error ? err.message : String(err);
 }
