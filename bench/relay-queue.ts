@@ -85,7 +85,7 @@ async function start(mode: 'inline' | 'queue', hopPort: number): Promise<Setup> 
       'relay.nextHopOptions.tls=none',
     ],
   });
-  const runtime = createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
+  const runtime = await createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
   const relayConfig = {
     ...config.relay,
     maxClients: 200,
@@ -96,7 +96,7 @@ async function start(mode: 'inline' | 'queue', hopPort: number): Promise<Setup> 
     mode === 'queue'
       ? createQueueMode({
           relay: relayConfig,
-          stateDir: state,
+          store: runtime.state.relayQueue,
           nextHop,
           evaluator: runtime.evaluator,
           quarantine: runtime.quarantine,
@@ -104,7 +104,7 @@ async function start(mode: 'inline' | 'queue', hopPort: number): Promise<Setup> 
           pollMs: 100,
         })
       : undefined;
-  queue?.start();
+  await queue?.start();
   const relay = new RelayServer({
     relay: relayConfig,
     evaluator: runtime.evaluator,
@@ -182,17 +182,17 @@ const rows: Array<{ mode: string; measure: string; msgPerS: number }> = [];
       'relay.nextHopOptions.tls=none',
     ],
   });
-  const runtime = createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
+  const runtime = await createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
   const queue = createQueueMode({
     relay: config.relay,
-    stateDir: down.state,
+    store: runtime.state.relayQueue,
     nextHop: { kind: 'smtp', host: '127.0.0.1', port: sinkPort },
     evaluator: runtime.evaluator,
     quarantine: runtime.quarantine,
     log: silentLogger,
   });
   const t0 = process.hrtime.bigint();
-  queue.start();
+  await queue.start();
   await queue.worker.idle();
   rows.push({
     mode: 'queue',

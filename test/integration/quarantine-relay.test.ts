@@ -21,7 +21,7 @@ describe('quarantine round trip through the SMTP relay', () => {
   it('refused at the relay -> listed -> released back through the relay -> at the next hop once, not scanned again', async () => {
     sink = await startSmtpSink();
     const dir = tempDir();
-    harness = startHarness(dir);
+    harness = await startHarness(dir);
     relay = new RelayServer({
       relay: relaySchema.parse({ listen: '127.0.0.1:0' }),
       evaluator: harness.runtime.evaluator,
@@ -45,7 +45,7 @@ describe('quarantine round trip through the SMTP relay', () => {
     expect(sink.messages).toHaveLength(0);
     expect(harness.rules.calls).toBe(1);
 
-    const [item] = harness.service.list({ sender: ENVELOPE.sender });
+    const [item] = await harness.service.list({ sender: ENVELOPE.sender });
     expect(item).toBeDefined();
     expect(item!.envelope.recipients).toEqual(ENVELOPE.recipients);
 

@@ -28,7 +28,7 @@ describe.runIf(postfixAvailable())('relay as Postfix content_filter (real Postfi
     state = mkdtempSync(join(tmpdir(), 'sg-relay-postfix-'));
     sink = await startSmtpSink();
     const { config } = loadConfig({ env: {}, cwd: state, sets: [`stateDir=${state}`, 'scan.chain=rules'] });
-    runtime = createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
+    runtime = await createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
     // The relay listens first (port 0); Postfix is then configured with its port and gives us the re-injection port.
     let hop = { kind: 'smtp' as const, host: '127.0.0.1', port: 1 };
     const make = () =>

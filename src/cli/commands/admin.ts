@@ -23,7 +23,7 @@ export interface AdminRunOptions {
 }
 
 export async function run(argv: string[], io: CliIo, options: AdminRunOptions = {}): Promise<number> {
-  let ctx: ReturnType<typeof openQuarantine> | undefined;
+  let ctx: Awaited<ReturnType<typeof openQuarantine>> | undefined;
   let admin: AdminServer | undefined;
   let retention: ReturnType<typeof createRetentionJob> | undefined;
   try {
@@ -41,12 +41,12 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
     }
     const token = readAdminToken(resolve(io.cwd, config.admin.tokenFile));
     const log = createLogger(config, 'stderr');
-    ctx = openQuarantine(config, log);
+    ctx = await openQuarantine(config, log);
     const metrics = createMetrics({ prefix: config.metrics.prefix });
     let stopping = false;
     admin = new AdminServer({ registry: metrics.registry, log, ready: () => !stopping });
     registerQuarantineRoutes(admin, { service: ctx.service, token, log });
-    retention = createRetentionJob({ config, quarantine: ctx.store, log });
+    retention = createRetentionJob({ config, quarantine: ctx.state.quarantine, log });
     retention.start(config.quarantine.retentionInterval);
     const where = await admin.listen(config.admin.listen.host, config.admin.listen.port);
     const host = where.host.includes(':') ? `[${where.host}]` : where.host;
@@ -61,8 +61,8 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
     );
     return EXIT.error;
   } finally {
-    retention?.stop();
+    await retention?.stop();
     await admin?.close().catch(() => undefined);
-    ctx?.close();
+    await ctx?.close();
   }
 }

@@ -44,7 +44,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
     return EXIT.error;
   }
   const log = createLogger(config, 'stdout');
-  const runtime = createRuntime(config, { log, frontEnd: 'relay', jobs: true, frontEndSummary: true });
+  const runtime = await createRuntime(config, { log, frontEnd: 'relay', jobs: true, frontEndSummary: true });
   const hop: NextHop =
     config.relay.nextHop.kind === 'directory'
       ? { kind: 'directory', path: resolve(io.cwd, config.relay.nextHop.path) }
@@ -57,7 +57,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
     if (config.relay.mode === 'queue') {
       queue = createQueueMode({
         relay: config.relay,
-        stateDir: config.stateDir,
+        store: runtime.state.relayQueue,
         nextHop: hop,
         evaluator: runtime.evaluator,
         quarantine: runtime.quarantine,
@@ -65,7 +65,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
         registry: runtime.metrics.registry,
         metricsPrefix: config.metrics.prefix,
       });
-      queue.start();
+      await queue.start();
     }
     relay = new RelayServer({
       relay: config.relay,

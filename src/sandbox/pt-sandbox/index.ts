@@ -5,12 +5,13 @@ import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
 import { PtSandboxClient } from './client.js';
 import { PtSandboxScanner } from './scanner.js';
-import type { LoadPort, TaskStorePort } from './task-runner.js';
+import type { PtTaskStore } from '../../core/ports.js';
+import type { LoadPort } from './task-runner.js';
 import { readToken } from './token.js';
 
 export { PtSandboxClient } from './client.js';
 export { PtSandboxScanner } from './scanner.js';
-export type { LoadPort, TaskStorePort } from './task-runner.js';
+export type { LoadPort } from './task-runner.js';
 
 /**
  * A client for the configured appliance: token from the environment or tokenFile, TLS verified
@@ -74,14 +75,14 @@ export function createPtSandboxScanner(
   deps: {
     readonly env: Readonly<Record<string, string | undefined>>;
     readonly log: Logger;
-    /** new PtTaskStore(db) from src/store/pt-tasks.ts. */
-    readonly tasks: TaskStorePort;
+    /** The state's PtTaskStore (tasks in flight, shared by every process). */
+    readonly tasks: PtTaskStore;
     /** Identifies this process in the pt_task table (e.g. `${hostname}:${pid}`). */
     readonly owner: string;
     /** `<stateDir>/spool/pt-sandbox` (src/cli/scanners.ts). */
     readonly spoolDir: string;
     readonly metrics?: Metrics;
-    /** new PtLoadStore(db) from src/store/pt-load.ts: this process's window and queue for the watch. */
+    /** The state's PtLoadStore: this process's window and queue for the watch. */
     readonly load?: LoadPort;
     readonly frontEnd?: string;
   },

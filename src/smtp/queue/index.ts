@@ -1,11 +1,8 @@
-import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { NextHop, RelayConfig } from '../../config/relay.js';
 import type { Evaluator } from '../../core/evaluation.js';
 import type { Logger } from '../../core/logger.js';
-import type { QuarantineWriter } from '../../core/ports.js';
-import { openStateDb, type StateDb } from '../../store/db.js';
-import { RelayQueueStore, type QueueFileWriter } from '../../store/relay-queue.js';
+import type { QuarantineWriter, RelayQueueStore } from '../../core/ports.js';
 import { QueueIntake } from './intake.js';
 import { queueConnector, SessionPool } from '../session-pool.js';
 import { QueueWorker } from './worker.js';
@@ -15,7 +12,8 @@ export { QueueWorker, type QueueOutcome } from './worker.js';
 
 export interface QueueModeOptions {
   readonly relay: RelayConfig;
-  readonly stateDir: string;
+  /** The queue (the state's RelayQueueStore); its owner closes it after close(). */
+  readonly store: RelayQueueStore;
   readonly nextHop: NextHop;
   readonly evaluator: Evaluator;
   readonly quarantine: QuarantineWriter;
@@ -23,8 +21,6 @@ export interface QueueModeOptions {
   /** Gauges (depth, bytes, oldest age) and counters are registered here (the /metrics registry). */
   readonly registry?: Registry;
   readonly metricsPrefix?: string;
-  /** Tests: a failing writer at the store boundary. */
-  readonly writer?: QueueFileWriter;
   readonly pollMs?: number;
 }
 
@@ -32,35 +28,15 @@ export interface QueueMode {
   readonly store: RelayQueueStore;
   readonly intake: QueueIntake;
   readonly worker: QueueWorker;
-  /** Recovers the spool (files without rows, rows without files) and starts delivering. */
-  start(): void;
-  /** Stops the worker (items in progress get `timeoutMs`), then closes the queue's database connection. */
+  /** Recovers the spool (messages without rows, rows without messages) and starts delivering. */
+  start(): Promise<void>;
+  /** Stops the worker (items in progress get `timeoutMs`); the store stays open. */
   close(timeoutMs: number): Promise<void>;
 }
 
-/** The queue directory: relay.queue.dir, or <stateDir>/queue. */
-export function queueDir(relay: RelayConfig, stateDir: string): string {
-  return relay.queue.dir ?? join(stateDir, 'queue');
-}
-
-/** Opens the relay queue store on a database connection of its own. */
-export function openQueueStore(
-  relay: RelayConfig,
-  stateDir: string,
-  options: { writer?: QueueFileWriter } = {},
-): { db: StateDb; store: RelayQueueStore } {
-  const db = openStateDb(stateDir);
-  try {
-    return { db, store: new RelayQueueStore(db, queueDir(relay, stateDir), options) };
-  } catch (err) {
-    db.close();
-    throw err;
-  }
-}
-
-/** Wires queue mode: store, intake (for the SMTP server), worker, metrics. */
+/** Wires queue mode: intake (for the SMTP server), worker, metrics, on the given store. */
 export function createQueueMode(o: QueueModeOptions): QueueMode {
-  const { db, store } = openQueueStore(o.relay, o.stateDir, o.writer ? { writer: o.writer } : {});
+  const store = o.store;
   const q = o.relay.queue;
   const connector = queueConnector(o.relay, o.nextHop);
   const pool = new SessionPool(connector, Math.max(1000, Math.min(o.relay.nextHopOptions.keepAlive, 30_000)));
@@ -82,10 +58,10 @@ export function createQueueMode(o: QueueModeOptions): QueueMode {
     store,
     intake,
     worker,
-    start() {
+    async start() {
       if (started) return;
       started = true;
-      const r = store.recover();
+      const r = await store.recover();
       if (r.removedFiles > 0 || r.removedRows.length > 0 || r.indexed.length > 0) {
         o.log.warn(
           {
@@ -97,13 +73,12 @@ export function createQueueMode(o: QueueModeOptions): QueueMode {
           'repaired the relay queue after an unclean stop',
         );
       }
-      const s = store.stats();
+      const s = await store.stats();
       o.log.info({ event: 'queue.resumed', messages: s.messages, bytes: s.bytes }, 'relay queue resumed');
       worker.start();
     },
     async close(timeoutMs) {
       await worker.stop(timeoutMs);
-      db.close();
     },
   };
 }
@@ -120,8 +95,8 @@ export function registerQueueMetrics(
     name: `${prefix}relay_queue_messages`,
     help: 'Messages in the relay queue (queue mode)',
     registers,
-    collect() {
-      this.set(store.refreshCounters().messages);
+    async collect() {
+      this.set((await store.refreshCounters()).messages);
     },
   });
   new Gauge({
@@ -136,8 +111,8 @@ export function registerQueueMetrics(
     name: `${prefix}relay_queue_oldest_seconds`,
     help: 'Age of the oldest message in the relay queue, 0 when empty',
     registers,
-    collect() {
-      const oldest = store.stats().oldest;
+    async collect() {
+      const oldest = (await store.stats()).oldest;
       this.set(oldest === undefined ? 0 : Math.max(0, (Date.now() - oldest) / 1000));
     },
   });

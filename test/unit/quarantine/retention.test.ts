@@ -5,8 +5,8 @@ import { silentLogger } from '../../../src/core/logger.js';
 import type { Decision } from '../../../src/core/policy.js';
 import { BufferMessage } from '../../../src/mime/spool.js';
 import { RetentionJob } from '../../../src/quarantine/retention.js';
-import { openStateDb, type StateDb } from '../../../src/store/db.js';
-import { QuarantineStore } from '../../../src/store/quarantine-store.js';
+import type { StatePorts } from '../../../src/core/ports.js';
+import { openSqliteState } from '../../../src/store/sqlite-state.js';
 import { tempDir } from '../../support/tmp.js';
 
 const decision: Decision = {
@@ -19,14 +19,17 @@ const decision: Decision = {
 };
 const DAY = 86_400_000;
 
-let db: StateDb | undefined;
-afterEach(() => db?.close());
+let state: StatePorts | undefined;
+afterEach(async () => {
+  await state?.close();
+  state = undefined;
+});
 
 function setup() {
   const dir = tempDir();
-  db = openStateDb(dir);
   let now = Date.UTC(2025, 0, 1);
-  const store = new QuarantineStore(db, join(dir, 'quarantine'), () => now);
+  state = openSqliteState(dir, { now: () => now });
+  const store = state.quarantine;
   const put = async (id: string, bytes = 2000) => {
     // Random-ish bytes so gzip keeps them about this size.
     const body = Buffer.from(
@@ -56,14 +59,14 @@ describe('quarantine retention', () => {
     await put('a2');
     advance(DAY);
     await put('a3');
-    const a1 = store.get('a1');
+    const a1 = await store.get('a1');
     advance(DAY);
     const job = new RetentionJob(store, { maxAgeMs: 2.5 * DAY, maxTotalBytes: 1e12 }, silentLogger);
-    expect(job.runOnce()).toEqual(['a1']);
+    expect(await job.runOnce()).toEqual(['a1']);
     expect(existsSync(join(dir, 'quarantine', a1.file))).toBe(false);
-    expect(store.list().map((i) => i.id)).toEqual(['a3', 'a2']);
+    expect((await store.list()).map((i) => i.id)).toEqual(['a3', 'a2']);
     advance(DAY);
-    expect(job.runOnce()).toEqual(['a2']);
+    expect(await job.runOnce()).toEqual(['a2']);
   });
 
   it('removes the oldest first until the total size fits', async () => {
@@ -72,23 +75,23 @@ describe('quarantine retention', () => {
       await put(id);
       advance(60_000);
     }
-    const sizes = store.list().map((i) => i.storedSize);
-    const total = store.totalStoredBytes();
+    const sizes = (await store.list()).map((i) => i.storedSize);
+    const total = await store.totalStoredBytes();
     expect(total).toBe(sizes.reduce((a, b) => a + b, 0));
     // Room for about two items: the two oldest go, in order.
-    const limit = total - store.get('b1').storedSize - store.get('b2').storedSize;
-    const removed = store.enforceRetention({ maxAgeMs: 365 * DAY, maxTotalBytes: limit });
+    const limit = total - (await store.get('b1')).storedSize - (await store.get('b2')).storedSize;
+    const removed = await store.enforceRetention({ maxAgeMs: 365 * DAY, maxTotalBytes: limit });
     expect(removed).toEqual(['b1', 'b2']);
-    expect(store.totalStoredBytes()).toBeLessThanOrEqual(limit);
-    expect(store.list().map((i) => i.id)).toEqual(['b4', 'b3']);
-    expect(store.enforceRetention({ maxAgeMs: 365 * DAY, maxTotalBytes: limit })).toEqual([]);
+    expect(await store.totalStoredBytes()).toBeLessThanOrEqual(limit);
+    expect((await store.list()).map((i) => i.id)).toEqual(['b4', 'b3']);
+    expect(await store.enforceRetention({ maxAgeMs: 365 * DAY, maxTotalBytes: limit })).toEqual([]);
   });
 
   it('a deleted item does not come back through recovery', async () => {
     const { store, put } = setup();
     await put('c1');
-    store.delete('c1');
-    expect(store.recover()).toEqual({ indexed: 0, removed: 0 });
-    expect(store.count()).toBe(0);
+    await store.delete('c1');
+    expect(await store.recover()).toEqual({ indexed: 0, removed: 0 });
+    expect(await store.count()).toBe(0);
   });
 });
