@@ -85,7 +85,7 @@ async function start(mode: 'inline' | 'queue', hopPort: number): Promise<Setup> 
       'relay.nextHopOptions.tls=none',
     ],
   });
-  const runtime = createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
+  const runtime = await createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
   const relayConfig = {
     ...config.relay,
     maxClients: 200,
@@ -98,7 +98,7 @@ async function start(mode: 'inline' | 'queue', hopPort: number): Promise<Setup> 
     evaluator: runtime.evaluator,
     quarantine: runtime.quarantine,
     log: silentLogger,
-    stateDir: state,
+    ...(mode === 'queue' ? { queueStore: runtime.state.relayQueue } : {}),
     spoolDir: runtime.spoolDir,
     maxMessageSize: config.scan.maxMessageSize,
     memorySpoolThreshold: config.scan.memorySpoolThreshold,
@@ -106,7 +106,7 @@ async function start(mode: 'inline' | 'queue', hopPort: number): Promise<Setup> 
   });
   const relay = parts.server;
   const queue = parts.queue;
-  queue?.start();
+  await queue?.start();
   const { port } = await relay.listen('127.0.0.1', 0);
   return { runtime, relay, port, state, ...(queue ? { queue } : {}) };
 }
@@ -174,20 +174,20 @@ const rows: Array<{ mode: string; measure: string; msgPerS: number }> = [];
       'relay.nextHopOptions.tls=none',
     ],
   });
-  const runtime = createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
+  const runtime = await createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
   const queue = buildRelay({
     relay: config.relay,
+    queueStore: runtime.state.relayQueue,
     nextHop: { kind: 'smtp', host: '127.0.0.1', port: sinkPort },
     evaluator: runtime.evaluator,
     quarantine: runtime.quarantine,
     log: silentLogger,
-    stateDir: down.state,
     spoolDir: runtime.spoolDir,
     maxMessageSize: config.scan.maxMessageSize,
     memorySpoolThreshold: config.scan.memorySpoolThreshold,
   }).queue as QueueMode;
   const t0 = process.hrtime.bigint();
-  queue.start();
+  await queue.start();
   await queue.worker.idle();
   rows.push({
     mode: 'queue',

@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { isSandgateError, SandgateError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import type { QuarantineFilter, QuarantineItem } from '../store/quarantine-store.js';
+import type { QuarantineFilter, QuarantineItem } from '../core/state-records.js';
 import type { QuarantineService } from '../quarantine/service.js';
 import { QUARANTINE_PAGE } from './quarantine-page.js';
 import type { AdminHandler, AdminRequest, AdminResponse, AdminRoute } from './server.js';
@@ -73,8 +73,8 @@ export function quarantineRoutes(options: QuarantineRoutesOptions): AdminRoute[]
     {
       method: 'GET',
       path: '/api/quarantine',
-      handler: guarded((req) =>
-        json(200, { items: service.list(filterFrom(req.url.searchParams)).map(summary) }),
+      handler: guarded(async (req) =>
+        json(200, { items: (await service.list(filterFrom(req.url.searchParams))).map(summary) }),
       ),
     },
     {
@@ -85,8 +85,8 @@ export function quarantineRoutes(options: QuarantineRoutesOptions): AdminRoute[]
     {
       method: 'DELETE',
       path: '/api/quarantine/item',
-      handler: guarded((req) => {
-        const item = service.delete(idFrom(req.url.searchParams.get('id')), byFrom(req, undefined));
+      handler: guarded(async (req) => {
+        const item = await service.delete(idFrom(req.url.searchParams.get('id')), byFrom(req, undefined));
         return json(200, { deleted: item.id });
       }),
     },

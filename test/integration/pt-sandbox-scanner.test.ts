@@ -25,8 +25,8 @@ afterAll(async () => {
 beforeEach(() => {
   state = openTestState();
 });
-afterEach(() => {
-  state.close();
+afterEach(async () => {
+  await state.close();
 });
 
 const soon = (ms = 10_000) => Date.now() + ms;

@@ -22,13 +22,12 @@ describe('quarantine round trip through the SMTP relay', () => {
   it('refused at the relay -> listed -> released back through the relay -> at the next hop once, not scanned again', async () => {
     sink = await startSmtpSink();
     const dir = tempDir();
-    harness = startHarness(dir);
+    harness = await startHarness(dir);
     relay = buildRelay({
       relay: relaySchema.parse({ listen: '127.0.0.1:0' }),
       nextHop: { kind: 'smtp', host: '127.0.0.1', port: sink.port },
       evaluator: harness.runtime.evaluator,
       log: harness.runtime.log,
-      stateDir: dir,
       spoolDir: join(dir, 'spool', 'relay'),
       maxMessageSize: 10 * 1024 * 1024,
       memorySpoolThreshold: 64 * 1024,
@@ -47,7 +46,7 @@ describe('quarantine round trip through the SMTP relay', () => {
     expect(sink.messages).toHaveLength(0);
     expect(harness.rules.calls).toBe(1);
 
-    const [item] = harness.service.list({ sender: ENVELOPE.sender });
+    const [item] = await harness.service.list({ sender: ENVELOPE.sender });
     expect(item).toBeDefined();
     expect(item!.envelope.recipients).toEqual(ENVELOPE.recipients);
 

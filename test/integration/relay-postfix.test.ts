@@ -29,7 +29,7 @@ describe.runIf(postfixAvailable())('relay as Postfix content_filter (real Postfi
     state = mkdtempSync(join(tmpdir(), 'sg-relay-postfix-'));
     sink = await startSmtpSink();
     const { config } = loadConfig({ env: {}, cwd: state, sets: [`stateDir=${state}`, 'scan.chain=rules'] });
-    runtime = createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
+    runtime = await createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
     // The relay listens first (port 0); Postfix is then configured with its port and gives us the re-injection port.
     let hop = { kind: 'smtp' as const, host: '127.0.0.1', port: 1 };
     const make = () =>
@@ -38,7 +38,6 @@ describe.runIf(postfixAvailable())('relay as Postfix content_filter (real Postfi
         nextHop: hop,
         evaluator: runtime.evaluator,
         log: silentLogger,
-        stateDir: state,
         spoolDir: runtime.spoolDir,
         maxMessageSize: config.scan.maxMessageSize,
         memorySpoolThreshold: config.scan.memorySpoolThreshold,

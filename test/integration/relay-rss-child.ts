@@ -37,7 +37,6 @@ const relay = buildRelay({
   nextHop: { kind: 'smtp', host: '127.0.0.1', port: Number(hopPort) },
   evaluator: new StreamingEvaluator(),
   log: silentLogger,
-  stateDir: spoolDir as string,
   spoolDir: spoolDir as string,
   maxMessageSize: 60 * 1024 * 1024,
   memorySpoolThreshold: 256 * 1024,

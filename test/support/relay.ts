@@ -117,7 +117,6 @@ export async function startRelay(
     nextHop,
     evaluator,
     log: extra.log ?? silentLogger,
-    stateDir: spoolDir,
     spoolDir,
     maxMessageSize: extra.maxMessageSize ?? 50 * 1024 * 1024,
     memorySpoolThreshold: extra.memorySpoolThreshold ?? 256 * 1024,

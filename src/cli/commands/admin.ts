@@ -23,7 +23,7 @@ export interface AdminRunOptions {
 }
 
 export async function run(argv: string[], io: CliIo, options: AdminRunOptions = {}): Promise<number> {
-  let ctx: ReturnType<typeof openQuarantine> | undefined;
+  let ctx: Awaited<ReturnType<typeof openQuarantine>> | undefined;
   let admin: AdminServer | undefined;
   let retention: ReturnType<typeof createRetentionJob> | undefined;
   try {
@@ -41,11 +41,11 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
     }
     const tokenFile = resolve(io.cwd, config.admin.tokenFile);
     const log = createLogger(config, 'stderr');
-    ctx = openQuarantine(config, log);
+    ctx = await openQuarantine(config, log);
     const quarantine = ctx;
     const metrics = createMetrics({ prefix: config.metrics.prefix });
     let stopping = false;
-    retention = createRetentionJob({ config, quarantine: quarantine.store, log });
+    retention = createRetentionJob({ config, quarantine: quarantine.state.quarantine, log });
     retention.start(config.quarantine.retentionInterval);
     const started = await startAdminServer({
       config,
@@ -65,8 +65,8 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
     writeLine(io.stderr, `sandgate admin: ${describeError(err)}`);
     return EXIT.error;
   } finally {
-    retention?.stop();
+    await retention?.stop();
     await admin?.close().catch(() => undefined);
-    ctx?.close();
+    await ctx?.close();
   }
 }

@@ -44,7 +44,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
     return EXIT.error;
   }
   const log = createLogger(config, 'stdout');
-  const runtime = createRuntime(config, { log, frontEnd: 'relay', jobs: true, frontEndSummary: true });
+  const runtime = await createRuntime(config, { log, frontEnd: 'relay', jobs: true, frontEndSummary: true });
   const configured = config.relay.nextHop;
   const hop: NextHop =
     configured.kind === 'directory' || configured.kind === 'submitted'
@@ -61,7 +61,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
       evaluator: runtime.evaluator,
       quarantine: runtime.quarantine,
       log,
-      stateDir: config.stateDir,
+      ...(config.relay.mode === 'queue' ? { queueStore: runtime.state.relayQueue } : {}),
       spoolDir: runtime.spoolDir,
       maxMessageSize: config.relay.maxMessageSize ?? config.scan.maxMessageSize,
       memorySpoolThreshold: config.scan.memorySpoolThreshold,
@@ -70,7 +70,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
     });
     relay = parts.server;
     queue = parts.queue;
-    queue?.start();
+    await queue?.start();
     const replies = new Counter({
       name: `${config.metrics.prefix}relay_replies_total`,
       help: 'Replies to the final dot by SMTP code and action',

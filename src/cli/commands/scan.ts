@@ -65,7 +65,7 @@ async function scan(argv: string[], io: CliIo): Promise<number> {
     config.log.file !== undefined ? config : { log: { ...config.log, level: 'warn' } },
     'stderr',
   );
-  const runtime = createRuntime(config, { log, frontEnd: 'cli', reportOnly: true });
+  const runtime = await createRuntime(config, { log, frontEnd: 'cli', reportOnly: true });
   const envelope: Envelope = { sender: '', recipients: [], frontEnd: 'cli' };
   const msgId = newMsgId();
   let message: MessageSource;

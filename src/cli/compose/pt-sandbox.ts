@@ -2,12 +2,8 @@ import { isInsecureHttpUrl, type PtSandboxConfig } from '../../config/pt-sandbox
 import { SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
-import {
-  PtSandboxClient,
-  PtSandboxScanner,
-  type LoadPort,
-  type TaskStorePort,
-} from '../../sandbox/pt-sandbox/index.js';
+import { PtSandboxClient, PtSandboxScanner, type LoadPort } from '../../sandbox/pt-sandbox/index.js';
+import type { PtTaskStore } from '../../core/ports.js';
 import { readConfiguredFile } from '../config-files.js';
 import { readToken } from './pt-token.js';
 
@@ -65,7 +61,7 @@ export function createPtSandboxScanner(
     readonly env: Readonly<Record<string, string | undefined>>;
     readonly log: Logger;
     /** new PtTaskStore(db) from src/store/pt-tasks.ts. */
-    readonly tasks: TaskStorePort;
+    readonly tasks: PtTaskStore;
     /** Identifies this process in the pt_task table (e.g. `${hostname}:${pid}`). */
     readonly owner: string;
     /** `<stateDir>/spool/pt-sandbox` (src/cli/scanners.ts). */

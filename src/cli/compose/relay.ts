@@ -2,7 +2,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { NextHop, RelayConfig } from '../../config/relay.js';
 import type { Evaluator } from '../../core/evaluation.js';
 import type { Logger } from '../../core/logger.js';
-import type { QuarantineWriter } from '../../core/ports.js';
+import type { QuarantineWriter, RelayQueueStore } from '../../core/ports.js';
 import { InlineRelay } from '../../smtp/inline.js';
 import { QueueIntake } from '../../smtp/queue/intake.js';
 import { QueueRelay } from '../../smtp/queue/queue-relay.js';
@@ -10,8 +10,6 @@ import { QueueWorker } from '../../smtp/queue/worker.js';
 import type { RelayDataHandler } from '../../smtp/relay-data.js';
 import { RelayServer } from '../../smtp/server.js';
 import { SessionPool } from '../../smtp/session-pool.js';
-import { openStateDb, type StateDb } from '../../store/db.js';
-import { RelayQueueStore, type QueueFileWriter } from '../../store/relay-queue.js';
 import { readConfiguredFile } from '../config-files.js';
 import { buildConnector } from './delivery.js';
 
@@ -29,7 +27,8 @@ export interface RelayBuild {
   /** Queue mode keeps blocked mail here when the core kept no copy (required in queue mode). */
   readonly quarantine?: QuarantineWriter;
   readonly log: Logger;
-  readonly stateDir: string;
+  /** Queue mode: the state's relay queue (required in queue mode); its owner closes the state. */
+  readonly queueStore?: RelayQueueStore;
   /** Where incoming messages are spooled. */
   readonly spoolDir: string;
   readonly maxMessageSize: number;
@@ -37,8 +36,7 @@ export interface RelayBuild {
   /** Queue gauges and counters are registered here (the /metrics registry). */
   readonly registry?: Registry;
   readonly metricsPrefix?: string;
-  /** Tests: a failing writer at the queue store's boundary; a faster worker poll. */
-  readonly writer?: QueueFileWriter;
+  /** Tests: a faster worker poll. */
   readonly pollMs?: number;
 }
 
@@ -88,36 +86,18 @@ export interface QueueMode {
   readonly intake: QueueIntake;
   readonly worker: QueueWorker;
   /** Recovers the spool (files without rows, rows without files) and starts delivering. */
-  start(): void;
-  /** Stops the worker (items in progress get `timeoutMs`), then closes the queue's database connection. */
+  start(): Promise<void>;
+  /** Stops the worker (items in progress get `timeoutMs`); the store stays open (the state's owner closes it). */
   close(timeoutMs: number): Promise<void>;
-}
-
-/** The queue directory: relay.queue.dir, or <stateDir>/queue. */
-export function queueDir(relay: RelayConfig, stateDir: string): string {
-  return relay.queue.dir ?? `${stateDir}/queue`;
-}
-
-/** Opens the relay queue store on a database connection of its own (the relay, `sandgate queue`). */
-export function openQueueStore(
-  relay: RelayConfig,
-  stateDir: string,
-  options: { writer?: QueueFileWriter } = {},
-): { db: StateDb; store: RelayQueueStore } {
-  const db = openStateDb(stateDir);
-  try {
-    return { db, store: new RelayQueueStore(db, queueDir(relay, stateDir), options) };
-  } catch (err) {
-    db.close();
-    throw err;
-  }
 }
 
 /** Queue mode: its store, intake, worker and metrics. */
 function createQueueMode(b: RelayBuild, connector: ReturnType<typeof buildConnector>): QueueMode {
   const { relay, log, quarantine } = b;
-  if (quarantine === undefined) throw new Error('queue mode needs the quarantine writer');
-  const { db, store } = openQueueStore(relay, b.stateDir, b.writer ? { writer: b.writer } : {});
+  const store = b.queueStore;
+  if (quarantine === undefined || store === undefined) {
+    throw new Error('queue mode needs the quarantine writer and the queue store');
+  }
   const q = relay.queue;
   const pool = new SessionPool(connector, Math.max(1000, Math.min(relay.nextHopOptions.keepAlive, 30_000)));
   const qlog = log.child({ component: 'queue' });
@@ -139,10 +119,10 @@ function createQueueMode(b: RelayBuild, connector: ReturnType<typeof buildConnec
     store,
     intake,
     worker,
-    start() {
+    async start() {
       if (started) return;
       started = true;
-      const r = store.recover();
+      const r = await store.recover();
       if (r.removedFiles > 0 || r.removedRows.length > 0 || r.indexed.length > 0) {
         log.warn(
           {
@@ -154,13 +134,12 @@ function createQueueMode(b: RelayBuild, connector: ReturnType<typeof buildConnec
           'repaired the relay queue after an unclean stop',
         );
       }
-      const s = store.stats();
+      const s = await store.stats();
       log.info({ event: 'queue.resumed', messages: s.messages, bytes: s.bytes }, 'relay queue resumed');
       worker.start();
     },
     async close(timeoutMs) {
       await worker.stop(timeoutMs);
-      db.close();
     },
   };
 }
@@ -177,8 +156,8 @@ export function registerQueueMetrics(
     name: `${prefix}relay_queue_messages`,
     help: 'Messages in the relay queue (queue mode)',
     registers,
-    collect() {
-      this.set(store.refreshCounters().messages);
+    async collect() {
+      this.set((await store.refreshCounters()).messages);
     },
   });
   new Gauge({
@@ -193,8 +172,8 @@ export function registerQueueMetrics(
     name: `${prefix}relay_queue_oldest_seconds`,
     help: 'Age of the oldest message in the relay queue, 0 when empty',
     registers,
-    collect() {
-      const oldest = store.stats().oldest;
+    async collect() {
+      const oldest = (await store.stats()).oldest;
       this.set(oldest === undefined ? 0 : Math.max(0, (Date.now() - oldest) / 1000));
     },
   });

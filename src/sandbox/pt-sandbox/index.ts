@@ -1,3 +1,3 @@
 export { PtSandboxClient } from './client.js';
 export { PtSandboxScanner } from './scanner.js';
-export type { LoadPort, TaskStorePort } from './task-runner.js';
+export type { LoadPort } from './task-runner.js';

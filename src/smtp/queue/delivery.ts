@@ -1,10 +1,5 @@
-import type {
-  QueueItem,
-  QueueRecipient,
-  QueueScan,
-  RecipientState,
-  RelayQueueStore,
-} from '../../store/relay-queue.js';
+import type { RelayQueueStore } from '../../core/ports.js';
+import type { QueueItem, QueueRecipient, QueueScan, RecipientState } from '../../core/state-records.js';
 import { rewriteHeaders } from '../headers.js';
 import type { NextHopSession } from '../next-hop.js';
 import { formatReply, type Reply } from '../smtp-client.js';
