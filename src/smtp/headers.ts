@@ -1,11 +1,5 @@
 import type { HeaderField } from '../core/evaluation.js';
-import { mapHeaderBlock, type RawHeaderField } from '../core/header-block.js';
-
-/** Counts the fields named `name` (any case) in a header block. */
-export function countFields(fields: readonly RawHeaderField[], name: string): number {
-  const want = name.toLowerCase();
-  return fields.filter((f) => f.name === want).length;
-}
+import { mapHeaderBlock } from '../core/header-block.js';
 
 /** One header field as wire bytes; CR and LF in the value are replaced so a value cannot add fields. */
 export function formatField(h: HeaderField): string {

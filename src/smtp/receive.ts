@@ -2,9 +2,8 @@ import { once } from 'node:events';
 import { Transform, type Readable } from 'node:stream';
 import type { Envelope } from '../core/message.js';
 import { Spool } from '../core/spool.js';
-import { LineNormaliser } from './crlf.js';
-import { headerBlockEnd, MAX_HEADER_BLOCK, splitHeaderFields } from '../core/header-block.js';
-import { countFields } from './headers.js';
+import { LineNormaliser } from '../core/line-endings.js';
+import { countFields, headerBlockEnd, MAX_HEADER_BLOCK, splitHeaderFields } from '../core/header-block.js';
 
 export interface ReceiveOptions {
   readonly msgId: string;

@@ -3,7 +3,8 @@ import net from 'node:net';
 import type { Readable } from 'node:stream';
 import tls from 'node:tls';
 import { SandgateError } from '../core/errors.js';
-import { LineNormaliser, toDataWire } from './crlf.js';
+import { LineNormaliser } from '../core/line-endings.js';
+import { toDataWire } from './crlf.js';
 
 /** One SMTP/LMTP reply: the code, the enhanced status code when present, and the text lines. */
 export interface Reply {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_HEADER_BLOCK, splitHeaderFields } from '../../../src/core/header-block.js';
-import { countFields, formatField, rewriteHeaders } from '../../../src/smtp/headers.js';
+import { countFields, MAX_HEADER_BLOCK, splitHeaderFields } from '../../../src/core/header-block.js';
+import { formatField, rewriteHeaders } from '../../../src/smtp/headers.js';
 
 async function run(
   chunks: string[],
