@@ -49,6 +49,7 @@ export default tseslint.config(
               group: [
                 '**/smtp/**',
                 '**/helper/**',
+                '**/milter/**',
                 '**/sandbox/**',
                 '**/store/**',
                 '**/cli/**',
@@ -62,6 +63,27 @@ export default tseslint.config(
       ],
     },
   },
+  // Front doors never import each other: what two of them share lives in src/core.
+  ...[
+    ['smtp', ['helper', 'milter']],
+    ['helper', ['smtp', 'milter']],
+    ['milter', ['smtp', 'helper']],
+  ].map(([door, others]) => ({
+    files: [`src/${door}/**/*.ts`],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: others.map((o) => `**/${o}/**`),
+              message: 'front ends never import each other: move what they share to src/core',
+            },
+          ],
+        },
+      ],
+    },
+  })),
   {
     files: ['src/cli/**/*.ts', 'bench/**', 'test/**'],
     rules: { 'no-console': 'off' },

@@ -24,6 +24,7 @@ export const ErrorCodes = {
   ERR_ABORTED: 'the operation was aborted',
   ERR_NEXT_HOP_UNAVAILABLE: 'the relay could not reach the next hop, or it refused our session',
   ERR_NEXT_HOP_PROTOCOL: 'the next hop answered something that is not SMTP',
+  ERR_MILTER_PROTOCOL: 'the MTA sent a milter packet that is malformed, oversized or out of order',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -3,6 +3,7 @@ import { byteSize, duration } from './durations.js';
 import { bool, hostPort, int, list } from './primitives.js';
 import { SCANNER_NAMES, scannersSchema } from './scanners.js';
 import { relaySchema } from './relay.js';
+import { milterSchema } from './milter.js';
 import { helperSchema } from './helper.js';
 import { adminSchema } from './admin.js';
 import { quarantineSchema } from './quarantine.js';
@@ -103,6 +104,7 @@ export const configSchema = z
       .prefault({}),
     scanners: scannersSchema.prefault({}),
     relay: relaySchema.prefault({}),
+    milter: milterSchema.prefault({}),
     helper: helperSchema.prefault({}),
     admin: adminSchema.prefault({}),
   })
