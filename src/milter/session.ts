@@ -216,7 +216,15 @@ export class MilterSession {
           reply = cmd.kind === 'eom' ? await this.endOfMessage(cmd.chunk) : this.handle(cmd);
         } catch (err) {
           if (err instanceof MilterProtocolError) return this.protocolError(err);
-          throw err;
+          // A bug of ours must not take the process (and every other connection) down: this
+          // connection ends, and the MTA applies milter_default_action to its message.
+          this.log.error(
+            { event: 'milter.internal_error', err: err instanceof Error ? err.message : String(err) },
+            'unexpected error; closing the connection',
+          );
+          this.closed = true;
+          this.socket.destroy();
+          return;
         }
         if (reply !== undefined && !this.closed) this.send(reply);
       }
