@@ -55,6 +55,7 @@ export class MilterClient {
   private readonly closedPromise: Promise<void>;
 
   private constructor(readonly socket: net.Socket) {
+    socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
       for (const p of this.reader.push(chunk)) {
         const r = decodeReply(p);
