@@ -26,6 +26,7 @@ describe.runIf(miltertestAvailable())('sandgate milter under miltertest', () => 
         scan: { chain: ['rules'] },
         // No message id in the text: miltertest matches a reply only as a whole.
         milter: { listen: 'inet:127.0.0.1:0', rejectText: 'Message refused: {threats}' },
+        admin: { enabled: true, listen: '127.0.0.1:0' },
       }),
     );
     milter = await startMilterProcess(configFile);
@@ -60,5 +61,19 @@ describe.runIf(miltertestAvailable())('sandgate milter under miltertest', () => 
     ).toEqual(['deliver', 'deliver', 'reject']);
     expect(milter.records.filter((r) => r.event === 'milter.size_refused')).toHaveLength(1);
     expect(milter.records.filter((r) => r.event === 'milter.protocol_error')).toEqual([]);
+  });
+
+  it('serves health, readiness and its metrics on the admin port', async () => {
+    const admin = await milter.waitForRecord((r) => r.event === 'admin.listening');
+    const base = `http://127.0.0.1:${String(admin.port)}`;
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/^sandgate_milter_replies_total\{code="550",action="reject"\} 1$/m);
+    expect(metrics).toMatch(/^sandgate_milter_replies_total\{code="250",action="deliver"\} 2$/m);
+    expect(metrics).toMatch(/^sandgate_milter_connections \d+$/m);
+    expect(metrics).toMatch(
+      /^sandgate_messages_total\{front_end="milter",action="reject",reason="malicious"\} 1$/m,
+    );
   });
 });
