@@ -5,6 +5,7 @@
 //   npx tsx bench/relay.ts [messages=4000] [--skip-postfix] [--skip-rss] [--only-postfix] [--node-defaults]
 //   --only-postfix: rows (c) and (d) only. --node-defaults: both filters without NODE_FLAGS.
 //   --pf-rounds=N: rounds of each path in row (c) (default 10; fewer for a quick check).
+//   --pf-paths=alone,milter,proxy,relay: the paths of row (c) (default all four).
 // Rows: (a) 20 KB, concurrency 10, reused connections: msg/s (median of 5 interleaved runs, and
 // the relay/proxy ratio of each round), filter CPU per message, and added p50/p99 latency (a Node
 // client, 10 reused connections, medians of 5 rounds of 1,000); (b) a new connection per message,
@@ -427,7 +428,10 @@ try {
       milter: await startFilter('milter', 0, milterPort),
     };
     type Kind = 'alone' | 'milter' | 'proxy' | 'relay';
-    const KINDS: readonly Kind[] = ['alone', 'milter', 'proxy', 'relay'];
+    const wanted = /^--pf-paths=(.+)$/
+      .exec(args.find((a) => a.startsWith('--pf-paths=')) ?? '')?.[1]
+      ?.split(',');
+    const KINDS = (['alone', 'milter', 'proxy', 'relay'] as const).filter((k) => wanted?.includes(k) ?? true);
     const inPort: Record<Kind, number> = {
       alone: pf.plainPort!,
       milter: pf.inPortForMilter(milterPort),
@@ -444,7 +448,7 @@ try {
     // re-injection port): the relay's JIT settles after about 3,000 messages (--trace-opt), as it
     // has in a long-running daemon. Then 1,000 through Postfix, the measured path; the milter has
     // no path but Postfix, so it gets the 3,000 and the 1,000 through Postfix.
-    for (const kind of ['proxy', 'relay', 'milter'] as const) {
+    for (const kind of (['proxy', 'relay', 'milter'] as const).filter((k) => KINDS.includes(k))) {
       const f = filters[kind];
       const have = sink.count();
       const straight = kind === 'milter' ? 0 : PF_WARMUP;
@@ -501,12 +505,16 @@ try {
       );
     };
     say();
-    say(describePairs('milter', 'alone', 'Milter / Postfix alone'));
-    say();
-    say(describePairs('relay', 'proxy', 'Relay / proxy'));
-    say();
-    say(describePairs('relay', 'alone', 'Relay path / Postfix alone'));
-    say();
+    const pairs: Array<[Kind, Kind, string]> = [
+      ['milter', 'alone', 'Milter / Postfix alone'],
+      ['relay', 'proxy', 'Relay / proxy'],
+      ['relay', 'alone', 'Relay path / Postfix alone'],
+    ];
+    for (const [a, b, label] of pairs) {
+      if (!KINDS.includes(a) || !KINDS.includes(b)) continue;
+      say(describePairs(a, b, label));
+      say();
+    }
     await filters.milter.stop();
     await filters.relay.stop();
     await filters.proxy.stop();

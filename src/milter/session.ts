@@ -34,14 +34,18 @@ import { decisionAnswer, MILTER_REPLIES, refusal, replyCode, type FinalAnswer } 
 export const WANTED_ACTIONS = SMFIF.ADDHDRS | SMFIF.CHGHDRS;
 
 /**
- * Steps we do not need (DATA, unknown commands) and events we never answer: the connection, HELO,
- * each recipient, header, end of header and body chunk go one way, so a message costs the MTA two
- * round trips (MAIL and end-of-message). MAIL is answered: that is where the size limit, the
- * connection cap and shutdown refuse. HDR_LEADSPC keeps header bytes as they arrived. RCPT events
- * stay: the envelope feeds bypass lists, the quarantine and release.
+ * Events we never answer: the connection, HELO, each recipient, header, end of header and body
+ * chunk go one way. MAIL is answered: that is where the size limit, the connection cap and
+ * shutdown refuse. DATA is answered on purpose, although we need nothing from it: Postfix's smtpd
+ * sends the DATA-stage macros, then its cleanup sends the whole header and body in one write. With
+ * DATA skipped (SMFIP_NODATA) or unanswered, that write waited for our ACK of the macro packet
+ * (Nagle on Postfix's socket against delayed ACK on ours): 40 ms per message, measured with
+ * Postfix 3.7 (one SMTP session at a time: 60-70 ms per message against 14-20 ms with DATA
+ * answered). Our CONTINUE carries the ACK, and the round trip costs far less. Unknown commands
+ * are not wanted. HDR_LEADSPC keeps header bytes as they arrived. RCPT events stay: the envelope
+ * feeds bypass lists, the quarantine and release.
  */
 export const WANTED_PROTOCOL =
-  SMFIP.NODATA |
   SMFIP.NOUNKNOWN |
   SMFIP.NR_CONN |
   SMFIP.NR_HELO |

@@ -2,6 +2,8 @@
 dofile(dir .. "/common.lua")
 local conn = connect_and_negotiate()
 envelope(conn, "a@test.local", "b@example.test")
+check(mt.data(conn) == nil, "data")
+check(mt.getreply(conn) == SMFIR_CONTINUE, "DATA answered CONTINUE")
 headers(conn, {
   { "From", " a@test.local" },
   { "X-Sandgate-Verdict", " clean; reason=clean; forged" },

@@ -130,6 +130,8 @@ export class MilterClient {
 
   /** The negotiated protocol mask (after negotiate()). */
   protocol = 0;
+  /** Replies to DATA events, in order. */
+  readonly dataReplies: MilterReply[] = [];
 
   /** An event that is answered unless negotiated as no-reply (`nrBit`): returns the reply, if any. */
   async event(cmd: MilterCommand, nrBit: number): Promise<MilterReply | undefined> {
@@ -179,6 +181,12 @@ export class MilterClient {
     for (const r of m.recipients ?? ['b@example.test']) {
       this.send({ kind: 'macro', stage: 'R', macros: new Map([['rcpt_addr', r]]) });
       await this.event({ kind: 'rcpt', args: [`<${r}>`] }, 0x8000);
+    }
+    // Postfix sends DATA's macros, then DATA unless the filter skipped it (SMFIP_NODATA).
+    this.send({ kind: 'macro', stage: 'T', macros: new Map([['i', m.queueId ?? 'NOQUEUE']]) });
+    if ((this.protocol & 0x200) === 0) {
+      const r = await this.event({ kind: 'data' }, 0x10000);
+      if (r !== undefined) this.dataReplies.push(r);
     }
     const raw = Buffer.isBuffer(m.raw) ? m.raw : Buffer.from(m.raw, 'utf8');
     const { headers, body } = postfixHeaders(raw);
