@@ -28,6 +28,10 @@ const COMMANDS: Readonly<Record<string, { summary: string; load: () => Promise<{
     summary: 'run the inline SMTP relay (content filter) in front of the next hop',
     load: () => import('./commands/relay.js'),
   },
+  milter: {
+    summary: 'run the milter front end for Postfix (smtpd_milters), blocking before the queue',
+    load: () => import('./commands/milter.js'),
+  },
   quarantine: {
     summary: 'list, show, export, release or delete quarantined mail',
     load: () => import('./commands/quarantine.js'),

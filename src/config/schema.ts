@@ -4,6 +4,7 @@ import { networks } from './networks.js';
 import { bool, hostPort, int, list } from './primitives.js';
 import { SCANNER_NAMES, scannersSchema } from './scanners.js';
 import { relaySchema } from './relay.js';
+import { milterSchema } from './milter.js';
 import { helperSchema } from './helper.js';
 import { adminSchema } from './admin.js';
 import { quarantineSchema } from './quarantine.js';
@@ -104,6 +105,7 @@ export const configSchema = z
       .prefault({}),
     scanners: scannersSchema.prefault({}),
     relay: relaySchema.prefault({}),
+    milter: milterSchema.prefault({}),
     helper: helperSchema.prefault({}),
     admin: adminSchema.prefault({}),
   })

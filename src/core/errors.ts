@@ -25,6 +25,7 @@ export const ErrorCodes = {
   ERR_NEXT_HOP_UNAVAILABLE: 'the relay could not reach the next hop, or it refused our session',
   ERR_NEXT_HOP_PROTOCOL: 'the next hop answered something that is not SMTP',
   ERR_DELIVERY_REFUSED: 'the delivery target refused the message or every recipient',
+  ERR_MILTER_PROTOCOL: 'the MTA sent a milter packet that is malformed, oversized or out of order',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
