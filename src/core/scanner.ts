@@ -31,6 +31,13 @@ export interface Scanner {
    */
   fingerprint(signal: AbortSignal): Promise<string>;
   /**
+   * The engine or database version behind the scanner (an ICAP service's ISTag), for scanners
+   * whose version is kept out of the fingerprint: stored with each verdict instead, so new
+   * signatures do not empty the cache and the clean-verdict TTL cap bounds staleness. Throws when
+   * the version cannot be read (the last known value then stands).
+   */
+  version?(signal: AbortSignal): Promise<string>;
+  /**
    * How long (ms) a scan may keep running after the caller's deadline has passed, so that its
    * verdict fills the cache for the retry. 0: stop at the deadline.
    */

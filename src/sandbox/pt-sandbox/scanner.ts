@@ -44,7 +44,7 @@ export class PtSandboxScanner implements Scanner {
   private readonly runner: TaskRunner;
   private readonly cfg: PtSandboxConfig;
   private readonly spoolDir: string;
-  private version: { value: string; until: number } | undefined;
+  private appliance: { value: string; until: number } | undefined;
 
   constructor(private readonly o: PtSandboxScannerOptions) {
     this.cfg = o.config;
@@ -86,22 +86,22 @@ export class PtSandboxScanner implements Scanner {
   /** Settings, granularity and the appliance's version (looked up every 10 minutes; 'unknown' while unreachable). */
   async fingerprint(signal: AbortSignal): Promise<string> {
     const now = Date.now();
-    if (this.version === undefined || this.version.until <= now) {
+    if (this.appliance === undefined || this.appliance.until <= now) {
       try {
         const v = await this.o.client.getVersion({
           signal,
           until: now + Math.min(this.cfg.requestTimeout, 5000),
         });
-        this.version = { value: v.version, until: now + VERSION_TTL_MS };
+        this.appliance = { value: v.version, until: now + VERSION_TTL_MS };
       } catch (err) {
         this.o.log.warn(
           { event: 'pt.version_failed', code: isSandgateError(err) ? err.code : 'error' },
           'cannot read the PT Sandbox version',
         );
-        this.version = { value: this.version?.value ?? 'unknown', until: now + VERSION_RETRY_MS };
+        this.appliance = { value: this.appliance?.value ?? 'unknown', until: now + VERSION_RETRY_MS };
       }
     }
-    return `pt-sandbox/${this.version.value}/${this.cfg.granularity}/${this.settingsFingerprint}`;
+    return `pt-sandbox/${this.appliance.value}/${this.cfg.granularity}/${this.settingsFingerprint}`;
   }
 
   async scan(message: MessageSource, ctx: ScanContext): Promise<Finding> {
