@@ -7,6 +7,7 @@ import type { Scanner } from '../core/scanner.js';
 import { RulesScanner } from '../sandbox/rules/rules-scanner.js';
 import { createPtSandboxScanner } from '../sandbox/pt-sandbox/index.js';
 import { ClamdScanner } from '../sandbox/clamd/scanner.js';
+import { createIcapScanner } from '../sandbox/icap/index.js';
 import { PtTaskStore } from '../store/pt-tasks.js';
 import { SqliteAllowList } from '../quarantine/allow-list.js';
 import type { StateDb } from '../store/db.js';
@@ -47,6 +48,15 @@ export function buildScanners(deps: ScannerDeps): Scanner[] {
           tasks: new PtTaskStore(deps.db),
           owner: `${hostname()}:${process.pid}`,
           spoolDir: join(deps.spoolDir, 'pt-sandbox'),
+        });
+      case 'icap':
+        return createIcapScanner(config.scanners.icap, {
+          log: deps.log,
+          walk: {
+            spoolDir: join(deps.spoolDir, 'icap'),
+            limits: config.scanners.rules.limits,
+            memoryThreshold: config.scanners.rules.memorySpoolThreshold,
+          },
         });
     }
   });
