@@ -68,9 +68,9 @@ export const icapSchema = z
     /** message: the raw message as one object. parts: each decoded MIME part on its own, with its name and type. */
     granularity: z.enum(['message', 'parts']).prefault('message'),
     /**
-     * Content bigger than this is failed(too-large) before anything is sent. Keep it at or below
-     * what the service scans (c-icap: virus_scan.MaxObjectSize, 5M in Debian): a service skips
-     * bigger objects and answers as if they were clean.
+     * Content of this size or larger is failed(too-large) before anything is sent (the sense of
+     * c-icap's virus_scan.MaxObjectSize, 5M in Debian). Keep it at or below what the service
+     * scans: a service skips bigger objects and answers as if they were clean.
      */
     maxObjectSize: byteSize.prefault('5M'),
     /** Send a preview when the service offers one (Preview in its OPTIONS answer). */

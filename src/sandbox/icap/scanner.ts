@@ -164,10 +164,11 @@ export class IcapScanner implements Scanner {
    */
   async scanObject(obj: IcapObject, ctx: ScanContext, only?: IcapServer): Promise<Finding> {
     const c = this.options.config;
-    if (obj.size > c.maxObjectSize) {
+    // c-icap's sense of MaxObjectSize: an object of that size or larger is not scanned.
+    if (obj.size >= c.maxObjectSize) {
       return failed(
         'too-large',
-        `${obj.what} is ${obj.size} bytes, above scanners.icap.maxObjectSize ${c.maxObjectSize}`,
+        `${obj.what} is ${obj.size} bytes, not below scanners.icap.maxObjectSize ${c.maxObjectSize}`,
       );
     }
     const deadline = Math.min(ctx.deadline, ctx.now() + c.timeout);

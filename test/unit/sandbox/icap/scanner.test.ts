@@ -283,14 +283,13 @@ describe('IcapScanner against a fake ICAP server', () => {
     );
   });
 
-  it('content above maxObjectSize is failed(too-large) before anything is sent', async () => {
+  it('content of maxObjectSize bytes or more is failed(too-large) before anything is sent (c-icap skips that size)', async () => {
     const f = await fake();
-    const r = await scanner({ servers: [f.url], maxObjectSize: '1k' }).scan(
-      message(Buffer.alloc(1025)),
-      ctxFor(5000),
-    );
-    expectFailed(r, 'too-large');
+    const s = scanner({ servers: [f.url], maxObjectSize: '1k' });
+    expectFailed(await s.scan(message(Buffer.alloc(1024)), ctxFor(5000)), 'too-large');
     expect(f.counts.RESPMOD + f.counts.connections).toBe(0);
+    expect((await s.scan(message(Buffer.alloc(1023)), ctxFor(5000))).kind).toBe('clean');
+    expect(f.counts.RESPMOD).toBe(1);
   });
 
   it('one deadline per call, never past the message deadline', async () => {
