@@ -92,6 +92,8 @@ export class FakeIcap {
   maxConnections: number | undefined;
   ttl: number | undefined;
   optionsStatus: number;
+  /** The next RESPMOD/REQMOD on a connection that already served one is met by closing it (a server gone idle-close). */
+  closeNextReused = false;
   readonly counts = { connections: 0, OPTIONS: 0, RESPMOD: 0, REQMOD: 0, continues: 0, maxConcurrent: 0 };
   readonly requests: ReceivedRequest[] = [];
   private readonly open = new Set<Socket>();
@@ -149,6 +151,7 @@ export class FakeIcap {
   }
 
   private async handle(socket: Socket): Promise<void> {
+    let served = 0;
     this.counts.connections++;
     this.open.add(socket);
     this.counts.maxConcurrent = Math.max(this.counts.maxConcurrent, this.open.size);
@@ -164,7 +167,7 @@ export class FakeIcap {
     const input = new ByteInput(socket);
     try {
       while (!socket.destroyed) {
-        const keep = await this.one(socket, input);
+        const keep = await this.one(socket, input, served++ > 0);
         if (!keep) break;
       }
     } catch {
@@ -173,7 +176,7 @@ export class FakeIcap {
   }
 
   /** Serves one request; false when the connection is done. */
-  private async one(socket: Socket, input: ByteInput): Promise<boolean> {
+  private async one(socket: Socket, input: ByteInput, reused: boolean): Promise<boolean> {
     input.startRecording();
     const headText = (await input.readUntil('\r\n\r\n')).toString('latin1');
     const [requestLine = '', ...lines] = headText.split('\r\n');
@@ -222,6 +225,11 @@ export class FakeIcap {
     }
     if (method !== 'RESPMOD' && method !== 'REQMOD') {
       return this.reply(socket, 'ICAP/1.0 400 Bad request\r\n\r\n', true);
+    }
+    if (reused && this.closeNextReused) {
+      this.closeNextReused = false;
+      socket.destroy();
+      return false;
     }
     this.counts[method]++;
     const enc = (headers.encapsulated ?? '').split(',').map((p) => {

@@ -268,6 +268,7 @@ export class IcapScanner implements Scanner {
     let kind: 'malicious' | 'suspicious' | undefined;
     let firstFailure: Failed | undefined;
     let scanned = 0;
+    const istags = new Set<string>();
     let summary;
     try {
       summary = await walkMessage(
@@ -294,6 +295,8 @@ export class IcapScanner implements Scanner {
             ),
           );
           scanned++;
+          const istag = finding.details?.istag;
+          if (typeof istag === 'string') istags.add(istag);
           if (finding.kind === 'malicious' || finding.kind === 'suspicious') {
             for (const t of finding.threats) threats.add(t);
             if (finding.kind === 'malicious') kind = 'malicious';
@@ -321,9 +324,11 @@ export class IcapScanner implements Scanner {
       }
       throw err;
     }
-    if (kind === 'malicious') return { kind, threats: [...threats], details: { parts: scanned } };
+    // The ISTag the parts were judged under, when they agree (several servers may differ).
+    const details = { parts: scanned, ...(istags.size === 1 ? { istag: [...istags][0] as string } : {}) };
+    if (kind === 'malicious') return { kind, threats: [...threats], details };
     if (firstFailure !== undefined) return firstFailure;
-    if (kind === 'suspicious') return { kind, threats: [...threats], details: { parts: scanned } };
+    if (kind === 'suspicious') return { kind, threats: [...threats], details };
     if (scanned === 0 && summary.limit === undefined && message.size > 0) {
       ctx.log.debug(
         { event: 'icap.parts_fallback', reason: 'no parts' },
@@ -340,7 +345,7 @@ export class IcapScanner implements Scanner {
         },
       );
     }
-    return { kind: 'clean', details: { parts: scanned } };
+    return { kind: 'clean', details };
   }
 
   private scanWhole(message: MessageSource, ctx: ScanContext): Promise<Finding> {

@@ -3,9 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { icapSchema } from '../../../../src/core/config/icap.js';
+import type { Logger } from '../../../../src/core/logger.js';
 import type { Finding } from '../../../../src/core/outcome.js';
 import { IcapScanner } from '../../../../src/sandbox/icap/scanner.js';
 import { IcapThreats } from '../../../../src/sandbox/icap/verdict.js';
+import { recorder } from '../../../support/recording-logger.js';
 import { FakeIcap, type FakeIcapOptions, type InfectionForm } from '../../../fakes/fake-icap.js';
 import { closedPort, ctxFor, EICAR, eml, message, WALK_LIMITS } from '../clamd/helpers.js';
 
@@ -31,7 +33,7 @@ async function fake(options: FakeIcapOptions = {}): Promise<FakeIcap> {
 
 function scanner(
   config: Record<string, unknown>,
-  extra: { now?: () => number; ca?: Buffer } = {},
+  extra: { now?: () => number; ca?: Buffer; log?: Logger } = {},
 ): IcapScanner {
   const s = new IcapScanner({
     config: icapSchema.parse({ healthInterval: 0, connectTimeout: '1s', timeout: '5s', ...config }),
@@ -245,6 +247,18 @@ describe('IcapScanner against a fake ICAP server', () => {
     f.dropConnections();
     expect((await s.scan(message(EICAR), ctxFor(5000))).kind).toBe('malicious');
     expect(f.counts.connections).toBe(2);
+  });
+
+  it('a kept-alive connection closed when the next request arrives is retried once on a new one', async () => {
+    const f = await fake();
+    const rec = recorder('debug');
+    const s = scanner({ servers: [f.url] }, { log: rec.root });
+    expect((await s.scan(message('a'), ctxFor(5000))).kind).toBe('clean');
+    f.closeNextReused = true;
+    expect((await s.scan(message(EICAR), ctxFor(5000))).kind).toBe('malicious');
+    expect(f.counts.connections).toBe(2);
+    expect(f.counts.RESPMOD).toBe(2);
+    expect(rec.lines.filter((l) => l.event === 'icap.stale_connection')).toHaveLength(1);
   });
 
   it('fails over from a refused address and a 500 to a working server, then reports failed(unavailable)', async () => {
