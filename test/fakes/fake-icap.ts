@@ -22,7 +22,13 @@ export type InfectionForm =
 /** What the fake does with one RESPMOD or REQMOD. */
 export type FakeIcapBehavior =
   /** Like an antivirus service: the EICAR string anywhere means infected (in `form`), else 204 (an echo without Allow: 204). */
-  | { readonly kind: 'scan'; readonly form?: InfectionForm; readonly threat?: string }
+  | {
+      readonly kind: 'scan';
+      readonly form?: InfectionForm;
+      readonly threat?: string;
+      /** Like c-icap's MaxObjectSize: bodies this big or bigger get 204 unscanned. */
+      readonly maxObjectSize?: number;
+    }
   /** 200 with the body echoed (all of it). */
   | { readonly kind: 'echo' }
   /** 200 with the first `bytes` of the body, properly ended, no header (c-icap's SendPercentData). */
@@ -337,7 +343,8 @@ export class FakeIcap {
       case 'continue-after-ieof':
       case 'hang-after-preview':
       case 'preview-204': {
-        if (!body.includes(EICAR_MARK)) {
+        const skipped = behavior.kind === 'scan' && body.length >= (behavior.maxObjectSize ?? Infinity);
+        if (skipped || !body.includes(EICAR_MARK)) {
           return allow204 ? this.reply(socket, `ICAP/1.0 204 No Content\r\n${tag}\r\n\r\n`) : echo();
         }
         const threat =

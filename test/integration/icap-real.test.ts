@@ -9,6 +9,7 @@ import { icapSchema } from '../../src/core/config/icap.js';
 import type { Finding } from '../../src/core/outcome.js';
 import { IcapScanner } from '../../src/sandbox/icap/scanner.js';
 import { findCIcap, startCIcap, type RealCIcap } from '../support/c-icap.js';
+import { runSandgate } from '../support/cli.js';
 import {
   CUSTOM_SIGNATURE,
   CUSTOM_TEST_STRING,
@@ -197,6 +198,30 @@ describe.skipIf(!installed && !inCi)('icap scanner against a real c-icap with vi
     expect(await scanner({ servers: [documented.url()] }).version(AbortSignal.timeout(5000))).toMatch(
       /^CI0001-/,
     );
+  });
+
+  it('sandgate scan with scan.chain=icap (the built CLI): the threat name of c-icap in the verdict', async () => {
+    const file = join(dir, 'eicar.eml');
+    writeFileSync(file, eml('see attached', { name: 'eicar.com', bytes: Buffer.from(EICAR_TEST_FILE) }));
+    const env = {
+      SANDGATE_STATE_DIR: join(dir, 'state'),
+      SANDGATE_SCAN__CHAIN: 'icap',
+      SANDGATE_SCANNERS__ICAP__SERVERS: documented.url(),
+    };
+    const bad = await runSandgate(['scan', '--json', file], { cwd: dir, env });
+    expect(bad.stderr).toBe('');
+    expect(bad.code).toBe(1);
+    const json = JSON.parse(bad.stdout) as {
+      decision: { verdict: string; threats: string[] };
+      outcomes: Array<{ scanner: string; kind: string }>;
+    };
+    expect(json.decision.verdict).toBe('malicious');
+    expect(json.decision.threats).toEqual([expect.stringMatching(EICAR_THREAT)]);
+    expect(json.outcomes).toEqual([expect.objectContaining({ scanner: 'icap', kind: 'malicious' })]);
+    writeFileSync(file, eml('nothing here'));
+    const good = await runSandgate(['scan', file], { cwd: dir, env });
+    expect(good.code).toBe(0);
+    expect(good.stdout).toMatch(/^verdict\s+clean$/m);
   });
 
   async function health(servers: string[], yamlExtra = '', args: string[] = []) {
