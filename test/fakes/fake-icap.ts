@@ -61,6 +61,8 @@ export interface FakeIcapOptions {
   readonly maxConnections?: number;
   /** Options-TTL in seconds; undefined: none. */
   readonly ttl?: number;
+  /** OPTIONS without an ISTag (responses still carry one). */
+  readonly omitOptionsIstag?: boolean;
   /** OPTIONS answers this status instead of 200. */
   readonly optionsStatus?: number;
   /** Extra lines for the OPTIONS answer ("Transfer-Complete: exe"). */
@@ -218,7 +220,7 @@ export class FakeIcap {
         'ICAP/1.0 200 OK',
         `Methods: ${this.o.methods ?? 'RESPMOD, REQMOD'}`,
         'Service: fake-icap',
-        `ISTag: "${this.istag}"`,
+        ...(this.o.omitOptionsIstag === true ? [] : [`ISTag: "${this.istag}"`]),
         ...(this.preview !== null ? [`Preview: ${this.preview}`] : []),
         ...(this.maxConnections !== undefined ? [`Max-Connections: ${this.maxConnections}`] : []),
         ...(this.ttl !== undefined ? [`Options-TTL: ${this.ttl}`] : []),

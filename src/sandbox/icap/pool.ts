@@ -228,7 +228,8 @@ export class IcapPool {
       );
     }
     server.istag = istag;
-    if (server.options !== undefined && server.options.istag !== istag) server.optionsUntil = 0;
+    const known = server.options?.istag;
+    if (known !== undefined && known !== istag) server.optionsUntil = 0;
     return istag;
   }
 

@@ -365,6 +365,14 @@ describe('IcapScanner against a fake ICAP server', () => {
     expect(await scanner({ servers: [f.url], granularity: 'parts' }).fingerprint()).not.toBe(fp);
   });
 
+  it('OPTIONS without an ISTag is not asked again for every response that carries one', async () => {
+    const f = await fake({ omitOptionsIstag: true });
+    const s = scanner({ servers: [f.url] });
+    for (const m of ['a', 'b', 'c']) expect((await s.scan(message(m), ctxFor(5000))).kind).toBe('clean');
+    expect(f.counts.OPTIONS).toBe(1);
+    expect(await s.version(AbortSignal.timeout(2000))).toBe('none');
+  });
+
   it('OPTIONS again once Options-TTL has run out, not before', async () => {
     let clock = 1_000_000;
     const f = await fake({ ttl: 60 });
