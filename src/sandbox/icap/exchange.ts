@@ -188,6 +188,9 @@ export class Exchange {
   }
 
   onClose(code: string): void {
+    // A close after a complete response (Connection: close) is the end of it: its body may still
+    // be being compared with what we sent.
+    if (this.responseDone) return;
     this.end('closed', code);
   }
 

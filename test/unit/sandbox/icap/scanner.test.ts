@@ -1,10 +1,12 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { icapSchema } from '../../../../src/core/config/icap.js';
 import type { Logger } from '../../../../src/core/logger.js';
 import type { Finding } from '../../../../src/core/outcome.js';
+import { FileMessage } from '../../../../src/core/spool.js';
 import { IcapScanner } from '../../../../src/sandbox/icap/scanner.js';
 import { IcapThreats } from '../../../../src/sandbox/icap/verdict.js';
 import { recorder } from '../../../support/recording-logger.js';
@@ -238,6 +240,18 @@ describe('IcapScanner against a fake ICAP server', () => {
     expect((await s.scan(message(EICAR), ctxFor(5000))).kind).toBe('malicious');
     expect((await s.scan(message('b'), ctxFor(5000))).kind).toBe('clean');
     expect(f.counts.connections).toBe(4);
+  });
+
+  it('an echo followed at once by Connection: close is still read whole and compared: clean', async () => {
+    const f = await fake({ behavior: { kind: 'echo' }, closeAfterEach: true });
+    const s = scanner({ servers: [f.url], maxObjectSize: '50M' });
+    // From a file, so comparing the echo takes many turns of the event loop while the close arrives.
+    const file = join(dir, 'big.eml');
+    writeFileSync(file, randomBytes(6 << 20));
+    const msg = new FileMessage('m1', { sender: '', recipients: ['b@test.local'], frontEnd: 'cli' }, file);
+    for (let i = 0; i < 3; i++) {
+      expect(await s.scan(msg, ctxFor(10_000))).toMatchObject({ kind: 'clean', details: { status: 200 } });
+    }
   });
 
   it('a kept-alive connection the server dropped is replaced, never read as clean', async () => {
