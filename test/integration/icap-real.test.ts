@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { strToU8, zipSync } from 'fflate';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { run as icapCommand } from '../../src/cli/commands/icap.js';
 import { icapSchema } from '../../src/core/config/icap.js';
 import type { Finding } from '../../src/core/outcome.js';
@@ -49,8 +49,12 @@ describe.skipIf(!installed && !inCi)('icap scanner against a real c-icap with vi
     ]);
   });
 
+  // Each kept-alive connection holds a c-icap thread (2 processes x 16 here): close them per test.
+  afterEach(async () => {
+    for (const s of scanners.splice(0)) await s.close();
+  });
+
   afterAll(async () => {
-    for (const s of scanners) await s.close();
     for (const e of extra) await ('close' in e ? e.close() : e.stop());
     await Promise.all([debian?.close(), documented?.close()]);
     await clamd?.stop();
@@ -91,12 +95,17 @@ describe.skipIf(!installed && !inCi)('icap scanner against a real c-icap with vi
 
   for (const method of ['respmod', 'reqmod'] as const) {
     for (const granularity of ['message', 'parts'] as const) {
-      it.each(cases)(`%s (${method}, ${granularity})`, async (_name, make, check) => {
-        const s = scanner({ servers: [documented.url('avscan')], granularity, method });
-        const f = await s.scan(message(make()), ctxFor(20_000));
-        check(f);
-        expect(f.details).toMatchObject({ istag: expect.stringMatching(/^CI0001-/) });
-      });
+      for (const preview of [false, true]) {
+        it.each(cases)(
+          `%s (${method}, ${granularity}${preview ? ', preview' : ''})`,
+          async (_name, make, check) => {
+            const s = scanner({ servers: [documented.url('avscan')], granularity, method, preview });
+            const f = await s.scan(message(make()), ctxFor(20_000));
+            check(f);
+            expect(f.details).toMatchObject({ istag: expect.stringMatching(/^CI0001-/) });
+          },
+        );
+      }
     }
   }
 

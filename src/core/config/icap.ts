@@ -73,8 +73,12 @@ export const icapSchema = z
      * scans: a service skips bigger objects and answers as if they were clean.
      */
     maxObjectSize: byteSize.prefault('5M'),
-    /** Send a preview when the service offers one (Preview in its OPTIONS answer). */
-    preview: bool.default(true),
+    /**
+     * Send a preview when the service offers one (Preview in its OPTIONS answer). Off by default:
+     * every object goes whole, so a service never answers from its first bytes alone, and a round
+     * trip per message is saved.
+     */
+    preview: bool.default(false),
     /** Per call (OPTIONS, connection, answer), and never past the message deadline. */
     timeout: duration.prefault('60s'),
     /** Connecting to one server (and a health check's OPTIONS) may take this long. */

@@ -148,7 +148,7 @@ describe('IcapScanner against a fake ICAP server', () => {
 
   it('a server that hangs after the preview: failed(timeout) by the deadline, the socket closed', async () => {
     const f = await fake({ behavior: { kind: 'hang-after-preview' }, preview: 10 });
-    const s = scanner({ servers: [f.url], timeout: '30s' });
+    const s = scanner({ servers: [f.url], timeout: '30s', preview: true });
     const t0 = Date.now();
     const r = await s.scan(message(Buffer.alloc(5000, 0x63)), ctxFor(700));
     expectFailed(r, 'timeout');
@@ -159,7 +159,7 @@ describe('IcapScanner against a fake ICAP server', () => {
 
   it('preview: 100 Continue, then the rest; the whole body in the preview ends with ieof and no 100', async () => {
     const f = await fake({ preview: 16 });
-    const s = scanner({ servers: [f.url] });
+    const s = scanner({ servers: [f.url], preview: true });
     const big = Buffer.from(`${'x'.repeat(40)}${EICAR}`);
     expect((await s.scan(message(big), ctxFor(5000))).kind).toBe('malicious');
     expect(f.counts.continues).toBe(1);
@@ -182,7 +182,7 @@ describe('IcapScanner against a fake ICAP server', () => {
 
   it('a 100 Continue after ieof is ignored and the final answer still counts', async () => {
     const f = await fake({ behavior: { kind: 'continue-after-ieof' } });
-    const s = scanner({ servers: [f.url] });
+    const s = scanner({ servers: [f.url], preview: true });
     expect((await s.scan(message(EICAR), ctxFor(5000))).kind).toBe('malicious');
     expect((await s.scan(message('fine'), ctxFor(5000))).kind).toBe('clean');
     expect(f.counts.continues).toBe(2);
@@ -191,9 +191,16 @@ describe('IcapScanner against a fake ICAP server', () => {
   it('a 204 in answer to the preview is clean; a 204 before the body outside a preview is failed(protocol)', async () => {
     const f = await fake({ behavior: { kind: 'preview-204' }, preview: 8 });
     expect(
-      (await scanner({ servers: [f.url] }).scan(message(Buffer.alloc(100, 0x61)), ctxFor(5000))).kind,
+      (
+        await scanner({ servers: [f.url], preview: true }).scan(
+          message(Buffer.alloc(100, 0x61)),
+          ctxFor(5000),
+        )
+      ).kind,
     ).toBe('clean');
     expect(f.counts.continues).toBe(0);
+    expect(f.requests.at(-1)).toMatchObject({ preview: 8, ieof: false });
+    expect(f.requests.at(-1)?.body.length).toBe(8);
     const g = await fake({ behavior: { kind: '204-early' }, preview: null });
     expectFailed(
       await scanner({ servers: [g.url] }).scan(message(Buffer.alloc(4 << 20, 0x61)), ctxFor(5000)),
@@ -201,9 +208,9 @@ describe('IcapScanner against a fake ICAP server', () => {
     );
   });
 
-  it('preview off: the whole body at once, no Preview header', async () => {
-    const f = await fake();
-    await scanner({ servers: [f.url], preview: false }).scan(message('abc'), ctxFor(5000));
+  it('preview off (the default): the whole body at once, no Preview header, although the service offers one', async () => {
+    const f = await fake({ preview: 1024 });
+    await scanner({ servers: [f.url] }).scan(message('abc'), ctxFor(5000));
     expect(f.requests.at(-1)?.preview).toBeUndefined();
     expect(f.requests.at(-1)!.raw.toString('latin1')).toMatch(/\r\n3\r\nabc\r\n0\r\n\r\n$/);
   });
@@ -337,7 +344,7 @@ describe('IcapScanner against a fake ICAP server', () => {
 
   it('Transfer-Complete: a listed extension goes without a preview', async () => {
     const f = await fake({ optionsHeaders: ['Transfer-Complete: exe'] });
-    const s = scanner({ servers: [f.url], granularity: 'parts' });
+    const s = scanner({ servers: [f.url], granularity: 'parts', preview: true });
     const msg = eml('see attached', { name: 'setup.exe', bytes: Buffer.from('MZ....') });
     expect((await s.scan(message(msg), ctxFor(5000))).kind).toBe('clean');
     const exe = f.requests.find((r) => r.encapsulatedHeaders.includes('setup.exe'));
