@@ -75,8 +75,7 @@ export const icapSchema = z
     maxObjectSize: byteSize.prefault('5M'),
     /**
      * Send a preview when the service offers one (Preview in its OPTIONS answer). Off by default:
-     * every object goes whole, so a service never answers from its first bytes alone, and a round
-     * trip per message is saved.
+     * every object goes whole, so a service never answers from its first bytes alone.
      */
     preview: bool.default(false),
     /** Per call (OPTIONS, connection, answer), and never past the message deadline. */
