@@ -24,6 +24,10 @@ const COMMANDS: Readonly<Record<string, { summary: string; load: () => Promise<{
     summary: 'sandbox health: check the PT Sandbox address, certificate and token; --watch: its load',
     load: () => import('./commands/sandbox.js'),
   },
+  icap: {
+    summary: 'icap health: check the ICAP servers (OPTIONS, and EICAR probes that must come back infected)',
+    load: () => import('./commands/icap.js'),
+  },
   relay: {
     summary: 'run the inline SMTP relay (content filter) in front of the next hop',
     load: () => import('./commands/relay.js'),

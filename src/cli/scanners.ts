@@ -8,6 +8,7 @@ import { RulesScanner } from '../sandbox/rules/rules-scanner.js';
 import { createPtSandboxScanner } from './compose/pt-sandbox.js';
 import { ClamdScanner } from '../sandbox/clamd/scanner.js';
 import type { StatePorts } from '../core/ports.js';
+import { createIcapScanner } from './compose/icap.js';
 
 export interface ScannerDeps {
   readonly config: Config;
@@ -51,6 +52,15 @@ export function buildScanners(deps: ScannerDeps): Scanner[] {
           spoolDir: join(deps.spoolDir, 'pt-sandbox'),
           metrics: deps.metrics,
           ...(deps.frontEnd !== undefined ? { frontEnd: deps.frontEnd } : {}),
+        });
+      case 'icap':
+        return createIcapScanner(config.scanners.icap, {
+          log: deps.log,
+          walk: {
+            spoolDir: join(deps.spoolDir, 'icap'),
+            limits: config.scanners.rules.limits,
+            memoryThreshold: config.scanners.rules.memorySpoolThreshold,
+          },
         });
     }
   });
