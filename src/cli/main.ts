@@ -1,5 +1,6 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
-import { readFileSync, realpathSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
+import { packageVersion } from './version.js';
 import { fileURLToPath } from 'node:url';
 import type { CliIo } from './io.js';
 import { EXIT, writeLine } from './io.js';
@@ -69,10 +70,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     return name === undefined ? EXIT.error : EXIT.ok;
   }
   if (name === '--version' || name === 'version') {
-    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
-      version: string;
-    };
-    writeLine(io.stdout, pkg.version);
+    writeLine(io.stdout, packageVersion());
     return EXIT.ok;
   }
   const command = COMMANDS[name];

@@ -1,4 +1,5 @@
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
+import { packageVersion } from '../version.js';
 import { resolve } from 'node:path';
 import { pino } from 'pino';
 import { helperSchema, type HelperConfig } from '../../config/helper.js';
@@ -59,7 +60,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     replies: { rejectWord: helper.rejectWord, addHeaders: helper.addHeaders, texts: helper.texts },
   };
   const banner =
-    `sandgate helper ${version()} started: protocol <= ${settings.maxProtocolVersion}, ` +
+    `sandgate helper ${packageVersion()} started: protocol <= ${settings.maxProtocolVersion}, ` +
     `deadline ${settings.deadlineMs / 1000}s, concurrency ${settings.concurrency}` +
     (config !== undefined ? `, scanners ${config.scan.chain.join(',')}` : '');
   log.info(
@@ -224,15 +225,4 @@ async function startAdmin(
 /** An error on one line, for a `* ` notice and the log. */
 function describe(err: unknown): string {
   return printable(describeError(err));
-}
-
-function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-      version: string;
-    };
-    return pkg.version;
-  } catch {
-    return 'unknown';
-  }
 }
