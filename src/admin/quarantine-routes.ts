@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { isSandgateError, SandgateError } from '../core/errors.js';
+import { parseSince } from '../config/durations.js';
 import type { Logger } from '../core/logger.js';
 import type { QuarantineFilter, QuarantineItem } from '../core/state-records.js';
 import type { QuarantineService } from '../quarantine/service.js';
@@ -167,7 +168,7 @@ function errorResponse(err: unknown): AdminResponse {
         ? 404
         : err.code === 'ERR_QUARANTINE_RELEASE'
           ? 502
-          : err.code === 'ERR_CONFIG_INVALID'
+          : err.code === 'ERR_BAD_REQUEST'
             ? 400
             : 500;
     return json(status, { error: err.message, code: err.code });
@@ -194,7 +195,7 @@ function filterFrom(q: URLSearchParams): QuarantineFilter {
   const released = q.get('released');
   const limit = q.get('limit');
   const filter: { -readonly [K in keyof QuarantineFilter]: QuarantineFilter[K] } = {};
-  if (since) filter.since = parseSince(since, Date.now());
+  if (since) filter.since = parseSince(since, Date.now(), 'since');
   if (q.get('verdict')) filter.verdict = q.get('verdict')!;
   if (q.get('sender')) filter.sender = q.get('sender')!;
   if (q.get('rcpt')) filter.recipient = q.get('rcpt')!;
@@ -203,26 +204,13 @@ function filterFrom(q: URLSearchParams): QuarantineFilter {
   return filter;
 }
 
-/** `since`: an ISO date/time, or a duration back from now ("2h", "7d"). */
-export function parseSince(value: string, now: number): number {
-  const m = /^(\d+)\s*(m|h|d)$/.exec(value.trim());
-  if (m) return now - Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'm' | 'h' | 'd'];
-  const t = Date.parse(value);
-  if (Number.isNaN(t)) {
-    throw new SandgateError(
-      'ERR_CONFIG_INVALID',
-      `--since: not a date or duration: "${value}" (e.g. 2h, 7d, 2025-01-31)`,
-    );
-  }
-  return t;
-}
-
 async function readJson(req: AdminRequest): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const chunk of req.raw as AsyncIterable<Buffer>) {
     n += chunk.length;
-    if (n > MAX_BODY) throw new SandgateError('ERR_CONFIG_INVALID', 'request body too large');
+    if (n > MAX_BODY)
+      throw new SandgateError('ERR_BAD_REQUEST', `request body larger than ${MAX_BODY} bytes`);
     chunks.push(chunk);
   }
   if (n === 0) return {};
@@ -231,6 +219,6 @@ async function readJson(req: AdminRequest): Promise<Record<string, unknown>> {
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
     return v as Record<string, unknown>;
   } catch (cause) {
-    throw new SandgateError('ERR_CONFIG_INVALID', 'request body is not a JSON object', { cause });
+    throw new SandgateError('ERR_BAD_REQUEST', 'request body is not a JSON object', { cause });
   }
 }

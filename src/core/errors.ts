@@ -25,6 +25,8 @@ export const ErrorCodes = {
   ERR_NEXT_HOP_UNAVAILABLE: 'the relay could not reach the next hop, or it refused our session',
   ERR_NEXT_HOP_PROTOCOL: 'the next hop answered something that is not SMTP',
   ERR_DELIVERY_REFUSED: 'the delivery target refused the message or every recipient',
+  ERR_BAD_REQUEST: 'a command-line value or an admin API request is malformed; the message names it',
+  ERR_UNAUTHORISED: 'an admin API request without a valid bearer token',
   ERR_MILTER_PROTOCOL: 'the MTA sent a milter packet that is malformed, oversized or out of order',
 } as const;
 

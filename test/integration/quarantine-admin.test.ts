@@ -42,6 +42,7 @@ describe('quarantine admin API', () => {
       const none = await api(path, init, null);
       expect(none.status).toBe(401);
       expect(none.headers.get('www-authenticate')).toBe('Bearer');
+      expect(((await none.json()) as { code: string }).code).toBe('ERR_UNAUTHORISED');
       expect((await api(path, init, `${admin.token}x`)).status).toBe(401);
       expect((await api(path, init, admin.token.slice(1))).status).toBe(401);
     }
@@ -71,6 +72,20 @@ describe('quarantine admin API', () => {
     expect(released.status).toBe(200);
     await sink.waitFor(1);
     expect((await harness.service.get(first)).releasedBy).toMatch(/^admin-api:alice@/);
+
+    // Malformed requests are the client's fault: 400 ERR_BAD_REQUEST, never a configuration error.
+    for (const [path, init] of [
+      ['/api/quarantine?since=yesterday-ish', {}],
+      ['/api/quarantine/release', { method: 'POST', body: '[1, 2]' }],
+      ['/api/quarantine/release', { method: 'POST', body: '{"id": ' }],
+      ['/api/quarantine/release', { method: 'POST', body: 'x'.repeat(64 * 1024 + 100) }],
+      ['/api/quarantine/release', { method: 'POST', body: JSON.stringify({ id: second, to: 'a@b' }) }],
+    ] as const) {
+      const bad = await api(path, init);
+      expect(bad.status, path).toBe(400);
+      expect(((await bad.json()) as { code: string }).code).toBe('ERR_BAD_REQUEST');
+    }
+    expect(sink.messages).toHaveLength(1);
 
     sink.behaviour.refuseData = [451, '4.3.0 try later'];
     const failed = await api('/api/quarantine/release', {

@@ -107,6 +107,6 @@ describe('sandgate quarantine', () => {
     const dir = tempDir();
     expect((await cli(dir, ['frobnicate'])).code).toBe(2);
     expect((await cli(dir, ['show'])).code).toBe(2);
-    expect((await cli(dir, ['list', '--since', 'yesterday-ish'])).stderr).toContain('[ERR_CONFIG_INVALID]');
+    expect((await cli(dir, ['list', '--since', 'yesterday-ish'])).stderr).toContain('[ERR_BAD_REQUEST]');
   });
 });

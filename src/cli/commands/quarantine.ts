@@ -3,7 +3,8 @@ import { pipeline } from 'node:stream/promises';
 import type { Config } from '../../config/schema.js';
 import { describeError, SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
-import { parseSince, summary } from '../../admin/quarantine-routes.js';
+import { summary } from '../../admin/quarantine-routes.js';
+import { parseSince } from '../../config/durations.js';
 import type { QuarantineService } from '../../quarantine/index.js';
 import { createQuarantineService } from '../compose/quarantine.js';
 import { openState } from '../compose/state.js';
@@ -108,7 +109,7 @@ async function quarantine(argv: string[], io: CliIo): Promise<number> {
     switch (sub) {
       case 'list': {
         const items = await service.list({
-          ...(values.since !== undefined ? { since: parseSince(values.since, Date.now()) } : {}),
+          ...(values.since !== undefined ? { since: parseSince(values.since, Date.now(), '--since') } : {}),
           ...(values.verdict !== undefined ? { verdict: values.verdict } : {}),
           ...(values.sender !== undefined ? { sender: values.sender } : {}),
           ...(values.rcpt !== undefined ? { recipient: values.rcpt } : {}),
