@@ -246,7 +246,7 @@ describe.runIf(postfixAvailable())('sandgate milter behind a real Postfix', () =
     const answered = await sites.pt!.milter.waitForRecord(
       (x) => x.event === 'milter.message' && x.code === 250,
     );
-    expect(answered.outcomes).toEqual(['rules:clean', 'pt-sandbox:clean:cached']);
+    expect(answered.outcomes).toEqual(['rules:clean', expect.stringMatching(/^pt-sandbox:clean:cached@/)]);
     expect(sandbox.tasksCreated()).toBe(1);
     expect(sink.messages.filter((x) => x.bytes.includes('pt-1@test.local'))).toHaveLength(1);
   });
