@@ -2,7 +2,8 @@ import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDir, PARTIAL } from './durable-file.js';
-import type { PreparedItem, QueueEnvelope, QueueFileWriter, QueueKind } from './relay-queue.js';
+import type { PreparedItem, QueueEnvelope, QueueKind } from '../core/state-records.js';
+import type { QueueFileWriter } from './relay-queue.js';
 
 /** A queue file's name: `<id>.msg` (the envelope as one JSON line, then the message bytes). */
 export const QUEUE_FILE_SUFFIX = '.msg';

@@ -21,18 +21,6 @@ import { PARTIAL } from './durable-file.js';
 import { durableWriter, QUEUE_FILE_SUFFIX as SUFFIX, readQueueHead } from './relay-queue-file.js';
 import { recoverRelayQueue } from './relay-queue-recovery.js';
 
-export type {
-  PreparedItem,
-  QueueEnvelope,
-  QueueItem,
-  QueueKind,
-  QueueParams,
-  QueueRecipient,
-  QueueScan,
-  QueueStats,
-  RecipientState,
-} from '../core/state-records.js';
-
 /** Where the message bytes are written; tests inject a failing one to simulate a broken disk. */
 export interface QueueFileWriter {
   write(path: string, head: Buffer, body: AsyncIterable<Buffer>): Promise<void>;
