@@ -39,3 +39,13 @@ export interface Evaluation {
 export interface Evaluator {
   evaluate(message: MessageSource, options: EvaluateOptions): Promise<Evaluation>;
 }
+
+/**
+ * Time a front end keeps back from its deadline (helper.deadline, relay.deadline, milter.deadline)
+ * when it asks the core: the core decides by `deadline - replyMargin` (a scan still running then
+ * is a failure, decided by policy.failure), so its answer can still be written before the front
+ * end's own timer, which only fires when the core did not answer at all.
+ */
+export function replyMargin(deadlineMs: number): number {
+  return Math.min(250, Math.floor(deadlineMs / 10));
+}

@@ -1,5 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
-import type { Evaluator } from '../core/evaluation.js';
+import { replyMargin, type Evaluator } from '../core/evaluation.js';
 import { newMsgId } from '../core/ids.js';
 import type { Logger } from '../core/logger.js';
 import { BrokenNotice } from './broken-notice.js';
@@ -18,7 +18,7 @@ import {
   type Reply,
 } from './protocol.js';
 import { tempfailReply, type HelperTempfailReason } from './replies.js';
-import { replyMargin, type Request } from './request.js';
+import type { Request } from './request.js';
 import type { HelperSettings } from './settings.js';
 
 export interface HelperSessionOptions {

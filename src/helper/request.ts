@@ -15,8 +15,3 @@ export interface Request {
   state: 'queued' | 'running' | 'done';
   timer?: NodeJS.Timeout;
 }
-
-/** Time kept back from helper.deadline so that the core's answer can still be written in time. */
-export function replyMargin(deadlineMs: number): number {
-  return Math.min(250, Math.floor(deadlineMs / 10));
-}

@@ -9,7 +9,7 @@
  * while end-of-message is being decided, the socket is paused.
  */
 import type net from 'node:net';
-import type { Evaluation, Evaluator } from '../core/evaluation.js';
+import { replyMargin, type Evaluation, type Evaluator } from '../core/evaluation.js';
 import { isSandgateError } from '../core/errors.js';
 import { newMsgId } from '../core/ids.js';
 import { lazyChild, type Logger } from '../core/logger.js';
@@ -563,7 +563,10 @@ export class MilterSession {
     try {
       return await Promise.race([
         this.ctx.evaluator
-          .evaluate(spool, { deadline, signal: this.gone.signal })
+          .evaluate(spool, {
+            deadline: deadline - replyMargin(this.ctx.deadlineMs),
+            signal: this.gone.signal,
+          })
           .catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))),
         overrun,
         forced,

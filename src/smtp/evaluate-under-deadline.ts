@@ -1,4 +1,4 @@
-import type { Evaluation, Evaluator } from '../core/evaluation.js';
+import { replyMargin, type Evaluation, type Evaluator } from '../core/evaluation.js';
 import type { Forwarder } from './forwarder.js';
 
 /** What the relay's evaluation of one message runs under. */
@@ -28,7 +28,7 @@ export async function evaluateUnderDeadline(
   try {
     return await Promise.race([
       ctx.evaluator
-        .evaluate(spool, { deadline, signal })
+        .evaluate(spool, { deadline: deadline - replyMargin(ctx.deadlineMs), signal })
         .catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))),
       overrun,
     ]);

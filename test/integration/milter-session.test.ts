@@ -264,12 +264,29 @@ describe('milter session (real socket, real core)', () => {
     expect(await h.summary(2)).toMatchObject({ action: 'refused', reason: 'loop', hops: 4 });
   });
 
-  it('answers 451 at the deadline and sends PROGRESS while it waits', async () => {
+  it('at milter.deadline a scan still running is a failure of the core (policy.failure.timeout: 451), with PROGRESS meanwhile', async () => {
     const slow = new CountingScanner({ name: 'slow', delayMs: 1500 });
     const h = await harness({
       scanners: [slow],
       config: { milter: { deadline: '400ms' } },
       server: { progressIntervalMs: 100 },
+    });
+    const c = await client(h);
+    const started = Date.now();
+    const [r] = await c.message({ raw: CLEAN });
+    expect(Date.now() - started).toBeLessThan(1500);
+    expect((r as { text: string }).text).toMatch(
+      /^451 4\.7\.0 Message could not be scanned \(failure:timeout\)/,
+    );
+    expect(c.progress).toBeGreaterThanOrEqual(2);
+    expect(await h.summary(1)).toMatchObject({ action: 'tempfail', code: 451 });
+  });
+
+  it('answers 451 at milter.deadline when the core does not answer at all', async () => {
+    const h = await harness({
+      config: { milter: { deadline: '400ms' } },
+      server: { progressIntervalMs: 100 },
+      wrapEvaluator: () => ({ evaluate: () => new Promise<never>(() => undefined) }),
     });
     const c = await client(h);
     const [r] = await c.message({ raw: CLEAN });

@@ -56,6 +56,8 @@ export async function startMilter(
     config?: Partial<ConfigInput>;
     scanners?: readonly Scanner[];
     server?: Partial<Omit<MilterServerOptions, 'evaluator' | 'log'>>;
+    /** Wraps the core as the milter sees it (e.g. a core that never answers). */
+    wrapEvaluator?: (core: Evaluator) => Evaluator;
   } = {},
 ): Promise<MilterHarness> {
   const stateDir = mkdtempSync(join(tmpdir(), 'sg-milter-'));
@@ -71,7 +73,9 @@ export async function startMilter(
     frontEndSummary: true,
     ...(options.scanners ? { scanners: options.scanners } : {}),
   });
-  const evaluator = new RecordingEvaluator(runtime.evaluator);
+  const evaluator = new RecordingEvaluator(
+    options.wrapEvaluator ? options.wrapEvaluator(runtime.evaluator) : runtime.evaluator,
+  );
   const server = new MilterServer({
     milter: config.milter,
     evaluator,
