@@ -102,6 +102,8 @@ export class FakeIcap {
   optionsStatus: number;
   /** The next RESPMOD/REQMOD on a connection that already served one is met by closing it (a server gone idle-close). */
   closeNextReused = false;
+  /** OPTIONS requests are read and never answered (a service that accepts and hangs). */
+  hangOptions = false;
   readonly counts = { connections: 0, OPTIONS: 0, RESPMOD: 0, REQMOD: 0, continues: 0, maxConcurrent: 0 };
   readonly requests: ReceivedRequest[] = [];
   private readonly open = new Set<Socket>();
@@ -208,6 +210,7 @@ export class FakeIcap {
         ieof: false,
         raw: input.recorded(),
       });
+      if (this.hangOptions) return new Promise<boolean>(() => undefined);
       if (path !== service)
         return this.reply(socket, 'ICAP/1.0 404 ICAP Service not found\r\nEncapsulated: null-body=0\r\n\r\n');
       if (this.optionsStatus !== 200) {

@@ -69,7 +69,7 @@ describe('the ICAP ISTag stored with the verdict, not in its cache key (through 
         now: clock,
       }),
       firstFailures: new SqliteFirstFailureStore(db),
-      quarantine: { put: () => Promise.resolve({ id: 'q1' }) },
+      quarantine: { put: () => Promise.resolve('q1') },
       markKey: Buffer.alloc(32, 7),
       markMaxAgeMs: 86_400_000,
       headersEnabled: false,

@@ -297,7 +297,12 @@ describe('IcapScanner against a fake ICAP server', () => {
     await good.close();
     const r = await s.scan(message(EICAR), ctxFor(5000));
     expectFailed(r, 'unavailable');
-    expect(r.kind === 'failed' && r.message).toMatch(/ECONNREFUSED.*500 Server error.*ECONNREFUSED/);
+    // The server that was up is tried first, then the two that went down before.
+    expect(r.kind === 'failed' && r.message).toMatch(
+      new RegExp(
+        `${good.url}: ECONNREFUSED; ${dead}: ECONNREFUSED; ${broken.url}: answered 500 Server error`,
+      ),
+    );
   });
 
   it('a wrong service path: failed(protocol) naming the path; a REQMOD-only service gets REQMOD', async () => {
@@ -411,6 +416,98 @@ describe('IcapScanner against a fake ICAP server', () => {
     await expect(s.version(AbortSignal.timeout(2000))).rejects.toMatchObject({
       code: 'ERR_SCANNER_UNAVAILABLE',
     });
+  });
+});
+
+/** Polls `cond` every 20 ms until it holds, for at most `ms` (no fixed sleeps). */
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('IcapScanner with several servers: OPTIONS at start, health checks, failover, round robin', () => {
+  it('OPTIONS to every server at start and every healthInterval, before any scan', async () => {
+    const a = await fake();
+    const b = await fake();
+    scanner({ servers: [a.url, b.url], healthInterval: '100ms' });
+    await until(() => a.counts.OPTIONS >= 3 && b.counts.OPTIONS >= 3);
+    expect(a.counts.RESPMOD + b.counts.RESPMOD).toBe(0);
+  });
+
+  it('a server down for scans (500) is left out; the health check brings it back and failover returns to it', async () => {
+    const a = await fake({ behavior: { kind: 'status', status: 500, reason: 'Server error' } });
+    const b = await fake();
+    const rec = recorder();
+    // Health checks driven by hand here (the timer's are in the tests around): deterministic.
+    const s = scanner({ servers: [a.url, b.url], healthInterval: '1h' }, { log: rec.root });
+    expect(await s.scan(message(EICAR), ctxFor(5000))).toMatchObject({
+      kind: 'malicious',
+      details: { server: b.url },
+    });
+    expect(s.status().map((x) => x.up)).toEqual([false, true]);
+    expect(rec.lines).toContainEqual(
+      expect.objectContaining({ event: 'icap.server_down', server: a.url, scanner: 'icap' }),
+    );
+    // While it is down, calls go to b first, whatever the time since it went down.
+    const before = a.counts.RESPMOD;
+    for (const m of ['x', 'y', 'z']) {
+      expect(await s.scan(message(m), ctxFor(5000))).toMatchObject({ details: { server: b.url } });
+    }
+    expect(a.counts.RESPMOD).toBe(before);
+    a.behavior = { kind: 'scan' };
+    await s.checkHealth();
+    expect(s.status()[0]!.up).toBe(true);
+    expect(rec.lines).toContainEqual(expect.objectContaining({ event: 'icap.server_up', server: a.url }));
+    expect(await s.scan(message(EICAR), ctxFor(5000))).toMatchObject({
+      kind: 'malicious',
+      details: { server: a.url },
+    });
+  });
+
+  it('a server that accepts but never answers OPTIONS is marked down by the health check; calls go to the next one', async () => {
+    const hung = await fake();
+    hung.hangOptions = true;
+    const good = await fake();
+    const s = scanner({ servers: [hung.url, good.url], healthInterval: '100ms', timeout: '500ms' });
+    await until(() => s.status()[0]!.up === false);
+    expect(s.status()[0]!.lastError).toMatch(/OPTIONS/);
+    for (const m of [EICAR, 'fine']) {
+      expect(await s.scan(message(m), ctxFor(5000))).toMatchObject({
+        kind: m === EICAR ? 'malicious' : 'clean',
+        details: { server: good.url },
+      });
+    }
+  });
+
+  it('an OPTIONS answer that cannot be used marks the server down and is not asked again on every call; 5xx everywhere is failed(unavailable)', async () => {
+    const busy = await fake({ optionsStatus: 503 });
+    const good = await fake();
+    const s = scanner({ servers: [busy.url, good.url], healthInterval: '1h' });
+    for (const m of ['a', 'b', 'c']) {
+      expect(await s.scan(message(m), ctxFor(5000))).toMatchObject({
+        kind: 'clean',
+        details: { server: good.url },
+      });
+    }
+    expect(s.status().map((x) => x.up)).toEqual([false, true]);
+    expect(busy.counts.OPTIONS).toBe(1);
+    const only = scanner({ servers: [busy.url] });
+    expectFailed(await only.scan(message('a'), ctxFor(5000)), 'unavailable');
+    const notIcap = await fake({ optionsStatus: 404 });
+    expectFailed(await scanner({ servers: [notIcap.url] }).scan(message('a'), ctxFor(5000)), 'protocol');
+  });
+
+  it('round robin: each call starts at the next server', async () => {
+    const a = await fake();
+    const b = await fake();
+    const s = scanner({ servers: [a.url, b.url], strategy: 'round-robin' });
+    const servers: unknown[] = [];
+    for (let i = 0; i < 4; i++) servers.push((await s.scan(message(`m${i}`), ctxFor(5000))).details?.server);
+    expect(servers).toEqual([a.url, b.url, a.url, b.url]);
+    expect([a.counts.RESPMOD, b.counts.RESPMOD]).toEqual([2, 2]);
   });
 });
 
