@@ -28,6 +28,8 @@ export type FakeIcapBehavior =
       readonly threat?: string;
       /** Like c-icap's MaxObjectSize: bodies this big or bigger get 204 unscanned. */
       readonly maxObjectSize?: number;
+      /** Like c-icap's ScanFileTypes: bodies starting with this (e.g. "%PDF-") get 204 unscanned. */
+      readonly skipMagic?: string;
     }
   /** 200 with the body echoed (all of it). */
   | { readonly kind: 'echo' }
@@ -348,7 +350,10 @@ export class FakeIcap {
       case 'continue-after-ieof':
       case 'hang-after-preview':
       case 'preview-204': {
-        const skipped = behavior.kind === 'scan' && body.length >= (behavior.maxObjectSize ?? Infinity);
+        const skipped =
+          behavior.kind === 'scan' &&
+          (body.length >= (behavior.maxObjectSize ?? Infinity) ||
+            (behavior.skipMagic !== undefined && body.subarray(0, 16).includes(behavior.skipMagic)));
         if (skipped || !body.includes(EICAR_MARK)) {
           return allow204 ? this.reply(socket, `ICAP/1.0 204 No Content\r\n${tag}\r\n\r\n`) : echo();
         }
