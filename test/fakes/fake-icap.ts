@@ -106,7 +106,16 @@ export class FakeIcap {
   closeNextReused = false;
   /** OPTIONS requests are read and never answered (a service that accepts and hangs). */
   hangOptions = false;
-  readonly counts = { connections: 0, OPTIONS: 0, RESPMOD: 0, REQMOD: 0, continues: 0, maxConcurrent: 0 };
+  readonly counts = {
+    connections: 0,
+    OPTIONS: 0,
+    RESPMOD: 0,
+    REQMOD: 0,
+    continues: 0,
+    maxConcurrent: 0,
+    /** 204s sent by '204-early' (before reading any body). */
+    early204: 0,
+  };
   readonly requests: ReceivedRequest[] = [];
   private readonly open = new Set<Socket>();
   private closedWaiters: Array<() => void> = [];
@@ -258,6 +267,7 @@ export class FakeIcap {
     }
     if (behavior.kind === '204-early') {
       this.reply(socket, `ICAP/1.0 204 No Content\r\nISTag: "${this.istag}"\r\n\r\n`);
+      this.counts.early204++;
       socket.end();
       return false;
     }

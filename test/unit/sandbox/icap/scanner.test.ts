@@ -2,9 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { icapSchema } from '../../../../src/config/icap.js';
 import type { Logger } from '../../../../src/core/logger.js';
+import type { MessageSource } from '../../../../src/core/message.js';
 import type { Finding } from '../../../../src/core/outcome.js';
 import { FileMessage } from '../../../../src/mime/spool.js';
 import { IcapScanner } from '../../../../src/sandbox/icap/scanner.js';
@@ -64,6 +66,7 @@ describe('IcapScanner against a fake ICAP server', () => {
     });
     expect(f.counts).toMatchObject({ connections: 1, OPTIONS: 1, RESPMOD: 2 });
     expect(f.requests[1]?.body.toString()).toBe(eml('hello'));
+    expect(f.requests[1]?.headers).toMatchObject({ allow: '204' });
     await s.close();
     await f.allClosed();
   });
@@ -180,6 +183,23 @@ describe('IcapScanner against a fake ICAP server', () => {
     expect(f.requests.at(-1)!.raw.toString('latin1')).toMatch(/\r\n5\r\nshort\r\n0; ieof\r\n\r\n$/);
   });
 
+  it.each([
+    [15, true],
+    [16, true],
+    [17, false],
+  ])(
+    'preview of 16: a body of %i bytes ends its preview with ieof: %s (100 Continue only without)',
+    async (size, ieof) => {
+      const f = await fake({ preview: 16 });
+      const s = scanner({ servers: [f.url], preview: true });
+      const body = Buffer.from(`${EICAR}`.slice(0, size));
+      expect((await s.scan(message(body), ctxFor(5000))).kind).toBe('clean');
+      expect(f.requests.at(-1)).toMatchObject({ preview: Math.min(size, 16), ieof });
+      expect(f.requests.at(-1)?.body).toEqual(body);
+      expect(f.counts.continues).toBe(ieof ? 0 : 1);
+    },
+  );
+
   it('a 100 Continue after ieof is ignored and the final answer still counts', async () => {
     const f = await fake({ behavior: { kind: 'continue-after-ieof' } });
     const s = scanner({ servers: [f.url], preview: true });
@@ -201,11 +221,27 @@ describe('IcapScanner against a fake ICAP server', () => {
     expect(f.counts.continues).toBe(0);
     expect(f.requests.at(-1)).toMatchObject({ preview: 8, ieof: false });
     expect(f.requests.at(-1)?.body.length).toBe(8);
+    // The body comes from a source that yields the rest only once the service has answered, so
+    // that the answer always arrives while we are still sending (a fast machine could otherwise
+    // hand a whole body to the kernel before the answer is read: then nothing can tell).
     const g = await fake({ behavior: { kind: '204-early' }, preview: null });
-    expectFailed(
-      await scanner({ servers: [g.url] }).scan(message(Buffer.alloc(4 << 20, 0x61)), ctxFor(5000)),
-      'protocol',
-    );
+    const piece = Buffer.alloc(64 * 1024, 0x61);
+    const slow: MessageSource = {
+      msgId: 'm1',
+      envelope: { sender: 'a@test.local', recipients: ['b@test.local'], frontEnd: 'cli' },
+      size: piece.length * 4,
+      open: () =>
+        Readable.from(
+          (async function* () {
+            yield piece;
+            await until(() => g.counts.early204 > 0);
+            await new Promise((r) => setImmediate(r));
+            for (let i = 1; i < 4; i++) yield piece;
+          })(),
+        ),
+    };
+    expectFailed(await scanner({ servers: [g.url] }).scan(slow, ctxFor(5000)), 'protocol');
+    expect(g.counts.early204).toBe(1);
   });
 
   it('preview off (the default): the whole body at once, no Preview header, although the service offers one', async () => {
@@ -229,6 +265,17 @@ describe('IcapScanner against a fake ICAP server', () => {
     );
     expect(f.counts.maxConcurrent).toBe(1);
     expect(f.counts.connections).toBe(1);
+  });
+
+  it('Max-Connections: 1 learned from the first OPTIONS holds for scans that arrive together before it', async () => {
+    const f = await fake({ maxConnections: 1, behavior: { kind: 'echo' } });
+    const s = scanner({ servers: [f.url], maxConnections: 8 });
+    const results = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => s.scan(message(Buffer.alloc(100_000, i)), ctxFor(5000))),
+    );
+    expect(results.map((r) => r.kind)).toEqual(Array.from({ length: 6 }, () => 'clean'));
+    expect(f.counts.maxConcurrent).toBe(1);
+    expect(f.counts.OPTIONS).toBe(1);
   });
 
   it('our own maxConnections caps connections when the service sets none', async () => {
