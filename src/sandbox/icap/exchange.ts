@@ -47,7 +47,7 @@ export interface ExchangeResult {
   readonly httpHeads: ReadonlyArray<{ readonly section: 'req-hdr' | 'res-hdr'; readonly http: HttpHead }>;
   /** The encapsulated body: bytes received, whether its zero chunk came, and how it compares with what we sent. */
   readonly body: { readonly bytes: number; readonly complete: boolean; readonly comparison?: Comparison };
-  /** Every byte of our body and its final zero chunk were handed to the kernel before the answer ended. */
+  /** Every byte of our body and its final zero chunk were written. */
   readonly sentAll: boolean;
   /** Set when a preview was sent. `answered`: the final answer came instead of 100 Continue. */
   readonly preview?: { readonly bytes: number; readonly ieof: boolean; readonly answered: boolean };
@@ -116,12 +116,7 @@ export class Exchange {
     this.comparator?.destroy();
     const ended = this.ended as { how: Ended; detail?: string };
     const connectionClose = /(^|,)\s*close\s*(,|$)/i.test(this.head?.headers.get('Connection') ?? '');
-    // Sent means handed to the kernel, not queued in the socket: an answer that came while our
-    // bytes (or the zero chunk) still waited in the queue came before the service could have had
-    // them all (a 204 then is not a verdict on the whole content).
-    const sentAll =
-      this.sentAll && this.socket.writableLength === 0 && writeErrorCode(this.socket) === undefined;
-    const inStep = sentAll || this.preview?.answered === true;
+    const inStep = this.sentAll || this.preview?.answered === true;
     return {
       ended: ended.how,
       ...(ended.detail !== undefined ? { detail: ended.detail } : {}),
@@ -133,7 +128,7 @@ export class Exchange {
         complete: this.bodyComplete,
         ...(this.comparison !== undefined ? { comparison: this.comparison } : {}),
       },
-      sentAll,
+      sentAll: this.sentAll,
       ...(this.preview !== undefined ? { preview: { ...this.preview } } : {}),
       received: this.received,
       reusable:
