@@ -28,6 +28,8 @@ export type FakeIcapBehavior =
       readonly threat?: string;
       /** Like c-icap's MaxObjectSize: bodies this big or bigger get 204 unscanned. */
       readonly maxObjectSize?: number;
+      /** Like c-icap's ScanFileTypes: bodies starting with this (e.g. "%PDF-") get 204 unscanned. */
+      readonly skipMagic?: string;
     }
   /** 200 with the body echoed (all of it). */
   | { readonly kind: 'echo' }
@@ -102,7 +104,18 @@ export class FakeIcap {
   optionsStatus: number;
   /** The next RESPMOD/REQMOD on a connection that already served one is met by closing it (a server gone idle-close). */
   closeNextReused = false;
-  readonly counts = { connections: 0, OPTIONS: 0, RESPMOD: 0, REQMOD: 0, continues: 0, maxConcurrent: 0 };
+  /** OPTIONS requests are read and never answered (a service that accepts and hangs). */
+  hangOptions = false;
+  readonly counts = {
+    connections: 0,
+    OPTIONS: 0,
+    RESPMOD: 0,
+    REQMOD: 0,
+    continues: 0,
+    maxConcurrent: 0,
+    /** 204s sent by '204-early' (before reading any body). */
+    early204: 0,
+  };
   readonly requests: ReceivedRequest[] = [];
   private readonly open = new Set<Socket>();
   private closedWaiters: Array<() => void> = [];
@@ -208,6 +221,7 @@ export class FakeIcap {
         ieof: false,
         raw: input.recorded(),
       });
+      if (this.hangOptions) return new Promise<boolean>(() => undefined);
       if (path !== service)
         return this.reply(socket, 'ICAP/1.0 404 ICAP Service not found\r\nEncapsulated: null-body=0\r\n\r\n');
       if (this.optionsStatus !== 200) {
@@ -253,6 +267,7 @@ export class FakeIcap {
     }
     if (behavior.kind === '204-early') {
       this.reply(socket, `ICAP/1.0 204 No Content\r\nISTag: "${this.istag}"\r\n\r\n`);
+      this.counts.early204++;
       socket.end();
       return false;
     }
@@ -345,7 +360,10 @@ export class FakeIcap {
       case 'continue-after-ieof':
       case 'hang-after-preview':
       case 'preview-204': {
-        const skipped = behavior.kind === 'scan' && body.length >= (behavior.maxObjectSize ?? Infinity);
+        const skipped =
+          behavior.kind === 'scan' &&
+          (body.length >= (behavior.maxObjectSize ?? Infinity) ||
+            (behavior.skipMagic !== undefined && body.subarray(0, 16).includes(behavior.skipMagic)));
         if (skipped || !body.includes(EICAR_MARK)) {
           return allow204 ? this.reply(socket, `ICAP/1.0 204 No Content\r\n${tag}\r\n\r\n`) : echo();
         }

@@ -112,6 +112,30 @@ describe('sandgate icap health', () => {
     );
   });
 
+  it('granularity parts: a PDF with EICAR embedded must come back infected; a service that skips PDFs fails and is told how to fix it', async () => {
+    const f = await fake();
+    const ok = await health([f.url], '    granularity: parts\n', ['--no-size-probe']);
+    expect(ok.err).toBe('');
+    expect(ok.code).toBe(0);
+    expect(ok.out).toMatch(/type-probe\s+infected: Eicar-Test-Signature/);
+    const pdf = f.requests.find((q) => q.encapsulatedHeaders.includes('report.pdf'));
+    expect(pdf?.encapsulatedHeaders).toContain('Content-Type: application/pdf\r\n');
+    expect(pdf?.body.subarray(0, 5).toString('latin1')).toBe('%PDF-');
+    // Like c-icap with its stock ScanFileTypes: PDFs are answered 204 unscanned.
+    const g = await fake({ behavior: { kind: 'scan', skipMagic: '%PDF-' } });
+    const bad = await health([g.url], '    granularity: parts\n', ['--no-size-probe']);
+    expect(bad.code).toBe(2);
+    expect(bad.out).toMatch(/eicar\s+infected/);
+    expect(bad.out).toMatch(/type-probe\s+clean/);
+    expect(bad.err).toMatch(
+      /PDF with the EICAR test file embedded came back clean.*ScanFileTypes.*granularity/,
+    );
+    // Whole messages are one type to the service: no type probe.
+    const whole = await health([g.url], '', ['--no-size-probe']);
+    expect(whole.code).toBe(0);
+    expect(whole.out).not.toMatch(/type-probe/);
+  });
+
   it('a wrong path, a refused port, a REQMOD-only service with method respmod: one line each', async () => {
     const f = await fake({ service: '/av' });
     const g = await fake({ methods: 'REQMOD' });

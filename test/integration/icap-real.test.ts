@@ -276,6 +276,18 @@ describe.skipIf(!installed && !inCi)('icap scanner against a real c-icap with vi
     expect(raised.err).toMatch(/came back clean: the service skips objects this big.*MaxObjectSize/);
   });
 
+  it('granularity parts: health fails where the stock ScanFileTypes skip PDFs, passes on the documented types', async () => {
+    const stock = await health([debian.url()], '    granularity: parts\n', ['--no-size-probe']);
+    expect(stock.code).toBe(2);
+    expect(stock.out).toMatch(/eicar\s+infected/);
+    expect(stock.out).toMatch(/type-probe\s+clean/);
+    expect(stock.err).toMatch(/PDF with the EICAR test file embedded came back clean.*ScanFileTypes/);
+    const fixed = await health([documented.url()], '    granularity: parts\n', ['--no-size-probe']);
+    expect(fixed.err).toBe('');
+    expect(fixed.code).toBe(0);
+    expect(fixed.out).toMatch(/type-probe\s+infected: Test\.EICAR\./);
+  });
+
   it('health fails when clamd is stopped, although OPTIONS still answers; scans are failed(unavailable)', async () => {
     const ownClamd = await startClamd();
     extra.push(ownClamd);

@@ -5,7 +5,7 @@ import type { Finding } from '../../core/outcome.js';
 import type { ScanContext } from '../../core/scanner.js';
 import { createIcapScanner } from '../compose/icap.js';
 import type { IcapServer, OptionsResult } from '../../sandbox/icap/pool.js';
-import { eicarProbe, sizeProbe } from '../../sandbox/icap/probe.js';
+import { eicarProbe, sizeProbe, typeProbe } from '../../sandbox/icap/probe.js';
 import { chooseMethod, type IcapObject, type IcapScanner } from '../../sandbox/icap/scanner.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
@@ -17,7 +17,8 @@ Checks every ICAP server in scanners.icap.servers: its OPTIONS answer (methods, 
 Max-Connections, Options-TTL), then probes that must come back infected: the EICAR test file, and
 a zip one byte below scanners.icap.maxObjectSize (the biggest object sandgate sends) with EICAR
 as its last member (--no-size-probe skips it), so a service that skips objects as big as
-sandgate sends is caught. A service answers OPTIONS
+sandgate sends is caught; with granularity parts also a PDF with EICAR embedded, so a service
+that skips some file types is caught. A service answers OPTIONS
 even when the engine behind it is down: only the probes show that it scans.
 Exit 0 when every server passes, 2 with a line per problem saying what to fix.`;
 
@@ -40,6 +41,7 @@ interface ServerReport {
   allow204?: boolean;
   eicar?: ProbeReport;
   sizeProbe?: ProbeReport;
+  typeProbe?: ProbeReport;
   problems: string[];
 }
 
@@ -69,7 +71,9 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       'stderr',
       config.log.file !== undefined ? {} : { stream: io.stderr },
     ) as unknown as Logger;
-    const scanner = createIcapScanner(icap, { log });
+    // The probes are single objects, never walked messages: no parts spool needed here, whatever
+    // the configured granularity (which still decides the probes below).
+    const scanner = createIcapScanner({ ...icap, granularity: 'message' }, { log });
     try {
       reports = [];
       for (const server of scanner.servers) {
@@ -143,6 +147,13 @@ async function checkServer(
       }
     }
   }
+  if (config.granularity === 'parts' && eicarOk) {
+    // Parts go with their own type: a service that skips a type passes them unscanned.
+    report.typeProbe = await probe(scanner, server, typeProbe(), config, log);
+    if (!report.typeProbe.result.startsWith('infected')) {
+      report.problems.push(probeAdvice('type', report.typeProbe.result, config));
+    }
+  }
   report.ok = report.problems.length === 0;
   return report;
 }
@@ -202,7 +213,13 @@ export function optionsAdvice(r: Exclude<OptionsResult, { kind: 'ok' }>, server:
 }
 
 /** What to fix when a probe did not come back infected. */
-export function probeAdvice(which: 'eicar' | 'size', result: string, config: IcapConfig): string {
+export function probeAdvice(which: 'eicar' | 'size' | 'type', result: string, config: IcapConfig): string {
+  if (which === 'type') {
+    if (result === 'clean') {
+      return 'a PDF with the EICAR test file embedded came back clean: the service skips some file types, and granularity parts sends each attachment as its own type. c-icap: virus_scan.ScanFileTypes TEXT DATA EXECUTABLE ARCHIVE GRAPHICS STREAM DOCUMENT (docs/icap.md); or set scanners.icap.granularity to message';
+    }
+    return `the PDF probe came back ${result}`;
+  }
   if (which === 'size') {
     if (result === 'clean') {
       return `a zip of ${config.maxObjectSize - 1} bytes (just below scanners.icap.maxObjectSize) with EICAR as its last member came back clean: the service skips objects this big. Raise its limit (c-icap: use the avscan service, which has sizelimit=off, or raise virus_scan.MaxObjectSize; ClamAV: MaxFileSize and MaxScanSize) or lower scanners.icap.maxObjectSize`;
@@ -250,6 +267,9 @@ function print(io: CliIo, reports: readonly ServerReport[], json: boolean): void
           ? `${r.sizeProbe.result} at ${r.sizeProbe.bytes} bytes (${r.sizeProbe.ms} ms)`
           : '-',
       ],
+      ...(r.typeProbe !== undefined
+        ? [['type-probe', `${r.typeProbe.result} (${r.typeProbe.ms} ms)`] as [string, string]]
+        : []),
       ['result', r.ok ? 'OK' : 'FAILED'],
     ];
     for (const [k, v] of rows) writeLine(io.stdout, `${k.padEnd(12)}${v}`);

@@ -17,11 +17,17 @@ import {
   type IcapOptions,
 } from './protocol.js';
 
+/** Without background health checks, a server that went down is put first again after this long. */
+const DOWN_RETRY_WITHOUT_HEALTH_MS = 30_000;
+
 /** One configured ICAP service as the pool sees it. */
 export class IcapServer {
   readonly label: string;
   up = true;
-  /** A server that is down is tried again (before a health check brings it back) from this time on. */
+  /**
+   * A server that is down is put first again from this time on (without background health checks;
+   * with them, only their OPTIONS brings it back). Until then it is tried only after the others.
+   */
   retryAt = 0;
   lastError: string | undefined;
   /** The last OPTIONS answer, when it came, and until when it holds (Options-TTL; Infinity without one). */
@@ -63,6 +69,8 @@ export interface IcapPoolOptions {
   readonly keepAliveMs: number;
   /** OPTIONS to every server this often (0: none in the background). */
   readonly healthIntervalMs: number;
+  /** How long one health check's OPTIONS may take; no answer by then marks the server down. */
+  readonly healthTimeoutMs: number;
   readonly connectTimeoutMs: number;
   /** Set for icaps:// servers. */
   readonly tls?: TlsSettings;
@@ -76,7 +84,13 @@ export type OptionsResult =
   /** No connection (refused, unreachable, connect timeout, TLS handshake). */
   | { readonly kind: 'unreachable'; readonly code: string; readonly tls?: boolean }
   /** Connected, but the answer was not a usable OPTIONS answer (non-200, malformed, closed). */
-  | { readonly kind: 'failed'; readonly message: string; readonly status?: number }
+  | {
+      readonly kind: 'failed';
+      readonly message: string;
+      readonly status?: number;
+      /** unavailable: a 5xx or a connection closed without an answer; protocol: anything else. */
+      readonly reason: 'unavailable' | 'protocol';
+    }
   | { readonly kind: 'timeout' }
   | { readonly kind: 'aborted' };
 
@@ -140,7 +154,10 @@ export class IcapPool {
 
   markDown(server: IcapServer, reason: string): void {
     server.lastError = reason;
-    server.retryAt = this.now() + this.o.healthIntervalMs;
+    // With health checks, their OPTIONS brings a server back: a call never waits on one that
+    // may hang. Without, calls put it first again after a while.
+    server.retryAt =
+      this.o.healthIntervalMs > 0 ? Number.POSITIVE_INFINITY : this.now() + DOWN_RETRY_WITHOUT_HEALTH_MS;
     // Whatever comes back may be another version: ask for OPTIONS again.
     server.optionsUntil = 0;
     for (const conn of server.idle.splice(0)) this.dropIdle(conn);
@@ -152,12 +169,18 @@ export class IcapPool {
     );
   }
 
-  /** OPTIONS to every server now (one round at a time). */
+  /**
+   * OPTIONS to every server now (one round at a time). A server that does not answer within
+   * healthTimeout is marked down, so that calls go to the others instead of waiting on it.
+   */
   checkHealth(): Promise<void> {
     this.checking ??= Promise.all(
       this.servers.map(async (s) => {
-        const deadline = this.now() + this.o.connectTimeoutMs + 5000;
-        await this.options(s, { deadline, force: true });
+        const deadline = this.now() + this.o.healthTimeoutMs;
+        const r = await this.options(s, { deadline, force: true });
+        if (r.kind === 'timeout') {
+          this.markDown(s, `OPTIONS: no answer within ${this.o.healthTimeoutMs} ms`);
+        }
       }),
     ).then(
       () => {
@@ -275,13 +298,17 @@ export class IcapPool {
     if (r.ended === 'aborted') return { kind: 'aborted' };
     if (r.ended !== 'complete' || r.head === undefined) {
       const message = `OPTIONS: ${r.ended}${r.detail !== undefined ? ` (${r.detail})` : ''}`;
-      if (r.received === 0) this.markDown(server, message);
-      else server.lastError = message;
-      return { kind: 'failed', message };
+      this.markDown(server, message);
+      return {
+        kind: 'failed',
+        message,
+        reason: r.ended === 'closed' && r.head === undefined ? 'unavailable' : 'protocol',
+      };
     }
-    this.markUp(server);
+    const status = r.head.status;
     try {
       const options = parseOptions(r.head);
+      this.markUp(server);
       const now = this.now();
       server.options = options;
       server.optionsAt = now;
@@ -302,13 +329,20 @@ export class IcapPool {
       );
       return { kind: 'ok', options };
     } catch (err) {
+      // Not usable (not 200, no Methods, a bad number): down until a health check or a later call
+      // gets a usable answer, so that calls do not ask it again first every time.
       const message = err instanceof IcapProtocolError ? err.message : String(err);
-      server.lastError = message;
       this.o.log.warn(
-        { event: 'icap.options_failed', server: server.label, status: r.head.status, reason: message },
+        { event: 'icap.options_failed', server: server.label, status, reason: message },
         'ICAP OPTIONS answer not usable',
       );
-      return { kind: 'failed', message, status: r.head.status };
+      this.markDown(server, message);
+      return {
+        kind: 'failed',
+        message,
+        status,
+        reason: status >= 500 && status <= 599 ? 'unavailable' : 'protocol',
+      };
     }
   }
 

@@ -14,6 +14,40 @@ export function eicarProbe(): IcapObject {
   };
 }
 
+/**
+ * A PDF carrying the EICAR test file as an embedded file, for `granularity: parts`: parts go with
+ * their own type, and a service that skips PDFs (c-icap's stock ScanFileTypes lists no DOCUMENT)
+ * answers as if they were clean. The embedded stream is exactly the 68 bytes (no line end before
+ * `endstream`), so an engine that extracts it (ClamAV does) matches EICAR by hash or by body.
+ */
+export function typeProbe(): IcapObject {
+  const eicar = Buffer.from(EICAR).toString('latin1');
+  const objects = [
+    '<< /Type /Catalog /Pages 2 0 R /Names << /EmbeddedFiles << /Names [(eicar.com) 4 0 R] >> >> >>',
+    '<< /Type /Pages /Kids [] /Count 0 >>',
+    `<< /Type /EmbeddedFile /Length ${eicar.length} >>\nstream\n${eicar}endstream`,
+    '<< /Type /Filespec /F (eicar.com) /EF << /F 3 0 R >> >>',
+  ];
+  let pdf = '%PDF-1.4\n';
+  const offsets: number[] = [];
+  objects.forEach((o, i) => {
+    offsets.push(pdf.length);
+    pdf += `${i + 1} 0 obj\n${o}\nendobj\n`;
+  });
+  const xref = pdf.length;
+  pdf += `xref\n0 ${objects.length + 1}\n0000000000 65535 f \n`;
+  for (const off of offsets) pdf += `${String(off).padStart(10, '0')} 00000 n \n`;
+  pdf += `trailer\n<< /Size ${objects.length + 1} /Root 1 0 R >>\nstartxref\n${xref}\n%%EOF\n`;
+  const bytes = Buffer.from(pdf, 'latin1');
+  return {
+    open: () => Readable.from([bytes]),
+    size: bytes.length,
+    name: 'report.pdf',
+    contentType: 'application/pdf',
+    what: 'type probe',
+  };
+}
+
 const PADDING_NAME = Buffer.from('padding.bin', 'latin1');
 const EICAR_NAME = Buffer.from('eicar.com', 'latin1');
 const LOCAL_HEADER = 30;

@@ -82,6 +82,7 @@ export class IcapScanner implements Scanner {
         maxConnections: c.maxConnections,
         keepAliveMs: c.keepAlive,
         healthIntervalMs: c.healthInterval,
+        healthTimeoutMs: Math.min(c.timeout, c.connectTimeout + 5000),
         connectTimeoutMs: c.connectTimeout,
         tls,
         log,
@@ -189,7 +190,7 @@ export class IcapScanner implements Scanner {
       }
       if (opt.kind === 'failed') {
         problems.push(`${server.label}: ${opt.message}`);
-        if (opt.status !== undefined) reason = 'protocol';
+        if (opt.reason === 'protocol') reason = 'protocol';
         continue;
       }
       const method = chooseMethod(c.method, opt.options);

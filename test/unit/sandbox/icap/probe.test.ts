@@ -1,6 +1,6 @@
 import { unzipSync } from 'fflate';
 import { describe, expect, it } from 'vitest';
-import { eicarProbe, SIZE_PROBE_OVERHEAD, sizeProbe } from '../../../../src/sandbox/icap/probe.js';
+import { eicarProbe, SIZE_PROBE_OVERHEAD, sizeProbe, typeProbe } from '../../../../src/sandbox/icap/probe.js';
 import { EICAR } from '../clamd/helpers.js';
 
 async function bytes(open: () => NodeJS.ReadableStream): Promise<Buffer> {
@@ -31,6 +31,24 @@ describe('health probes', () => {
       expect((await bytes(p.open)).equals(data)).toBe(true);
     },
   );
+
+  it('the type probe is a PDF whose one embedded file is exactly the EICAR test file', async () => {
+    const p = typeProbe();
+    const data = (await bytes(p.open)).toString('latin1');
+    expect(p).toMatchObject({ name: 'report.pdf', contentType: 'application/pdf' });
+    expect(data.length).toBe(p.size);
+    expect(data.startsWith('%PDF-1.4\n')).toBe(true);
+    expect(data).toContain(`/Length 68 >>\nstream\n${EICAR}endstream`);
+    // The xref offsets point at each object.
+    const offsets = [...data.matchAll(/^(\d{10}) 00000 n $/gm)].map((m) => Number(m[1]));
+    expect(offsets.map((o) => data.slice(o, o + 8))).toEqual([
+      '1 0 obj\n',
+      '2 0 obj\n',
+      '3 0 obj\n',
+      '4 0 obj\n',
+    ]);
+    expect(Number(/startxref\n(\d+)\n/.exec(data)?.[1])).toBe(data.indexOf('xref\n'));
+  });
 
   it('no probe below its own overhead', () => {
     expect(sizeProbe(SIZE_PROBE_OVERHEAD - 1)).toBeUndefined();

@@ -2,9 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { icapSchema } from '../../../../src/config/icap.js';
 import type { Logger } from '../../../../src/core/logger.js';
+import type { MessageSource } from '../../../../src/core/message.js';
 import type { Finding } from '../../../../src/core/outcome.js';
 import { FileMessage } from '../../../../src/mime/spool.js';
 import { IcapScanner } from '../../../../src/sandbox/icap/scanner.js';
@@ -64,6 +66,7 @@ describe('IcapScanner against a fake ICAP server', () => {
     });
     expect(f.counts).toMatchObject({ connections: 1, OPTIONS: 1, RESPMOD: 2 });
     expect(f.requests[1]?.body.toString()).toBe(eml('hello'));
+    expect(f.requests[1]?.headers).toMatchObject({ allow: '204' });
     await s.close();
     await f.allClosed();
   });
@@ -180,6 +183,23 @@ describe('IcapScanner against a fake ICAP server', () => {
     expect(f.requests.at(-1)!.raw.toString('latin1')).toMatch(/\r\n5\r\nshort\r\n0; ieof\r\n\r\n$/);
   });
 
+  it.each([
+    [15, true],
+    [16, true],
+    [17, false],
+  ])(
+    'preview of 16: a body of %i bytes ends its preview with ieof: %s (100 Continue only without)',
+    async (size, ieof) => {
+      const f = await fake({ preview: 16 });
+      const s = scanner({ servers: [f.url], preview: true });
+      const body = Buffer.from(`${EICAR}`.slice(0, size));
+      expect((await s.scan(message(body), ctxFor(5000))).kind).toBe('clean');
+      expect(f.requests.at(-1)).toMatchObject({ preview: Math.min(size, 16), ieof });
+      expect(f.requests.at(-1)?.body).toEqual(body);
+      expect(f.counts.continues).toBe(ieof ? 0 : 1);
+    },
+  );
+
   it('a 100 Continue after ieof is ignored and the final answer still counts', async () => {
     const f = await fake({ behavior: { kind: 'continue-after-ieof' } });
     const s = scanner({ servers: [f.url], preview: true });
@@ -201,11 +221,27 @@ describe('IcapScanner against a fake ICAP server', () => {
     expect(f.counts.continues).toBe(0);
     expect(f.requests.at(-1)).toMatchObject({ preview: 8, ieof: false });
     expect(f.requests.at(-1)?.body.length).toBe(8);
+    // The body comes from a source that yields the rest only once the service has answered, so
+    // that the answer always arrives while we are still sending (a fast machine could otherwise
+    // hand a whole body to the kernel before the answer is read: then nothing can tell).
     const g = await fake({ behavior: { kind: '204-early' }, preview: null });
-    expectFailed(
-      await scanner({ servers: [g.url] }).scan(message(Buffer.alloc(4 << 20, 0x61)), ctxFor(5000)),
-      'protocol',
-    );
+    const piece = Buffer.alloc(64 * 1024, 0x61);
+    const slow: MessageSource = {
+      msgId: 'm1',
+      envelope: { sender: 'a@test.local', recipients: ['b@test.local'], frontEnd: 'cli' },
+      size: piece.length * 4,
+      open: () =>
+        Readable.from(
+          (async function* () {
+            yield piece;
+            await until(() => g.counts.early204 > 0);
+            await new Promise((r) => setImmediate(r));
+            for (let i = 1; i < 4; i++) yield piece;
+          })(),
+        ),
+    };
+    expectFailed(await scanner({ servers: [g.url] }).scan(slow, ctxFor(5000)), 'protocol');
+    expect(g.counts.early204).toBe(1);
   });
 
   it('preview off (the default): the whole body at once, no Preview header, although the service offers one', async () => {
@@ -229,6 +265,17 @@ describe('IcapScanner against a fake ICAP server', () => {
     );
     expect(f.counts.maxConcurrent).toBe(1);
     expect(f.counts.connections).toBe(1);
+  });
+
+  it('Max-Connections: 1 learned from the first OPTIONS holds for scans that arrive together before it', async () => {
+    const f = await fake({ maxConnections: 1, behavior: { kind: 'echo' } });
+    const s = scanner({ servers: [f.url], maxConnections: 8 });
+    const results = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => s.scan(message(Buffer.alloc(100_000, i)), ctxFor(5000))),
+    );
+    expect(results.map((r) => r.kind)).toEqual(Array.from({ length: 6 }, () => 'clean'));
+    expect(f.counts.maxConcurrent).toBe(1);
+    expect(f.counts.OPTIONS).toBe(1);
   });
 
   it('our own maxConnections caps connections when the service sets none', async () => {
@@ -297,7 +344,12 @@ describe('IcapScanner against a fake ICAP server', () => {
     await good.close();
     const r = await s.scan(message(EICAR), ctxFor(5000));
     expectFailed(r, 'unavailable');
-    expect(r.kind === 'failed' && r.message).toMatch(/ECONNREFUSED.*500 Server error.*ECONNREFUSED/);
+    // The server that was up is tried first, then the two that went down before.
+    expect(r.kind === 'failed' && r.message).toMatch(
+      new RegExp(
+        `${good.url}: ECONNREFUSED; ${dead}: ECONNREFUSED; ${broken.url}: answered 500 Server error`,
+      ),
+    );
   });
 
   it('a wrong service path: failed(protocol) naming the path; a REQMOD-only service gets REQMOD', async () => {
@@ -411,6 +463,98 @@ describe('IcapScanner against a fake ICAP server', () => {
     await expect(s.version(AbortSignal.timeout(2000))).rejects.toMatchObject({
       code: 'ERR_SCANNER_UNAVAILABLE',
     });
+  });
+});
+
+/** Polls `cond` every 20 ms until it holds, for at most `ms` (no fixed sleeps). */
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('IcapScanner with several servers: OPTIONS at start, health checks, failover, round robin', () => {
+  it('OPTIONS to every server at start and every healthInterval, before any scan', async () => {
+    const a = await fake();
+    const b = await fake();
+    scanner({ servers: [a.url, b.url], healthInterval: '100ms' });
+    await until(() => a.counts.OPTIONS >= 3 && b.counts.OPTIONS >= 3);
+    expect(a.counts.RESPMOD + b.counts.RESPMOD).toBe(0);
+  });
+
+  it('a server down for scans (500) is left out; the health check brings it back and failover returns to it', async () => {
+    const a = await fake({ behavior: { kind: 'status', status: 500, reason: 'Server error' } });
+    const b = await fake();
+    const rec = recorder();
+    // Health checks driven by hand here (the timer's are in the tests around): deterministic.
+    const s = scanner({ servers: [a.url, b.url], healthInterval: '1h' }, { log: rec.root });
+    expect(await s.scan(message(EICAR), ctxFor(5000))).toMatchObject({
+      kind: 'malicious',
+      details: { server: b.url },
+    });
+    expect(s.status().map((x) => x.up)).toEqual([false, true]);
+    expect(rec.lines).toContainEqual(
+      expect.objectContaining({ event: 'icap.server_down', server: a.url, scanner: 'icap' }),
+    );
+    // While it is down, calls go to b first, whatever the time since it went down.
+    const before = a.counts.RESPMOD;
+    for (const m of ['x', 'y', 'z']) {
+      expect(await s.scan(message(m), ctxFor(5000))).toMatchObject({ details: { server: b.url } });
+    }
+    expect(a.counts.RESPMOD).toBe(before);
+    a.behavior = { kind: 'scan' };
+    await s.checkHealth();
+    expect(s.status()[0]!.up).toBe(true);
+    expect(rec.lines).toContainEqual(expect.objectContaining({ event: 'icap.server_up', server: a.url }));
+    expect(await s.scan(message(EICAR), ctxFor(5000))).toMatchObject({
+      kind: 'malicious',
+      details: { server: a.url },
+    });
+  });
+
+  it('a server that accepts but never answers OPTIONS is marked down by the health check; calls go to the next one', async () => {
+    const hung = await fake();
+    hung.hangOptions = true;
+    const good = await fake();
+    const s = scanner({ servers: [hung.url, good.url], healthInterval: '100ms', timeout: '500ms' });
+    await until(() => s.status()[0]!.up === false);
+    expect(s.status()[0]!.lastError).toMatch(/OPTIONS/);
+    for (const m of [EICAR, 'fine']) {
+      expect(await s.scan(message(m), ctxFor(5000))).toMatchObject({
+        kind: m === EICAR ? 'malicious' : 'clean',
+        details: { server: good.url },
+      });
+    }
+  });
+
+  it('an OPTIONS answer that cannot be used marks the server down and is not asked again on every call; 5xx everywhere is failed(unavailable)', async () => {
+    const busy = await fake({ optionsStatus: 503 });
+    const good = await fake();
+    const s = scanner({ servers: [busy.url, good.url], healthInterval: '1h' });
+    for (const m of ['a', 'b', 'c']) {
+      expect(await s.scan(message(m), ctxFor(5000))).toMatchObject({
+        kind: 'clean',
+        details: { server: good.url },
+      });
+    }
+    expect(s.status().map((x) => x.up)).toEqual([false, true]);
+    expect(busy.counts.OPTIONS).toBe(1);
+    const only = scanner({ servers: [busy.url] });
+    expectFailed(await only.scan(message('a'), ctxFor(5000)), 'unavailable');
+    const notIcap = await fake({ optionsStatus: 404 });
+    expectFailed(await scanner({ servers: [notIcap.url] }).scan(message('a'), ctxFor(5000)), 'protocol');
+  });
+
+  it('round robin: each call starts at the next server', async () => {
+    const a = await fake();
+    const b = await fake();
+    const s = scanner({ servers: [a.url, b.url], strategy: 'round-robin' });
+    const servers: unknown[] = [];
+    for (let i = 0; i < 4; i++) servers.push((await s.scan(message(`m${i}`), ctxFor(5000))).details?.server);
+    expect(servers).toEqual([a.url, b.url, a.url, b.url]);
+    expect([a.counts.RESPMOD, b.counts.RESPMOD]).toEqual([2, 2]);
   });
 });
 
