@@ -115,6 +115,33 @@ describe('milter session (real socket, real core)', () => {
     expect(h.seen[0]!.evaluation!.contentKey).toBe(want.contentKey);
   });
 
+  it('spools a message above the memory threshold to a file, byte for byte, and removes the file', async () => {
+    const spool = { dir: '', during: [] as string[] };
+    const h = await harness({
+      config: { scan: { chain: ['rules'], memorySpoolThreshold: '64k' } },
+      wrapEvaluator: (core) => ({
+        evaluate: (message, options) => {
+          spool.during = readdirSync(spool.dir);
+          return core.evaluate(message, options);
+        },
+      }),
+    });
+    spool.dir = h.runtime.spoolDir;
+    const c = await client(h);
+    // About 300 KB of body: five BODY packets of at most 65535 bytes, lines cut across packets.
+    const line = 'The quick brown fox jumps over the lazy dog, 0123456789 \u00e9\u00e8.\r\n';
+    const raw = Buffer.from(CLEAN.replace('Just text.\r\n', line.repeat(4500)), 'utf8');
+    expect(raw.length).toBeGreaterThan(4 * 65535);
+    const replies = await c.message({ raw });
+    expect(replies.at(-1)).toEqual({ kind: 'accept' });
+    expect(h.seen[0]!.bytes.equals(raw)).toBe(true);
+    const want = await analyseMessage(new BufferMessage('x', h.seen[0]!.envelope, raw));
+    expect(h.seen[0]!.evaluation!.contentKey).toBe(want.contentKey);
+    expect(await h.summary(1)).toMatchObject({ action: 'deliver', bytes: raw.length });
+    expect(spool.during).toHaveLength(1);
+    expect(existsSync(h.runtime.spoolDir) ? readdirSync(h.runtime.spoolDir) : []).toEqual([]);
+  });
+
   it('deletes every inbound copy of our fields, highest index first, then adds its own', async () => {
     const h = await harness();
     const c = await client(h);
