@@ -5,6 +5,8 @@
 //                       (runtime, info log to <stateDir>/relay.log, loopback peers trusted)
 //       relay-untrusted the same with relay.trustedPeers empty (smtp-server's 100 ms greeting pause kept)
 //       proxy           environment.md's pass-through proxy (smtp-server -> nodemailer pool of 10)
+//       protocol-milter the milter protocol as sandgate speaks it, without spool, scan or log (the
+//                       milter's counterpart of the pass-through proxy), on inet:127.0.0.1:<listenPort>
 //       milter          the `sandgate milter` command itself (its run()) with the rules scanner, on
 //                       inet:127.0.0.1:<listenPort> (nextHopPort unused: Postfix queues the mail)
 // Further arguments are config settings for the relay (as --set). Prints "ready <port>"; stops
@@ -22,6 +24,8 @@ import {
 import nodemailer from 'nodemailer';
 import { SMTPServer } from 'smtp-server';
 import { run as runMilter } from '../src/cli/commands/milter.js';
+import { decodeCommand, encodeReply, PacketReader, SMFIP } from '../src/milter/codec.js';
+import { WANTED_ACTIONS, WANTED_PROTOCOL } from '../src/milter/session.js';
 import { run as runRelay } from '../src/cli/commands/relay.js';
 import { freePort, waitListening } from '../test/support/free-port.js';
 
@@ -147,6 +151,63 @@ async function startMilter(): Promise<{ port: number; close(): Promise<void> }> 
   };
 }
 
+/**
+ * The milter counterpart of the pass-through proxy: the milter protocol exactly as sandgate
+ * negotiates and answers it (the same events, no-reply flags and two INSHEADER edits of the same
+ * length, then ACCEPT), with no spool, no scan and no log. What Postfix spends on a milter, and what
+ * a milter cannot avoid, against what sandgate's own work adds.
+ */
+async function startProtocolMilter(): Promise<{ port: number; close(): Promise<void> }> {
+  const port = listenPort === 0 ? await freePort() : listenPort;
+  const edits = Buffer.concat([
+    encodeReply({
+      kind: 'insHeader',
+      index: 0,
+      name: 'X-Sandgate-Verdict',
+      value: ` clean; reason=clean; scanners=rules:clean; id=sg-mivtnqpq-0123456789`,
+    }),
+    encodeReply({
+      kind: 'insHeader',
+      index: 1,
+      name: 'X-Sandgate-Mark',
+      value: ` v=1; k=clean; t=1764845000; c=${'0'.repeat(43)}; s=${'0'.repeat(43)}`,
+    }),
+    encodeReply({ kind: 'accept' }),
+  ]);
+  const server = net.createServer((socket) => {
+    socket.setNoDelay(true);
+    const reader = new PacketReader();
+    let protocol = 0;
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      for (const packet of reader.push(chunk)) {
+        const cmd = decodeCommand(packet);
+        if (cmd.kind === 'optneg') {
+          protocol = WANTED_PROTOCOL & cmd.protocol;
+          socket.write(encodeReply({ kind: 'optneg', version: 6, actions: WANTED_ACTIONS, protocol }));
+        } else if (cmd.kind === 'eom') socket.write(edits);
+        else if (cmd.kind === 'quit') socket.end();
+        else if (cmd.kind !== 'macro' && cmd.kind !== 'abort' && cmd.kind !== 'quitNc') {
+          const nr = {
+            connect: SMFIP.NR_CONN,
+            helo: SMFIP.NR_HELO,
+            mail: SMFIP.NR_MAIL,
+            rcpt: SMFIP.NR_RCPT,
+            data: SMFIP.NR_DATA,
+            header: SMFIP.NR_HDR,
+            eoh: SMFIP.NR_EOH,
+            body: SMFIP.NR_BODY,
+            unknown: SMFIP.NR_UNKN,
+          }[cmd.kind];
+          if ((protocol & nr) === 0) socket.write(encodeReply({ kind: 'continue' }));
+        }
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { port, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
 const gc = { minor: 0, major: 0, majorMs: 0 };
 new PerformanceObserver((list) => {
   for (const e of list.getEntries()) {
@@ -164,7 +225,9 @@ const filter =
     ? await startProxy()
     : kind === 'milter'
       ? await startMilter()
-      : await startRelay(kind !== 'relay-untrusted');
+      : kind === 'protocol-milter'
+        ? await startProtocolMilter()
+        : await startRelay(kind !== 'relay-untrusted');
 process.stdout.write(`ready ${filter.port}\n`);
 let input = '';
 process.stdin.on('data', (c: Buffer) => {

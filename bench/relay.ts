@@ -5,12 +5,13 @@
 //   npx tsx bench/relay.ts [messages=4000] [--skip-postfix] [--skip-rss] [--only-postfix] [--node-defaults]
 //   --only-postfix: rows (c) and (d) only. --node-defaults: both filters without NODE_FLAGS.
 //   --pf-rounds=N: rounds of each path in row (c) (default 10; fewer for a quick check).
-//   --pf-paths=alone,milter,proxy,relay: the paths of row (c) (default all four).
+//   --pf-paths=alone,pmilter,milter,proxy,relay: the paths of row (c) (default all five).
 // Rows: (a) 20 KB, concurrency 10, reused connections: msg/s (median of 5 interleaved runs, and
 // the relay/proxy ratio of each round), filter CPU per message, and added p50/p99 latency (a Node
 // client, 10 reused connections, medians of 5 rounds of 1,000); (b) a new connection per message,
 // with loopback trusted (no greeting pause) and untrusted; (c) Postfix end to end
-// (test/support/postfix.ts): Postfix alone, Postfix with the sandgate milter, and Postfix ->
+// (test/support/postfix.ts): Postfix alone, Postfix with a protocol-only milter (the milter's
+// pass-through: sandgate's negotiation and header edits, no scan), Postfix with the sandgate milter, and Postfix ->
 // filter -> Postfix for both filters, all behind one Postfix, 10 rounds each in forward and
 // backward order by turns; the filter's CPU and the whole machine's per message; (d) peak RSS of the filter with 20 concurrent 25 MB messages.
 // Needs smtp-source, smtp-sink and Postfix (Debian package postfix) and root. Loopback only, free
@@ -411,10 +412,11 @@ try {
     const proxyPort = await pick();
     const relayPort = await pick();
     const milterPort = await pick();
+    const protocolMilterPort = await pick();
     const pf: PostfixInstance = await startPostfix({
       filterPort: proxyPort,
       moreFilterPorts: [relayPort],
-      milterPorts: [milterPort],
+      milterPorts: [milterPort, protocolMilterPort],
       plain: true,
       relayhostPort: sink.port,
       // Each filter keeps up to 10 sessions to the re-injection smtpd open, the idle one too.
@@ -426,20 +428,25 @@ try {
       proxy: await startFilter('proxy', pf.reinjectPort, proxyPort),
       relay: await startFilter('relay', pf.reinjectPort, relayPort),
       milter: await startFilter('milter', 0, milterPort),
+      pmilter: await startFilter('protocol-milter', 0, protocolMilterPort),
     };
-    type Kind = 'alone' | 'milter' | 'proxy' | 'relay';
+    type Kind = 'alone' | 'pmilter' | 'milter' | 'proxy' | 'relay';
     const wanted = /^--pf-paths=(.+)$/
       .exec(args.find((a) => a.startsWith('--pf-paths=')) ?? '')?.[1]
       ?.split(',');
-    const KINDS = (['alone', 'milter', 'proxy', 'relay'] as const).filter((k) => wanted?.includes(k) ?? true);
+    const KINDS = (['alone', 'pmilter', 'milter', 'proxy', 'relay'] as const).filter(
+      (k) => wanted?.includes(k) ?? true,
+    );
     const inPort: Record<Kind, number> = {
       alone: pf.plainPort!,
       milter: pf.inPortForMilter(milterPort),
+      pmilter: pf.inPortForMilter(protocolMilterPort),
       proxy: pf.inPortFor(proxyPort),
       relay: pf.inPortFor(relayPort),
     };
     const NAMES: Record<Kind, string> = {
       alone: 'Postfix alone',
+      pmilter: 'Postfix + protocol-only milter (no scan)',
       milter: 'Postfix + sandgate milter (rules)',
       proxy: 'Postfix -> pass-through proxy -> Postfix',
       relay: 'Postfix -> sandgate relay (rules) -> Postfix',
@@ -448,12 +455,13 @@ try {
     // re-injection port): the relay's JIT settles after about 3,000 messages (--trace-opt), as it
     // has in a long-running daemon. Then 1,000 through Postfix, the measured path; the milter has
     // no path but Postfix, so it gets the 3,000 and the 1,000 through Postfix.
-    for (const kind of (['proxy', 'relay', 'milter'] as const).filter((k) => KINDS.includes(k))) {
+    for (const kind of (['proxy', 'relay', 'milter', 'pmilter'] as const).filter((k) => KINDS.includes(k))) {
       const f = filters[kind];
       const have = sink.count();
-      const straight = kind === 'milter' ? 0 : PF_WARMUP;
+      const isMilter = kind === 'milter' || kind === 'pmilter';
+      const straight = isMilter ? 0 : PF_WARMUP;
       if (straight > 0) await source(f.port, { n: straight, conc: CONC, size: SIZE, reuse: true });
-      const viaPostfix = kind === 'milter' ? PF_WARMUP + PF_WARMUP_POSTFIX : PF_WARMUP_POSTFIX;
+      const viaPostfix = isMilter ? PF_WARMUP + PF_WARMUP_POSTFIX : PF_WARMUP_POSTFIX;
       await source(inPort[kind], { n: viaPostfix, conc: CONC, size: SIZE, reuse: false });
       await sink.waitFor(have + straight + viaPostfix, 180_000);
     }
@@ -463,11 +471,11 @@ try {
     say();
     say('| path | e2e msg/s: median (rounds) | vs Postfix alone | filter CPU ms/msg | machine CPU ms/msg |');
     say('|---|---|---|---|---|');
-    const rates: Record<Kind, number[]> = { alone: [], milter: [], proxy: [], relay: [] };
-    const cpus: Record<Kind, number[]> = { alone: [], milter: [], proxy: [], relay: [] };
+    const rates: Record<Kind, number[]> = { alone: [], pmilter: [], milter: [], proxy: [], relay: [] };
+    const cpus: Record<Kind, number[]> = { alone: [], pmilter: [], milter: [], proxy: [], relay: [] };
     // Everything on the box per message (Postfix's processes, smtp-source, smtp-sink, the filter).
-    const machine: Record<Kind, number[]> = { alone: [], milter: [], proxy: [], relay: [] };
-    const seconds: Record<Kind, number> = { alone: 0, milter: 0, proxy: 0, relay: 0 };
+    const machine: Record<Kind, number[]> = { alone: [], pmilter: [], milter: [], proxy: [], relay: [] };
+    const seconds: Record<Kind, number> = { alone: 0, pmilter: 0, milter: 0, proxy: 0, relay: 0 };
     for (let pair = 0; pair < PF_PAIRS; pair++) {
       const order = pair % 2 === 0 ? KINDS : [...KINDS].reverse();
       for (const kind of order) {
@@ -507,6 +515,8 @@ try {
     say();
     const pairs: Array<[Kind, Kind, string]> = [
       ['milter', 'alone', 'Milter / Postfix alone'],
+      ['pmilter', 'alone', 'Protocol-only milter / Postfix alone'],
+      ['milter', 'pmilter', 'Milter / protocol-only milter'],
       ['relay', 'proxy', 'Relay / proxy'],
       ['relay', 'alone', 'Relay path / Postfix alone'],
     ];
@@ -516,6 +526,7 @@ try {
       say();
     }
     await filters.milter.stop();
+    await filters.pmilter.stop();
     await filters.relay.stop();
     await filters.proxy.stop();
     await stopPostfix();

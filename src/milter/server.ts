@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import { chmodSync, chownSync, lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type { MilterConfig, MilterListen } from '../config/milter.js';
+import { SandgateError } from '../core/errors.js';
 import type { Evaluator } from '../core/evaluation.js';
 import type { Logger } from '../core/logger.js';
 import { MilterSession, type MilterSummary, type SessionContext } from './session.js';
@@ -82,10 +83,22 @@ export class MilterServer extends EventEmitter<{ message: [MilterSummary] }> {
     let bound: MilterListen;
     if (where.kind === 'unix') {
       this.unixPath = where.path;
-      chmodSync(where.path, this.options.milter.socketMode);
+      try {
+        chmodSync(where.path, this.options.milter.socketMode);
+      } catch (err) {
+        throw socketError('milter.socketMode', `cannot set the mode of ${where.path}`, err);
+      }
       if (this.options.milter.socketOwner !== undefined) {
         const { uid, gid } = resolveOwner(this.options.milter.socketOwner);
-        chownSync(where.path, uid, gid);
+        try {
+          chownSync(where.path, uid, gid);
+        } catch (err) {
+          throw socketError(
+            'milter.socketOwner',
+            `cannot give ${where.path} to ${this.options.milter.socketOwner} (sandgate's user must own it and belong to the group)`,
+            err,
+          );
+        }
       }
       bound = where;
     } else {
@@ -178,6 +191,15 @@ export class MilterServer extends EventEmitter<{ message: [MilterSummary] }> {
   }
 }
 
+/** A setting of the unix socket that cannot be applied: the key is named, the code is ERR_CONFIG_INVALID. */
+function socketError(key: string, message: string, cause?: unknown): SandgateError {
+  const why = cause instanceof Error ? `: ${cause.message}` : '';
+  return new SandgateError('ERR_CONFIG_INVALID', `${key}: ${message}${why}`, {
+    details: { key },
+    ...(cause !== undefined ? { cause } : {}),
+  });
+}
+
 /** A unix socket left by a process that died is removed; one that answers is in use. */
 async function removeStaleSocket(path: string): Promise<void> {
   let isSocket: boolean;
@@ -186,7 +208,7 @@ async function removeStaleSocket(path: string): Promise<void> {
   } catch {
     return; // nothing there
   }
-  if (!isSocket) throw new Error(`milter.listen: ${path} exists and is not a socket`);
+  if (!isSocket) throw socketError('milter.listen', `${path} exists and is not a socket`);
   const alive = await new Promise<boolean>((resolve) => {
     const probe = net.connect(path);
     probe.once('connect', () => {
@@ -195,7 +217,7 @@ async function removeStaleSocket(path: string): Promise<void> {
     });
     probe.once('error', () => resolve(false));
   });
-  if (alive) throw new Error(`milter.listen: another process listens on ${path}`);
+  if (alive) throw socketError('milter.listen', `another process listens on ${path}`);
   unlinkSync(path);
 }
 
@@ -209,7 +231,7 @@ export function resolveOwner(spec: string, files = { passwd: '/etc/passwd', grou
       .find((l) => l.split(':')[0] === name);
     const id = line?.split(':')[2];
     if (id === undefined || !/^\d+$/.test(id))
-      throw new Error(`milter.socketOwner: no ${what} "${name}" in ${file}`);
+      throw socketError('milter.socketOwner', `no ${what} "${name}" in ${file}`);
     return Number(id);
   };
   return {

@@ -257,7 +257,11 @@ describe.runIf(postfixAvailable())('sandgate milter behind a real Postfix', () =
     const raw = mail('killed-1', 'X-Test-Verdict: SLOW\r\n');
     const sending = send('kill', raw);
     // The milter is deciding end-of-message (its sandbox task exists): kill it now.
-    while (sandbox.tasksCreated() === tasks) await new Promise((r) => setTimeout(r, 10));
+    const giveUp = Date.now() + 30_000;
+    while (sandbox.tasksCreated() === tasks) {
+      if (Date.now() > giveUp) throw new Error('the milter never asked the sandbox for the message');
+      await new Promise((r) => setTimeout(r, 10));
+    }
     await site.milter.kill();
     const r = await sending;
     expect(r.code).toBe(451);

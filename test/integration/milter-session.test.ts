@@ -3,14 +3,22 @@
  * Postfix 3.7 does (test/support/milter-client.ts), with the real verdict core and rules scanner.
  */
 import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { analyseMessage } from '../../src/core/content-key.js';
 import { BufferMessage } from '../../src/mime/spool.js';
-import { encodeCommand, frame, SMFIP, type MilterReply } from '../../src/milter/codec.js';
+import {
+  decodeReply,
+  encodeCommand,
+  frame,
+  PacketReader,
+  SMFIP,
+  type MilterReply,
+} from '../../src/milter/codec.js';
 import { WANTED_PROTOCOL } from '../../src/milter/session.js';
 import { CountingScanner } from '../support/counting-scanner.js';
-import { MilterClient, POSTFIX_OFFER } from '../support/milter-client.js';
+import { MilterClient, POSTFIX_OFFER, postfixHeaders } from '../support/milter-client.js';
 import { startMilter, type MilterHarness } from '../support/milter.js';
 import { EICAR } from '../support/relay.js';
 
@@ -105,6 +113,33 @@ describe('milter session (real socket, real core)', () => {
     const want = await analyseMessage(new BufferMessage('x', h.seen[0]!.envelope, raw));
     expect(h.seen[0]!.bytes.equals(raw)).toBe(true);
     expect(h.seen[0]!.evaluation!.contentKey).toBe(want.contentKey);
+  });
+
+  it('spools a message above the memory threshold to a file, byte for byte, and removes the file', async () => {
+    const spool = { dir: '', during: [] as string[] };
+    const h = await harness({
+      config: { scan: { chain: ['rules'], memorySpoolThreshold: '64k' } },
+      wrapEvaluator: (core) => ({
+        evaluate: (message, options) => {
+          spool.during = readdirSync(spool.dir);
+          return core.evaluate(message, options);
+        },
+      }),
+    });
+    spool.dir = h.runtime.spoolDir;
+    const c = await client(h);
+    // About 300 KB of body: five BODY packets of at most 65535 bytes, lines cut across packets.
+    const line = 'The quick brown fox jumps over the lazy dog, 0123456789 \u00e9\u00e8.\r\n';
+    const raw = Buffer.from(CLEAN.replace('Just text.\r\n', line.repeat(4500)), 'utf8');
+    expect(raw.length).toBeGreaterThan(4 * 65535);
+    const replies = await c.message({ raw });
+    expect(replies.at(-1)).toEqual({ kind: 'accept' });
+    expect(h.seen[0]!.bytes.equals(raw)).toBe(true);
+    const want = await analyseMessage(new BufferMessage('x', h.seen[0]!.envelope, raw));
+    expect(h.seen[0]!.evaluation!.contentKey).toBe(want.contentKey);
+    expect(await h.summary(1)).toMatchObject({ action: 'deliver', bytes: raw.length });
+    expect(spool.during).toHaveLength(1);
+    expect(existsSync(h.runtime.spoolDir) ? readdirSync(h.runtime.spoolDir) : []).toEqual([]);
   });
 
   it('deletes every inbound copy of our fields, highest index first, then adds its own', async () => {
@@ -282,17 +317,140 @@ describe('milter session (real socket, real core)', () => {
     expect(await h.summary(1)).toMatchObject({ action: 'tempfail', code: 451 });
   });
 
-  it('answers 451 at milter.deadline when the core does not answer at all', async () => {
+  it('answers 451 at milter.deadline even when the core has not answered, with PROGRESS meanwhile', async () => {
+    // The core held past the deadline (as a core blocked on its state would be): the milter's own
+    // timer must answer. Released when the test ends.
+    let release = () => undefined as void;
+    const held = new Promise<void>((r) => (release = r));
+    cleanups.push(() => release());
     const h = await harness({
-      config: { milter: { deadline: '400ms' } },
-      server: { progressIntervalMs: 100 },
-      wrapEvaluator: () => ({ evaluate: () => new Promise<never>(() => undefined) }),
+      config: { milter: { deadline: '600ms' } },
+      server: { progressIntervalMs: 50 },
+      wrapEvaluator: (core) => ({
+        evaluate: async (message, options) => {
+          const ev = await core.evaluate(message, options);
+          await held;
+          return ev;
+        },
+      }),
     });
     const c = await client(h);
+    const started = Date.now();
     const [r] = await c.message({ raw: CLEAN });
     expect((r as { text: string }).text).toMatch(/^451 4\.7\.0 Scanning did not finish in time/);
+    expect(Date.now() - started).toBeLessThan(10_000);
     expect(c.progress).toBeGreaterThanOrEqual(2);
     expect(await h.summary(1)).toMatchObject({ action: 'tempfail', reason: 'deadline', code: 451 });
+  });
+
+  it('answers 451 4.7.0 when a scanner is slower than milter.deadline (the core gives up at it)', async () => {
+    const slow = new CountingScanner({ name: 'slow', delayMs: 5000 });
+    const h = await harness({ scanners: [slow], config: { milter: { deadline: '400ms' } } });
+    const c = await client(h);
+    const [r] = await c.message({ raw: CLEAN });
+    expect((r as { text: string }).text).toMatch(/^451 4\.7\.0 /);
+    // Whichever comes first at the same instant: the milter's timer or the core's timeout outcome.
+    const s = await h.summary(1);
+    expect(s).toMatchObject({ action: 'tempfail', code: 451 });
+    expect(['deadline', 'failure:timeout']).toContain(s.reason);
+  });
+
+  it('reads a whole session coalesced into one write, and the same bytes one at a time', async () => {
+    const h = await harness();
+    const raw = Buffer.from(CLEAN, 'latin1');
+    const { headers, body } = postfixHeaders(raw);
+    const oneMessage = (queueId: string): Buffer[] => [
+      encodeCommand({ kind: 'macro', stage: 'M', macros: new Map() }),
+      encodeCommand({ kind: 'mail', args: ['<a@test.local>', 'SIZE=200'] }),
+      encodeCommand({ kind: 'rcpt', args: ['<b@example.test>'] }),
+      encodeCommand({ kind: 'macro', stage: 'T', macros: new Map([['i', queueId]]) }),
+      encodeCommand({ kind: 'data' }),
+      ...headers.map(([name, value]) => encodeCommand({ kind: 'header', name, value })),
+      encodeCommand({ kind: 'eoh' }),
+      encodeCommand({ kind: 'body', chunk: body }),
+      encodeCommand({ kind: 'eom', chunk: Buffer.alloc(0) }),
+      encodeCommand({ kind: 'abort' }),
+    ];
+    const wire = Buffer.concat([
+      encodeCommand({ kind: 'optneg', ...POSTFIX_OFFER }),
+      encodeCommand({ kind: 'connect', hostname: 'c', family: 'inet', port: 1, address: '192.0.2.9' }),
+      encodeCommand({ kind: 'helo', name: 'c.test.local' }),
+      ...oneMessage('Q1'),
+      ...oneMessage('Q2'),
+      encodeCommand({ kind: 'quit' }),
+    ]);
+    /** Every reply packet until the milter closes the connection after QUIT. */
+    const session = async (writes: readonly Buffer[]): Promise<MilterReply[]> => {
+      const socket = net.connect(h.port, '127.0.0.1');
+      socket.setNoDelay(true);
+      cleanups.push(() => void socket.destroy());
+      const reader = new PacketReader();
+      const replies: MilterReply[] = [];
+      socket.on('data', (d: Buffer) => replies.push(...reader.push(d).map(decodeReply)));
+      const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      await new Promise<void>((resolve) => socket.once('connect', resolve));
+      for (const w of writes) await new Promise<void>((resolve) => socket.write(w, () => resolve()));
+      await closed;
+      expect(reader.pending).toBe(0);
+      return replies;
+    };
+    const expected = [
+      'optneg',
+      ...['continue', 'continue', 'insHeader', 'insHeader', 'accept'],
+      ...['continue', 'continue', 'insHeader', 'insHeader', 'accept'],
+    ];
+    expect(kinds(await session([wire]))).toEqual(expected);
+    expect(kinds(await session([...wire].map((b) => Buffer.from([b]))))).toEqual(expected);
+    expect(h.seen).toHaveLength(4);
+    for (const s of h.seen) expect(s.bytes.toString('latin1')).toBe(CLEAN);
+    expect(h.summaries.map((s) => s.queueId)).toEqual(['Q1', 'Q2', 'Q1', 'Q2']);
+    expect(h.logs.events('milter.protocol_error')).toEqual([]);
+  });
+
+  it('skips scanning when every recipient (from the RCPT events) is in bypass.recipientDomains', async () => {
+    const h = await harness({ config: { bypass: { recipientDomains: ['trusted.test'] } } });
+    const c = await client(h);
+    const eicar = CLEAN.replace('Just text.', EICAR);
+    const bypassed = await c.message({ raw: eicar, recipients: ['x@trusted.test', 'y@TRUSTED.test'] });
+    expect(bypassed.at(-1)).toEqual({ kind: 'accept' });
+    expect(value(bypassed.find((r) => r.kind === 'insHeader'))).toMatch(
+      /^ unscanned; reason=bypass:recipient;/,
+    );
+    // One protected recipient: scanned, and refused.
+    const [mixed] = await c.message({ raw: eicar, recipients: ['x@trusted.test', 'b@example.test'] });
+    expect((mixed as { text: string }).text).toMatch(/^550 5\.7\.1 /);
+    expect(h.seen.map((s) => s.envelope.recipients)).toEqual([
+      ['x@trusted.test', 'y@TRUSTED.test'],
+      ['x@trusted.test', 'b@example.test'],
+    ]);
+  });
+
+  it('fails open only when the operator chose it: delivered with the header saying so, and counted', async () => {
+    const down = new CountingScanner({
+      name: 'down',
+      finding: { kind: 'failed', reason: 'unavailable', message: 'connection refused' },
+    });
+    const h = await harness({
+      scanners: [down],
+      config: { scan: { chain: ['rules'] }, policy: { failure: { unavailable: 'deliver' } } },
+    });
+    const c = await client(h);
+    const replies = await c.message({ raw: CLEAN });
+    expect(replies.at(-1)).toEqual({ kind: 'accept' });
+    expect(value(replies.find((r) => r.kind === 'insHeader'))).toMatch(
+      /^ unscanned; reason=failure:unavailable;/,
+    );
+    expect(await h.summary(1)).toMatchObject({ action: 'deliver', reason: 'failure:unavailable', code: 250 });
+    const metrics = await h.runtime.metrics.registry.metrics();
+    expect(metrics).toMatch(/^sandgate_fail_open_total\{reason="failure:unavailable"\} 1$/m);
+
+    // The default policy: the same failure is a 451, never a silent pass.
+    const strict = await harness({ scanners: [down], config: { scan: { chain: ['rules'] } } });
+    const c2 = await client(strict);
+    const [r] = await c2.message({ raw: CLEAN });
+    expect((r as { text: string }).text).toMatch(
+      /^451 4\.7\.0 Message could not be scanned \(failure:unavailable\)/,
+    );
   });
 
   it('closes the connection on an oversized packet with a log line, and keeps serving others', async () => {

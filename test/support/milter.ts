@@ -2,6 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { MilterListen } from '../../src/config/milter.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import type { Evaluation, EvaluateOptions, Evaluator } from '../../src/core/evaluation.js';
 import type { Envelope, MessageSource } from '../../src/core/message.js';
@@ -21,7 +22,10 @@ export interface SeenMessage {
 }
 
 export interface MilterHarness {
+  /** The TCP port (0 when it listens on a unix socket: see `bound`). */
   readonly port: number;
+  /** Where it listens. */
+  readonly bound: MilterListen;
   readonly server: MilterServer;
   readonly runtime: Runtime;
   readonly logs: LogCapture;
@@ -56,7 +60,7 @@ export async function startMilter(
     config?: Partial<ConfigInput>;
     scanners?: readonly Scanner[];
     server?: Partial<Omit<MilterServerOptions, 'evaluator' | 'log'>>;
-    /** Wraps the core as the milter sees it (e.g. a core that never answers). */
+    /** Wraps the real core as the milter sees it (e.g. to hold its answer past milter.deadline). */
     wrapEvaluator?: (core: Evaluator) => Evaluator;
   } = {},
 ): Promise<MilterHarness> {
@@ -73,12 +77,10 @@ export async function startMilter(
     frontEndSummary: true,
     ...(options.scanners ? { scanners: options.scanners } : {}),
   });
-  const evaluator = new RecordingEvaluator(
-    options.wrapEvaluator ? options.wrapEvaluator(runtime.evaluator) : runtime.evaluator,
-  );
+  const evaluator = new RecordingEvaluator(runtime.evaluator);
   const server = new MilterServer({
     milter: config.milter,
-    evaluator,
+    evaluator: options.wrapEvaluator ? options.wrapEvaluator(evaluator) : evaluator,
     log: logs.logger,
     spoolDir: runtime.spoolDir,
     maxMessageSize: config.milter.maxMessageSize ?? config.scan.maxMessageSize,
@@ -91,9 +93,17 @@ export async function startMilter(
     summaries.push(m);
     for (const w of waiters.splice(0)) w();
   });
-  const bound = await server.listen();
+  let bound: MilterListen;
+  try {
+    bound = await server.listen();
+  } catch (err) {
+    await runtime.close();
+    rmSync(stateDir, { recursive: true, force: true });
+    throw err;
+  }
   return {
     port: bound.kind === 'inet' ? bound.port : 0,
+    bound,
     server,
     runtime,
     logs,

@@ -20,6 +20,10 @@ export interface PostfixInstance {
   readonly inPort: number;
   /** The smtpd whose mail goes through the milter at `milterPort` (one of the options' milterPorts). */
   inPortForMilter(milterPort: number): number;
+  /** The smtpd, chrooted in the queue directory, whose mail goes through the milter at unix:`path`. */
+  inPortForMilterSocket(path: string): number;
+  /** queue_directory: the chroot of the chrooted smtpd processes. */
+  readonly queueDirectory: string;
   /** An smtpd with neither content filter nor milter (options.plain): Postfix alone. */
   readonly plainPort: number | undefined;
   /** The smtpd whose mail goes through the filter at `filterPort` (one of the options' ports). */
@@ -40,6 +44,12 @@ export interface PostfixOptions {
    * `smtpd_milters = inet:127.0.0.1:<port>` and no content filter.
    */
   readonly milterPorts?: readonly number[];
+  /**
+   * Milters on unix sockets, each behind an inbound smtpd of its own that runs chrooted in the
+   * queue directory, as Debian's master.cf runs smtpd (`inPortForMilterSocket(path)`):
+   * `smtpd_milters = unix:<path>`, the path as the chrooted smtpd sees it.
+   */
+  readonly chrootedMilterSockets?: readonly string[];
   /** Also an inbound smtpd with neither content filter nor milter (`plainPort`). */
   readonly plain?: boolean;
   /** Extra main.cf lines (e.g. milter timeouts). */
@@ -107,8 +117,18 @@ ${o.mainCf ?? ''}
 }
 
 /** One inbound smtpd per milter, and the plain one: no content filter on any of them. */
-function milterListenersCf(milters: ReadonlyMap<number, number>, plainPort: number | undefined): string {
+function milterListenersCf(
+  milters: ReadonlyMap<number, number>,
+  plainPort: number | undefined,
+  sockets: ReadonlyMap<string, number> = new Map(),
+): string {
   return (
+    [...sockets]
+      .map(
+        ([path, inPort]) =>
+          `127.0.0.1:${inPort} inet n - y - - smtpd\n  -o content_filter=\n  -o smtpd_milters=unix:${path}\n`,
+      )
+      .join('') +
     [...milters]
       .map(
         ([milterPort, inPort]) =>
@@ -213,6 +233,8 @@ async function startOnce(dir: string, options: PostfixOptions): Promise<PostfixI
   for (const filterPort of options.moreFilterPorts ?? []) more.set(filterPort, await pick());
   const milters = new Map<number, number>();
   for (const milterPort of options.milterPorts ?? []) milters.set(milterPort, await pick());
+  const sockets = new Map<string, number>();
+  for (const path of options.chrootedMilterSockets ?? []) sockets.set(path, await pick());
   const plainPort = options.plain ? await pick() : undefined;
   const etc = join(dir, 'etc');
   // mkdtemp makes the dir 0700; Postfix's unprivileged daemons must reach data/ and the queue.
@@ -229,7 +251,7 @@ async function startOnce(dir: string, options: PostfixOptions): Promise<PostfixI
       reinjectPort,
       more,
       options.reinjectProcesses ?? 10,
-      milterListenersCf(milters, plainPort),
+      milterListenersCf(milters, plainPort, sockets),
     ),
   );
   writeFileSync(join(dir, 'maillog'), '');
@@ -281,6 +303,12 @@ async function startOnce(dir: string, options: PostfixOptions): Promise<PostfixI
       if (port === undefined) throw new Error(`no inbound smtpd for milter port ${milterPort}`);
       return port;
     },
+    inPortForMilterSocket(path) {
+      const port = sockets.get(path);
+      if (port === undefined) throw new Error(`no inbound smtpd for milter socket ${path}`);
+      return port;
+    },
+    queueDirectory: join(dir, 'spool'),
     inPortFor(filterPort) {
       const port = filterPort === options.filterPort ? inPort : more.get(filterPort);
       if (port === undefined) throw new Error(`no inbound smtpd for filter port ${filterPort}`);

@@ -69,6 +69,11 @@ describe('resolveOwner', () => {
     expect(resolveOwner(':postfix', files)).toEqual({ uid: -1, gid: 112 });
     expect(resolveOwner('sandgate', files)).toEqual({ uid: 998, gid: -1 });
     expect(resolveOwner('10:20', files)).toEqual({ uid: 10, gid: 20 });
-    expect(() => resolveOwner('nobody-here', files)).toThrow(/no user "nobody-here"/);
+    expect(() => resolveOwner('nobody-here', files)).toThrow(
+      expect.objectContaining({ code: 'ERR_CONFIG_INVALID', details: { key: 'milter.socketOwner' } }),
+    );
+    expect(() => resolveOwner(':nogroup-here', files)).toThrow(
+      expect.objectContaining({ code: 'ERR_CONFIG_INVALID', details: { key: 'milter.socketOwner' } }),
+    );
   });
 });
