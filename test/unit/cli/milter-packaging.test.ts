@@ -20,7 +20,8 @@ describe('milter packaging', () => {
     const unit = read('packaging/systemd/sandgate-milter.service');
     const value = (key: string) => new RegExp(`^${key}=(.*)$`, 'm').exec(unit)?.[1];
     expect(value('ExecStart')).toMatch(/\bsandgate milter --config \/etc\/sandgate\/sandgate\.yaml$/);
-    expect(value('Before')).toBe('postfix.service');
+    // Debian runs Postfix as postfix@-.service, ordered before the postfix.service wrapper.
+    expect(value('Before')?.split(/\s+/).sort()).toEqual(['postfix.service', 'postfix@-.service']);
     expect(value('KillSignal')).toBe('SIGTERM');
     expect(Number(value('TimeoutStopSec')) * 1000).toBeGreaterThan(defaults.milter.shutdownTimeout);
     // A unix socket and the network: nothing else is needed.
