@@ -3,6 +3,7 @@ import { Counter } from 'prom-client';
 import { AdminServer } from '../../admin/server.js';
 import { readAdminToken, registerQuarantineRoutes } from '../../admin/quarantine-routes.js';
 import { createQuarantineService } from '../compose/quarantine.js';
+import { adminTokenFile } from '../admin-token.js';
 import { isSandgateError } from '../../core/errors.js';
 import type { NextHop } from '../../config/relay.js';
 import { RelayServer } from '../../smtp/server.js';
@@ -87,15 +88,23 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
     await relay.listen();
     if (config.admin.enabled) {
       admin = new AdminServer({ registry: runtime.metrics.registry, log, ready: () => !stopping });
-      // The quarantine API and page need a token; without admin.tokenFile only health and metrics are served.
-      if (config.admin.tokenFile !== undefined) {
+      // The quarantine API and page need a token; without one only health and metrics are served.
+      const tokenFile = adminTokenFile(config);
+      if (tokenFile !== undefined) {
         registerQuarantineRoutes(admin, {
           service: createQuarantineService(runtime),
-          token: readAdminToken(resolve(io.cwd, config.admin.tokenFile)),
+          token: readAdminToken(resolve(io.cwd, tokenFile.path)),
           log,
         });
       }
-      await admin.listen(config.admin.listen.host, config.admin.listen.port);
+      const at = await admin.listen(config.admin.listen.host, config.admin.listen.port);
+      if (tokenFile !== undefined) {
+        const url = `http://${at.host.includes(':') ? `[${at.host}]` : at.host}:${at.port}/quarantine`;
+        log.info(
+          { event: 'admin.page', url, tokenFile: tokenFile.path, tokenCreated: tokenFile.created },
+          `quarantine page: ${url} (token in ${tokenFile.path}${tokenFile.created ? ', created now' : ''})`,
+        );
+      }
     }
     await (options.stop ?? stopSignal());
     stopping = true;
