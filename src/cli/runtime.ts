@@ -45,6 +45,8 @@ export interface RuntimeOptions {
   readonly frontEndSummary?: boolean;
   /** Long-running front ends (relay, helper, admin) also run the quarantine retention job. */
   readonly jobs?: boolean;
+  /** The command shows each inbound mark's check itself (sandgate scan): no mark.invalid log line. */
+  readonly reportMarks?: boolean;
   /** Replaces the configured chain (tests, benchmarks). */
   readonly scanners?: readonly Scanner[];
   readonly metrics?: Metrics;
@@ -139,6 +141,7 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
       metrics,
       log,
       logSummary: options.frontEndSummary !== true,
+      ...(options.reportMarks ? { reportMarks: true } : {}),
       ...(options.now ? { now: options.now } : {}),
     });
     let closed = false;

@@ -70,6 +70,12 @@ it('first run: page address and created token, a Russian item decoded everywhere
   expect(await send(relay.relayPort, clean)).toBe(250);
   const delivered = join(state, 'delivered');
   expect(readdirSync(delivered)).toHaveLength(1);
+  // Scanning what sandgate delivered: the mark's state is in the report, not a warning on stderr.
+  const deliveredFile = join(delivered, readdirSync(delivered)[0]!);
+  const rescan = await runSandgate(['scan', deliveredFile, '--config', config], { cwd: elsewhere });
+  expect(rescan.stderr).toBe('');
+  expect(rescan.code).toBe(0);
+  expect(rescan.stdout).toMatch(/^mark\s+invalid \(mac\): /m);
   expect(await send(relay.relayPort, cyrillicMail({ attachment: EICAR }))).toBe(550);
 
   // quarantine list from a third directory, with the config file's path: the same state, decoded.
