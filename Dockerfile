@@ -1,5 +1,6 @@
 # sandgate: multi-stage build. The build stage compiles better-sqlite3 and the TypeScript;
 # the runtime stage is Node 20 slim, non-root (uid/gid 10001), with config and state as volumes.
+# The command is `relay` by default; `milter` runs the Postfix milter (docs/milter.md).
 # Build: docker build -t sandgate .   Run and compose: docs/docker.md.
 # Base images cannot be pulled on some build machines: scripts/docker-standin.sh builds a local
 # stand-in, tags it with these two names, builds this file unchanged and checks the container.
@@ -38,7 +39,8 @@ RUN groupadd --gid 10001 sandgate \
     && chown sandgate:sandgate /var/lib/sandgate && chmod 0750 /var/lib/sandgate
 USER sandgate
 VOLUME ["/etc/sandgate", "/var/lib/sandgate"]
-EXPOSE 10025 10030
+# 10025 relay, 10027 milter (`docker run … sandgate milter`), 10030 admin.
+EXPOSE 10025 10027 10030
 # GET /healthz on the admin port: SANDGATE_ADMIN__LISTEN when set (a wildcard address is asked on
 # loopback), else the bundled 127.0.0.1:10030. A config file that moves the admin port needs the
 # same SANDGATE_ADMIN__LISTEN in the environment (docs/docker.md).

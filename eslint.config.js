@@ -20,6 +20,15 @@ const storageDrivers = ['better-sqlite3', 'pg', 'pg-pool', 'pg-cursor'];
 /** The file system: spools (src/mime), stores (src/store), the CLI and the front ends' per-message I/O. */
 const fsModules = ['node:fs', 'node:fs/promises', 'fs', 'fs/promises'];
 const banned = (names, message) => names.map((name) => ({ name, message }));
+/**
+ * Front ends (and the quarantine service) reach state only through the core's ports
+ * (src/core/ports.ts); src/cli opens the stores and hands the ports in. durable-file.ts is a file
+ * primitive (fsync, rename, fsync the directory), not state: the relay's directory next hop uses it.
+ */
+const storeBan = (self) => ({
+  group: ['**/store/**', '!**/store/durable-file.js'],
+  message: `src/${self} reaches state only through the core's ports (src/core/ports.ts): src/cli builds the stores`,
+});
 
 /**
  * Import boundaries (docs/architecture.md): cli -> (helper | smtp | milter | admin) -> core <-
@@ -40,7 +49,22 @@ const frontDoor = (self, others) => ({
             message:
               'front doors never import each other: move what they share to src/core (pure) or src/mime',
           },
+          storeBan(self),
         ],
+      },
+    ],
+  },
+});
+
+/** A layer that uses state through the ports only, and no storage driver. */
+const portsOnly = (self) => ({
+  files: [`src/${self}/**/*.ts`],
+  rules: {
+    'no-restricted-imports': [
+      'error',
+      {
+        paths: banned(storageDrivers, `src/${self} reaches state only through the core's ports`),
+        patterns: [storeBan(self)],
       },
     ],
   },
@@ -104,6 +128,8 @@ export default tseslint.config(
   frontDoor('helper', ['smtp', 'milter']),
   frontDoor('smtp', ['helper', 'milter']),
   frontDoor('milter', ['helper', 'smtp']),
+  portsOnly('admin'),
+  portsOnly('quarantine'),
   {
     // Adapters (scanners, spools, stores, config) do not reach up into front ends or the CLI.
     files: ['src/sandbox/**/*.ts', 'src/mime/**/*.ts', 'src/store/**/*.ts', 'src/config/**/*.ts'],
@@ -127,6 +153,12 @@ export default tseslint.config(
         },
       ],
     },
+  },
+  {
+    // The SQLite adapter implements the core's async state ports with synchronous better-sqlite3
+    // calls: its async methods answer with settled promises and have nothing to await.
+    files: ['src/store/**/*.ts'],
+    rules: { '@typescript-eslint/require-await': 'off' },
   },
   {
     files: ['src/cli/**/*.ts', 'bench/**', 'test/**'],

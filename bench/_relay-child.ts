@@ -5,6 +5,8 @@
 //                       (runtime, info log to <stateDir>/relay.log, loopback peers trusted)
 //       relay-untrusted the same with relay.trustedPeers empty (smtp-server's 100 ms greeting pause kept)
 //       proxy           environment.md's pass-through proxy (smtp-server -> nodemailer pool of 10)
+//       milter          the `sandgate milter` command itself (its run()) with the rules scanner, on
+//                       inet:127.0.0.1:<listenPort> (nextHopPort unused: Postfix queues the mail)
 // Further arguments are config settings for the relay (as --set). Prints "ready <port>"; stops
 // when stdin ends. A line "gc" on stdin is answered with "gc <minor> <major> <major ms>": the
 // garbage collections of this process so far (young generation, mark-compacts, and the
@@ -19,6 +21,7 @@ import {
 } from 'node:perf_hooks';
 import nodemailer from 'nodemailer';
 import { SMTPServer } from 'smtp-server';
+import { run as runMilter } from '../src/cli/commands/milter.js';
 import { run as runRelay } from '../src/cli/commands/relay.js';
 import { freePort, waitListening } from '../test/support/free-port.js';
 
@@ -112,6 +115,38 @@ async function startRelay(trusted: boolean): Promise<{ port: number; close(): Pr
   };
 }
 
+/** The milter exactly as `sandgate milter` runs it, with the rules scanner and an info log to a file. */
+async function startMilter(): Promise<{ port: number; close(): Promise<void> }> {
+  const port = listenPort === 0 ? await freePort() : listenPort;
+  const sets = [
+    `stateDir=${stateDir}`,
+    'scan.chain=rules',
+    'log.level=info',
+    `log.file=${join(stateDir, 'milter.log')}`,
+    `milter.listen=inet:127.0.0.1:${port}`,
+    ...extraSets,
+  ];
+  let stop = () => undefined as void;
+  const stopped = new Promise<void>((r) => (stop = r));
+  const io = { stdin: process.stdin, stdout: process.stderr, stderr: process.stderr, env: {}, cwd: stateDir };
+  const exited = runMilter(
+    sets.flatMap((s) => ['--set', s]),
+    io,
+    { stop: stopped },
+  );
+  await Promise.race([
+    waitListening(port),
+    exited.then((code) => Promise.reject(new Error(`sandgate milter exited with ${code}`))),
+  ]);
+  return {
+    port,
+    async close() {
+      stop();
+      await exited;
+    },
+  };
+}
+
 const gc = { minor: 0, major: 0, majorMs: 0 };
 new PerformanceObserver((list) => {
   for (const e of list.getEntries()) {
@@ -124,7 +159,12 @@ new PerformanceObserver((list) => {
   }
 }).observe({ entryTypes: ['gc'] });
 
-const filter = kind === 'proxy' ? await startProxy() : await startRelay(kind !== 'relay-untrusted');
+const filter =
+  kind === 'proxy'
+    ? await startProxy()
+    : kind === 'milter'
+      ? await startMilter()
+      : await startRelay(kind !== 'relay-untrusted');
 process.stdout.write(`ready ${filter.port}\n`);
 let input = '';
 process.stdin.on('data', (c: Buffer) => {

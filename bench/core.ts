@@ -77,7 +77,7 @@ interface Row {
 async function run(name: string, kind: '20k' | 'mixed', concurrency: number): Promise<Row[]> {
   const stateDir = mkdtempSync(join(tmpdir(), 'sandgate-bench-core-'));
   const config = configSchema.parse({ stateDir, scan: { concurrency } });
-  const runtime = createRuntime(config, { log: silentLogger, frontEnd: 'bench' });
+  const runtime = await createRuntime(config, { log: silentLogger, frontEnd: 'bench' });
   const rows: Row[] = [];
   try {
     for (const pass of ['first sight', 'retry'] as const) {

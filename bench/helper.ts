@@ -98,7 +98,7 @@ async function coreThroughput(base: CgpBase, files: string[], stateDir: string):
     cwd: base.dir,
     sets: [`stateDir=${join(base.dir, stateDir)}`, 'scan.chain=rules'],
   });
-  const rt = createRuntime(config, { log: silentLogger, frontEnd: 'helper' });
+  const rt = await createRuntime(config, { log: silentLogger, frontEnd: 'helper' });
   const t0 = performance.now();
   let next = 0;
   const worker = async () => {

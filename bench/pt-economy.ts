@@ -199,9 +199,9 @@ async function runSetting(setting: Setting) {
     prefilter: { enabled: setting.prefilter },
     polling: { firstDelay: '50ms', interval: '200ms' },
   });
-  const start = () => {
+  const start = async () => {
     const scanner = makeScanner(cfg, state);
-    return startRuntime(state.dir, [scanner], {
+    return await startRuntime(state.dir, [scanner], {
       config: { scan: { chain: ['pt-sandbox'] } },
       logs: new LogCapture(),
     });
@@ -212,7 +212,7 @@ async function runSetting(setting: Setting) {
     await fn();
     perGroup[group] = sb.tasksCreated() - before;
   };
-  let rt = start();
+  let rt = await start();
   const t0 = performance.now();
   await count('newsletter (300)', () => evaluateAll(rt, groups.newsletter, 30_000));
   await count('10 attachments (200)', () => evaluateAll(rt, groups.attachments, 30_000));
@@ -227,7 +227,7 @@ async function runSetting(setting: Setting) {
   // A new process; the appliance finishes; CommuniGate re-sends the pending FILE lines.
   sb.setTaskDuration(50);
   sb.finishAll();
-  rt = start();
+  rt = await start();
   // CommuniGate re-sends every request the old process left unanswered: the 30 pending ones and
   // 70 whose answers were lost with it.
   const resent = [...pending, ...groups.newsletter.slice(0, 35), ...groups.attachments.slice(0, 35)];
@@ -244,7 +244,7 @@ async function runSetting(setting: Setting) {
     perGroup,
     seconds: Number(seconds.toFixed(1)),
   };
-  state.close();
+  await state.close();
   await sb.close();
   return result;
 }

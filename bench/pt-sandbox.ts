@@ -73,7 +73,7 @@ async function throughput() {
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   await scanner.close();
   await sb.close();
-  state.close();
+  await state.close();
   latencies.sort((a, b) => a - b);
   const n = latencies.length;
   return {
@@ -140,7 +140,7 @@ async function dedupe() {
   };
   await scanner.close();
   await sb.close();
-  state.close();
+  await state.close();
   return result;
 }
 

@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { loadConfig } from '../src/cli/load-config.js';
 import { createRuntime, type Runtime } from '../src/cli/runtime.js';
 import { silentLogger } from '../src/core/logger.js';
-import { createQueueMode, type QueueMode } from '../src/smtp/queue/index.js';
-import { RelayServer } from '../src/smtp/server.js';
+import { buildRelay, type QueueMode } from '../src/cli/compose/relay.js';
+import type { RelayServer } from '../src/smtp/server.js';
 import { freePort, waitListening } from '../test/support/free-port.js';
 
 const N = Number(process.argv[2] ?? 1000);
@@ -85,36 +85,28 @@ async function start(mode: 'inline' | 'queue', hopPort: number): Promise<Setup> 
       'relay.nextHopOptions.tls=none',
     ],
   });
-  const runtime = createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
+  const runtime = await createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
   const relayConfig = {
     ...config.relay,
     maxClients: 200,
     queue: { ...config.relay.queue, retryMin: 20, retryMax: 200 },
   };
   const nextHop = { kind: 'smtp' as const, host: '127.0.0.1', port: hopPort };
-  const queue =
-    mode === 'queue'
-      ? createQueueMode({
-          relay: relayConfig,
-          stateDir: state,
-          nextHop,
-          evaluator: runtime.evaluator,
-          quarantine: runtime.quarantine,
-          log: silentLogger,
-          pollMs: 100,
-        })
-      : undefined;
-  queue?.start();
-  const relay = new RelayServer({
+  const parts = buildRelay({
     relay: relayConfig,
+    nextHop,
     evaluator: runtime.evaluator,
+    quarantine: runtime.quarantine,
     log: silentLogger,
+    ...(mode === 'queue' ? { queueStore: runtime.state.relayQueue } : {}),
     spoolDir: runtime.spoolDir,
     maxMessageSize: config.scan.maxMessageSize,
     memorySpoolThreshold: config.scan.memorySpoolThreshold,
-    nextHop,
-    ...(queue ? { queue: queue.intake } : {}),
+    pollMs: 100,
   });
+  const relay = parts.server;
+  const queue = parts.queue;
+  await queue?.start();
   const { port } = await relay.listen('127.0.0.1', 0);
   return { runtime, relay, port, state, ...(queue ? { queue } : {}) };
 }
@@ -182,17 +174,20 @@ const rows: Array<{ mode: string; measure: string; msgPerS: number }> = [];
       'relay.nextHopOptions.tls=none',
     ],
   });
-  const runtime = createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
-  const queue = createQueueMode({
+  const runtime = await createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
+  const queue = buildRelay({
     relay: config.relay,
-    stateDir: down.state,
+    queueStore: runtime.state.relayQueue,
     nextHop: { kind: 'smtp', host: '127.0.0.1', port: sinkPort },
     evaluator: runtime.evaluator,
     quarantine: runtime.quarantine,
     log: silentLogger,
-  });
+    spoolDir: runtime.spoolDir,
+    maxMessageSize: config.scan.maxMessageSize,
+    memorySpoolThreshold: config.scan.memorySpoolThreshold,
+  }).queue as QueueMode;
   const t0 = process.hrtime.bigint();
-  queue.start();
+  await queue.start();
   await queue.worker.idle();
   rows.push({
     mode: 'queue',

@@ -4,12 +4,15 @@
 // smtp-source as client.
 //   npx tsx bench/relay.ts [messages=4000] [--skip-postfix] [--skip-rss] [--only-postfix] [--node-defaults]
 //   --only-postfix: rows (c) and (d) only. --node-defaults: both filters without NODE_FLAGS.
+//   --pf-rounds=N: rounds of each path in row (c) (default 10; fewer for a quick check).
+//   --pf-paths=alone,milter,proxy,relay: the paths of row (c) (default all four).
 // Rows: (a) 20 KB, concurrency 10, reused connections: msg/s (median of 5 interleaved runs, and
 // the relay/proxy ratio of each round), filter CPU per message, and added p50/p99 latency (a Node
 // client, 10 reused connections, medians of 5 rounds of 1,000); (b) a new connection per message,
-// with loopback trusted (no greeting pause) and untrusted; (c) Postfix -> filter -> Postfix end to
-// end (test/support/postfix.ts; both filters behind one Postfix, 10 pairs of rounds in ABBA order;
-// the filter's CPU and the whole machine's per message); (d) peak RSS of the filter with 20 concurrent 25 MB messages.
+// with loopback trusted (no greeting pause) and untrusted; (c) Postfix end to end
+// (test/support/postfix.ts): Postfix alone, Postfix with the sandgate milter, and Postfix ->
+// filter -> Postfix for both filters, all behind one Postfix, 10 rounds each in forward and
+// backward order by turns; the filter's CPU and the whole machine's per message; (d) peak RSS of the filter with 20 concurrent 25 MB messages.
 // Needs smtp-source, smtp-sink and Postfix (Debian package postfix) and root. Loopback only, free
 // ports; every process started is stopped.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -30,7 +33,9 @@ const SIZE = 20480;
 const CONC = 10;
 const RUNS = 5;
 /** Pairs of rounds of the Postfix row (one round through each filter, ABBA order). */
-const PF_PAIRS = 10;
+const PF_PAIRS = Number(
+  /^--pf-rounds=(\d+)$/.exec(args.find((a) => a.startsWith('--pf-rounds=')) ?? '')?.[1] ?? 10,
+);
 /** Messages each filter of the Postfix rows gets straight before it is measured (JIT warm-up). */
 const PF_WARMUP = 3000;
 /**
@@ -388,18 +393,29 @@ try {
     await untrusted.stop();
   }
 
-  // (c) Postfix -> filter -> Postfix, end to end (smtp-source start -> the sink has all N). Both
-  // filters run through the whole row behind one Postfix (an inbound smtpd each, one queue, one
-  // scan transport, one re-injection listener), are warmed up once, and take turns in ABBA order,
-  // so a drift of the machine's speed (its disk, another tenant) falls on both alike.
+  // (c) Postfix end to end (smtp-source start -> the sink has all N), four paths behind one
+  // Postfix (an inbound smtpd each, one queue): Postfix alone; Postfix with the sandgate milter
+  // (smtpd_milters, one pass); Postfix -> filter -> Postfix for the pass-through proxy and the
+  // sandgate relay (content_filter, one scan transport, one re-injection listener). The filters are
+  // warmed up once, then the paths take turns, forward and backward in alternate rounds (ABBA
+  // generalised), so a drift of the machine's speed (its disk, another tenant) falls on all alike.
   if (!args.includes('--skip-postfix') && postfixAvailable()) {
     const nPf = Math.min(N, 1000);
-    const proxyPort = await freePort();
-    let relayPort = await freePort();
-    while (relayPort === proxyPort) relayPort = await freePort();
+    const taken = new Set<number>();
+    const pick = async () => {
+      let port = await freePort();
+      while (taken.has(port)) port = await freePort();
+      taken.add(port);
+      return port;
+    };
+    const proxyPort = await pick();
+    const relayPort = await pick();
+    const milterPort = await pick();
     const pf: PostfixInstance = await startPostfix({
       filterPort: proxyPort,
       moreFilterPorts: [relayPort],
+      milterPorts: [milterPort],
+      plain: true,
       relayhostPort: sink.port,
       // Each filter keeps up to 10 sessions to the re-injection smtpd open, the idle one too.
       reinjectProcesses: 20,
@@ -409,62 +425,97 @@ try {
     const filters = {
       proxy: await startFilter('proxy', pf.reinjectPort, proxyPort),
       relay: await startFilter('relay', pf.reinjectPort, relayPort),
+      milter: await startFilter('milter', 0, milterPort),
     };
-    // Warm-up: 3,000 messages straight to each filter (which hands them to Postfix's re-injection
-    // port): the relay's JIT settles after about 3,000 messages (--trace-opt), as it has in a
-    // long-running daemon. Then 1,000 through Postfix, the measured path.
-    for (const f of Object.values(filters)) {
+    type Kind = 'alone' | 'milter' | 'proxy' | 'relay';
+    const wanted = /^--pf-paths=(.+)$/
+      .exec(args.find((a) => a.startsWith('--pf-paths=')) ?? '')?.[1]
+      ?.split(',');
+    const KINDS = (['alone', 'milter', 'proxy', 'relay'] as const).filter((k) => wanted?.includes(k) ?? true);
+    const inPort: Record<Kind, number> = {
+      alone: pf.plainPort!,
+      milter: pf.inPortForMilter(milterPort),
+      proxy: pf.inPortFor(proxyPort),
+      relay: pf.inPortFor(relayPort),
+    };
+    const NAMES: Record<Kind, string> = {
+      alone: 'Postfix alone',
+      milter: 'Postfix + sandgate milter (rules)',
+      proxy: 'Postfix -> pass-through proxy -> Postfix',
+      relay: 'Postfix -> sandgate relay (rules) -> Postfix',
+    };
+    // Warm-up: 3,000 messages straight to each content filter (which hands them to Postfix's
+    // re-injection port): the relay's JIT settles after about 3,000 messages (--trace-opt), as it
+    // has in a long-running daemon. Then 1,000 through Postfix, the measured path; the milter has
+    // no path but Postfix, so it gets the 3,000 and the 1,000 through Postfix.
+    for (const kind of (['proxy', 'relay', 'milter'] as const).filter((k) => KINDS.includes(k))) {
+      const f = filters[kind];
       const have = sink.count();
-      await source(f.port, { n: PF_WARMUP, conc: CONC, size: SIZE, reuse: true });
-      await source(pf.inPortFor(f.port), { n: PF_WARMUP_POSTFIX, conc: CONC, size: SIZE, reuse: false });
-      await sink.waitFor(have + PF_WARMUP + PF_WARMUP_POSTFIX, 180_000);
+      const straight = kind === 'milter' ? 0 : PF_WARMUP;
+      if (straight > 0) await source(f.port, { n: straight, conc: CONC, size: SIZE, reuse: true });
+      const viaPostfix = kind === 'milter' ? PF_WARMUP + PF_WARMUP_POSTFIX : PF_WARMUP_POSTFIX;
+      await source(inPort[kind], { n: viaPostfix, conc: CONC, size: SIZE, reuse: false });
+      await sink.waitFor(have + straight + viaPostfix, 180_000);
     }
     say(
-      `## (c) Postfix -> filter -> Postfix -> smtp-sink, end to end, ${nPf} x 20 KB a round, smtp-source -s ${CONC} (new connections to Postfix; ${PF_PAIRS} pairs of rounds in ABBA order)`,
+      `## (c) Postfix end to end (-> smtp-sink), ${nPf} x 20 KB a round, smtp-source -s ${CONC} (new connections to Postfix; ${PF_PAIRS} rounds of each path, in forward and backward order by turns)`,
     );
     say();
-    say('| path | e2e msg/s: median (rounds) | vs proxy | filter CPU ms/msg | machine CPU ms/msg |');
+    say('| path | e2e msg/s: median (rounds) | vs Postfix alone | filter CPU ms/msg | machine CPU ms/msg |');
     say('|---|---|---|---|---|');
-    type Kind = keyof typeof filters;
-    const rates: Record<Kind, number[]> = { proxy: [], relay: [] };
-    const cpus: Record<Kind, number[]> = { proxy: [], relay: [] };
+    const rates: Record<Kind, number[]> = { alone: [], milter: [], proxy: [], relay: [] };
+    const cpus: Record<Kind, number[]> = { alone: [], milter: [], proxy: [], relay: [] };
     // Everything on the box per message (Postfix's processes, smtp-source, smtp-sink, the filter).
-    const machine: Record<Kind, number[]> = { proxy: [], relay: [] };
-    const seconds: Record<Kind, number> = { proxy: 0, relay: 0 };
+    const machine: Record<Kind, number[]> = { alone: [], milter: [], proxy: [], relay: [] };
+    const seconds: Record<Kind, number> = { alone: 0, milter: 0, proxy: 0, relay: 0 };
     for (let pair = 0; pair < PF_PAIRS; pair++) {
-      const order: Kind[] = pair % 2 === 0 ? ['proxy', 'relay'] : ['relay', 'proxy'];
+      const order = pair % 2 === 0 ? KINDS : [...KINDS].reverse();
       for (const kind of order) {
-        const f = filters[kind];
+        const pid = kind === 'alone' ? undefined : filters[kind].pid;
         const have = sink.count();
-        const cpu0 = procStats(f.pid).cpuS;
+        const cpu0 = pid === undefined ? 0 : procStats(pid).cpuS;
         const machine0 = machineCpuS();
         const t0 = process.hrtime.bigint();
-        await source(pf.inPortFor(f.port), { n: nPf, conc: CONC, size: SIZE, reuse: false });
+        await source(inPort[kind], { n: nPf, conc: CONC, size: SIZE, reuse: false });
         await sink.waitFor(have + nPf, 120_000);
         const secs = Number(process.hrtime.bigint() - t0) / 1e9;
         seconds[kind] += secs;
         rates[kind].push(nPf / secs);
-        cpus[kind].push(((procStats(f.pid).cpuS - cpu0) * 1000) / nPf);
+        if (pid !== undefined) cpus[kind].push(((procStats(pid).cpuS - cpu0) * 1000) / nPf);
         machine[kind].push(((machineCpuS() - machine0) * 1000) / nPf);
       }
     }
-    const base = median(rates.proxy);
-    for (const kind of ['proxy', 'relay'] as const) {
+    const base = median(rates.alone);
+    for (const kind of KINDS) {
       say(
-        `| Postfix -> ${kind === 'proxy' ? 'pass-through proxy' : 'sandgate relay (rules)'} -> Postfix | ` +
-          `${f0(median(rates[kind]))} (${rates[kind].map(f0).join(', ')}) | ${f0((median(rates[kind]) / base) * 100)} % | ` +
-          `${f2(median(cpus[kind]))} | ${f2(median(machine[kind]))} |`,
+        `| ${NAMES[kind]} | ${f0(median(rates[kind]))} (${rates[kind].map(f0).join(', ')}) | ` +
+          `${f0((median(rates[kind]) / base) * 100)} % | ${kind === 'alone' ? '-' : f2(median(cpus[kind]))} | ` +
+          `${f2(median(machine[kind]))} |`,
       );
     }
-    const pairedPf = rates.relay.map((x, i) => (x / rates.proxy[i]!) * 100).sort((a, b) => a - b);
+    const paired = (a: Kind, b: Kind) =>
+      rates[a].map((x, i) => (x / rates[b][i]!) * 100).sort((x, y) => x - y);
+    const describePairs = (a: Kind, b: Kind, label: string) => {
+      const r = paired(a, b);
+      return (
+        `${label} per pair of rounds, sorted: ${r.map((x) => `${f0(x)} %`).join(', ')} ` +
+        `(median ${f0(median(r))} %, middle half ${f0(pct(r, 25))}-${f0(pct(r, 75))} %). ` +
+        `All rounds together: ${f0((seconds[b] / seconds[a]) * 100)} % ` +
+        `(${PF_PAIRS * nPf} messages each; ${f1(seconds[b])} s ${NAMES[b]}, ${f1(seconds[a])} s ${NAMES[a]}).`
+      );
+    };
     say();
-    say(
-      `Relay / proxy per pair of rounds, sorted: ${pairedPf.map((x) => `${f0(x)} %`).join(', ')} ` +
-        `(median ${f0(median(pairedPf))} %, middle half ${f0(pct(pairedPf, 25))}-${f0(pct(pairedPf, 75))} %). ` +
-        `All rounds together: ${f0((seconds.proxy / seconds.relay) * 100)} % ` +
-        `(${PF_PAIRS * nPf} messages each; ${f1(seconds.proxy)} s through the proxy, ${f1(seconds.relay)} s through the relay).`,
-    );
-    say();
+    const pairs: Array<[Kind, Kind, string]> = [
+      ['milter', 'alone', 'Milter / Postfix alone'],
+      ['relay', 'proxy', 'Relay / proxy'],
+      ['relay', 'alone', 'Relay path / Postfix alone'],
+    ];
+    for (const [a, b, label] of pairs) {
+      if (!KINDS.includes(a) || !KINDS.includes(b)) continue;
+      say(describePairs(a, b, label));
+      say();
+    }
+    await filters.milter.stop();
     await filters.relay.stop();
     await filters.proxy.stop();
     await stopPostfix();

@@ -1,8 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { isSandgateError, SandgateError } from '../core/errors.js';
+import { parseSince } from '../config/durations.js';
 import type { Logger } from '../core/logger.js';
-import type { QuarantineFilter, QuarantineItem } from '../store/quarantine-store.js';
+import type { QuarantineFilter, QuarantineItem } from '../core/state-records.js';
 import { cleanText } from '../quarantine/display.js';
 import type { QuarantineService } from '../quarantine/service.js';
 import { headerBytesToText } from '../mime/header-text.js';
@@ -27,25 +27,6 @@ const MAX_BODY = 64 * 1024;
 const PAGE_SCRIPT_HASH = `sha256-${createHash('sha256')
   .update(/<script>([\s\S]*?)<\/script>/.exec(QUARANTINE_PAGE)?.[1] ?? '', 'utf8')
   .digest('base64')}`;
-
-/** Reads the admin token from admin.tokenFile (trimmed); ERR_SECRET_FILE when it cannot. */
-export function readAdminToken(path: string): string {
-  let token: string;
-  try {
-    token = readFileSync(path, 'utf8').trim();
-  } catch (cause) {
-    throw new SandgateError('ERR_SECRET_FILE', `cannot read the admin token file ${path}`, {
-      cause,
-      details: { path },
-    });
-  }
-  if (token.length < 16) {
-    throw new SandgateError('ERR_SECRET_FILE', `the admin token in ${path} is shorter than 16 characters`, {
-      details: { path },
-    });
-  }
-  return token;
-}
 
 /**
  * The quarantine API (JSON, bearer token required) and the operator page:
@@ -95,8 +76,8 @@ export function quarantineRoutes(options: QuarantineRoutesOptions): AdminRoute[]
     {
       method: 'GET',
       path: '/api/quarantine',
-      handler: guarded((req) =>
-        json(200, { items: service.list(filterFrom(req.url.searchParams)).map(summary) }),
+      handler: guarded(async (req) =>
+        json(200, { items: (await service.list(filterFrom(req.url.searchParams))).map(summary) }),
       ),
     },
     {
@@ -107,8 +88,8 @@ export function quarantineRoutes(options: QuarantineRoutesOptions): AdminRoute[]
     {
       method: 'DELETE',
       path: '/api/quarantine/item',
-      handler: guarded((req) => {
-        const item = service.delete(idFrom(req.url.searchParams.get('id')), byFrom(req, undefined));
+      handler: guarded(async (req) => {
+        const item = await service.delete(idFrom(req.url.searchParams.get('id')), byFrom(req, undefined));
         return json(200, { deleted: item.id });
       }),
     },
@@ -192,7 +173,7 @@ function errorResponse(err: unknown): AdminResponse {
         ? 404
         : err.code === 'ERR_QUARANTINE_RELEASE'
           ? 502
-          : err.code === 'ERR_CONFIG_INVALID'
+          : err.code === 'ERR_BAD_REQUEST'
             ? 400
             : 500;
     return json(status, { error: err.message, code: err.code });
@@ -219,7 +200,7 @@ function filterFrom(q: URLSearchParams): QuarantineFilter {
   const released = q.get('released');
   const limit = q.get('limit');
   const filter: { -readonly [K in keyof QuarantineFilter]: QuarantineFilter[K] } = {};
-  if (since) filter.since = parseSince(since, Date.now());
+  if (since) filter.since = parseSince(since, Date.now(), 'since');
   if (q.get('verdict')) filter.verdict = q.get('verdict')!;
   if (q.get('sender')) filter.sender = q.get('sender')!;
   if (q.get('rcpt')) filter.recipient = q.get('rcpt')!;
@@ -229,26 +210,13 @@ function filterFrom(q: URLSearchParams): QuarantineFilter {
   return filter;
 }
 
-/** `since`: an ISO date/time, or a duration back from now ("2h", "7d"). */
-export function parseSince(value: string, now: number): number {
-  const m = /^(\d+)\s*(m|h|d)$/.exec(value.trim());
-  if (m) return now - Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'm' | 'h' | 'd'];
-  const t = Date.parse(value);
-  if (Number.isNaN(t)) {
-    throw new SandgateError(
-      'ERR_CONFIG_INVALID',
-      `--since: not a date or duration: "${value}" (e.g. 2h, 7d, 2025-01-31)`,
-    );
-  }
-  return t;
-}
-
 async function readJson(req: AdminRequest): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const chunk of req.raw as AsyncIterable<Buffer>) {
     n += chunk.length;
-    if (n > MAX_BODY) throw new SandgateError('ERR_CONFIG_INVALID', 'request body too large');
+    if (n > MAX_BODY)
+      throw new SandgateError('ERR_BAD_REQUEST', `request body larger than ${MAX_BODY} bytes`);
     chunks.push(chunk);
   }
   if (n === 0) return {};
@@ -257,6 +225,6 @@ async function readJson(req: AdminRequest): Promise<Record<string, unknown>> {
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
     return v as Record<string, unknown>;
   } catch (cause) {
-    throw new SandgateError('ERR_CONFIG_INVALID', 'request body is not a JSON object', { cause });
+    throw new SandgateError('ERR_BAD_REQUEST', 'request body is not a JSON object', { cause });
   }
 }

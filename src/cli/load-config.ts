@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { LineCounter, parseDocument, isMap, isPair, isScalar, type Document } from 'yaml';
+import { LineCounter, parseDocument, isMap, isPair, isScalar, isSeq, type Document } from 'yaml';
 import { z } from 'zod';
 import { SandgateError } from '../core/errors.js';
 import { configPaths, relativePart, resolvePathValue, type PathKind } from '../config/paths.js';
@@ -203,6 +203,14 @@ function lineOf(doc: Document, lines: LineCounter, path: readonly string[]): num
   let node: unknown = doc.contents;
   let offset: number | undefined;
   for (const key of path) {
+    if (isSeq(node)) {
+      // A list entry (relay.trustedPeers.1): the line of that entry.
+      const item: unknown = node.items[Number(key)];
+      if (item === undefined) break;
+      offset = (item as { range?: [number, number, number] }).range?.[0] ?? offset;
+      node = item;
+      continue;
+    }
     if (!isMap(node)) break;
     const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === key);
     if (!pair || !isPair(pair)) break;

@@ -1,5 +1,6 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
-import { readFileSync, realpathSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
+import { packageVersion } from './version.js';
 import { fileURLToPath } from 'node:url';
 import type { CliIo } from './io.js';
 import { EXIT, writeLine } from './io.js';
@@ -24,9 +25,17 @@ const COMMANDS: Readonly<Record<string, { summary: string; load: () => Promise<{
     summary: 'sandbox health: check the PT Sandbox address, certificate and token; --watch: its load',
     load: () => import('./commands/sandbox.js'),
   },
+  icap: {
+    summary: 'icap health: check the ICAP servers (OPTIONS, and EICAR probes that must come back infected)',
+    load: () => import('./commands/icap.js'),
+  },
   relay: {
     summary: 'run the inline SMTP relay (content filter) in front of the next hop',
     load: () => import('./commands/relay.js'),
+  },
+  milter: {
+    summary: 'run the milter front end for Postfix (smtpd_milters), blocking before the queue',
+    load: () => import('./commands/milter.js'),
   },
   quarantine: {
     summary: 'list, show, export, release or delete quarantined mail',
@@ -62,10 +71,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     return name === undefined ? EXIT.error : EXIT.ok;
   }
   if (name === '--version' || name === 'version') {
-    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
-      version: string;
-    };
-    writeLine(io.stdout, pkg.version);
+    writeLine(io.stdout, packageVersion());
     return EXIT.ok;
   }
   const command = COMMANDS[name];

@@ -9,11 +9,9 @@ import type { Scanner } from '../core/scanner.js';
 import { ScanService } from '../core/scan-service.js';
 import { ScannerVersions } from '../core/scanner-versions.js';
 import { VerdictMemo } from '../core/verdict-memo.js';
-import { openStateDb, type StateDb } from '../store/db.js';
-import { QuarantineStore } from '../store/quarantine-store.js';
-import { SqliteScannerVersionStore } from '../store/scanner-versions.js';
-import { SqliteFirstFailureStore, SqliteInflightStore, SqliteVerdictStore } from '../store/verdict-store.js';
+import type { QuarantineStore, StatePorts } from '../core/ports.js';
 import { createRetentionJob, withNotifications } from './compose/quarantine.js';
+import { openState } from './compose/state.js';
 import { createBypassMatcher } from './bypass.js';
 import { loadOrCreateMarkKey } from './mark-key.js';
 import { buildScanners } from './scanners.js';
@@ -23,7 +21,8 @@ export interface Runtime {
   readonly config: Config;
   readonly log: Logger;
   readonly metrics: Metrics;
-  readonly db: StateDb;
+  /** Every state port (SQLite in stateDir); closed by close(). */
+  readonly state: StatePorts;
   readonly evaluator: ScanService;
   readonly quarantine: QuarantineStore;
   readonly scanners: readonly Scanner[];
@@ -65,26 +64,22 @@ export function policyFromConfig(policy: Config['policy']): PolicyConfig {
   };
 }
 
-/** The composition root shared by every command: state, stores, scanners and the verdict core. */
-export function createRuntime(config: Config, options: RuntimeOptions): Runtime {
+/**
+ * The composition root shared by every command: state, stores, scanners and the verdict core.
+ * Async: the quarantine's start-up repair goes through the state port.
+ */
+export async function createRuntime(config: Config, options: RuntimeOptions): Promise<Runtime> {
   const log = options.log;
-  const db = openStateDb(config.stateDir);
-  const closers: Array<() => Promise<void> | void> = [
-    () => {
-      db.close();
-    },
-  ];
+  const state = openState(config, options.now ? { now: options.now } : {});
+  // Run in order; the state closes last (it writes the batched first-failure clears first).
+  const closers: Array<() => Promise<void> | void> = [() => state.close()];
   try {
     const metrics = options.metrics ?? createMetrics({ prefix: config.metrics.prefix });
     const spoolDir = join(config.stateDir, 'spool');
     sweepSpool(config.stateDir, log);
     const markKey = loadOrCreateMarkKey(config.headers.markKeyFile ?? join(config.stateDir, 'mark.key'));
-    const quarantine = new QuarantineStore(
-      db,
-      config.quarantine.dir ?? join(config.stateDir, 'quarantine'),
-      options.now,
-    );
-    const repaired = quarantine.recover();
+    const quarantine = state.quarantine;
+    const repaired = await quarantine.recover();
     if (repaired.indexed > 0 || repaired.removed > 0) {
       log.warn(
         { event: 'quarantine.recovered', ...repaired },
@@ -99,12 +94,13 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
     const writer = withNotifications(quarantine, config, log);
     if ('settle' in writer) closers.unshift(() => writer.settle());
     const scanners =
-      options.scanners ?? buildScanners({ config, db, log, metrics, spoolDir, frontEnd: options.frontEnd });
+      options.scanners ??
+      buildScanners({ config, state, log, metrics, spoolDir, frontEnd: options.frontEnd });
     closers.unshift(...scanners.map((s) => () => s.close?.()));
     const shutdownController = new AbortController();
     const memo = new VerdictMemo({
-      verdicts: new SqliteVerdictStore(db),
-      inflight: new SqliteInflightStore(db),
+      verdicts: state.verdicts,
+      inflight: state.inflight,
       ttl: config.cache,
       owner: `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`,
       metrics,
@@ -113,16 +109,14 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
       ...(options.now ? { now: options.now } : {}),
     });
     const bypass = createBypassMatcher(config.bypass);
-    const firstFailures = new SqliteFirstFailureStore(db);
+    const firstFailures = state.firstFailures;
     const versions = new ScannerVersions({
-      store: new SqliteScannerVersionStore(db),
+      store: state.scannerVersions,
       metrics,
       log,
       shutdown: shutdownController.signal,
       ...(options.now ? { now: options.now } : {}),
     });
-    // Before the database closes (closers run in order; db.close is last): write waiting clears.
-    closers.unshift(() => firstFailures.close());
     const evaluator = new ScanService({
       frontEnd: options.frontEnd,
       scanners,
@@ -149,7 +143,7 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
       config,
       log,
       metrics,
-      db,
+      state,
       evaluator,
       quarantine,
       scanners,
@@ -166,7 +160,7 @@ export function createRuntime(config: Config, options: RuntimeOptions): Runtime 
       },
     };
   } catch (err) {
-    db.close();
+    for (const close of closers) await Promise.resolve(close()).catch(() => undefined);
     throw err;
   }
 }

@@ -5,16 +5,15 @@ import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
 import type { Scanner } from '../core/scanner.js';
 import { RulesScanner } from '../sandbox/rules/rules-scanner.js';
-import { createPtSandboxScanner } from '../sandbox/pt-sandbox/index.js';
+import { createPtSandboxScanner } from './compose/pt-sandbox.js';
 import { ClamdScanner } from '../sandbox/clamd/scanner.js';
-import { PtLoadStore } from '../store/pt-load.js';
-import { PtTaskStore } from '../store/pt-tasks.js';
-import { SqliteAllowList } from '../store/allow-list.js';
-import type { StateDb } from '../store/db.js';
+import type { StatePorts } from '../core/ports.js';
+import { createIcapScanner } from './compose/icap.js';
 
 export interface ScannerDeps {
   readonly config: Config;
-  readonly db: StateDb;
+  /** The allow list (rules), tasks and load rows (PT Sandbox). */
+  readonly state: Pick<StatePorts, 'allowList' | 'ptTasks' | 'ptLoad'>;
   readonly log: Logger;
   readonly metrics: Metrics;
   /** Scratch directory for decoded parts and uploads. */
@@ -31,7 +30,7 @@ export function buildScanners(deps: ScannerDeps): Scanner[] {
       case 'rules':
         return new RulesScanner(config.scanners.rules, {
           spoolDir: join(deps.spoolDir, 'rules'),
-          allowList: new SqliteAllowList(deps.db),
+          allowList: deps.state.allowList,
         });
       case 'clamd':
         return new ClamdScanner({
@@ -47,12 +46,21 @@ export function buildScanners(deps: ScannerDeps): Scanner[] {
         return createPtSandboxScanner(config.scanners.ptSandbox, {
           env: process.env,
           log: deps.log,
-          tasks: new PtTaskStore(deps.db),
-          load: new PtLoadStore(deps.db),
+          tasks: deps.state.ptTasks,
+          load: deps.state.ptLoad,
           owner: `${hostname()}:${process.pid}`,
           spoolDir: join(deps.spoolDir, 'pt-sandbox'),
           metrics: deps.metrics,
           ...(deps.frontEnd !== undefined ? { frontEnd: deps.frontEnd } : {}),
+        });
+      case 'icap':
+        return createIcapScanner(config.scanners.icap, {
+          log: deps.log,
+          walk: {
+            spoolDir: join(deps.spoolDir, 'icap'),
+            limits: config.scanners.rules.limits,
+            memoryThreshold: config.scanners.rules.memorySpoolThreshold,
+          },
         });
     }
   });

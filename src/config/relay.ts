@@ -2,7 +2,8 @@ import { z } from 'zod';
 import { byteSize, duration } from './durations.js';
 import { nextHop, smtpDeliveryOptions } from './delivery.js';
 import { pathValue } from './paths.js';
-import { bool, hostPort, int, list } from './primitives.js';
+import { networks } from './networks.js';
+import { bool, hostPort, int } from './primitives.js';
 
 export type { NextHop } from './delivery.js';
 
@@ -43,12 +44,12 @@ export const relaySchema = z
     /** Greeting name; must differ from the next hop's (Postfix's loop check). */
     hostname: z.string().min(1).prefault('sandgate.localdomain'),
     /** Clients allowed to connect (CIDR or address). Never an open relay. */
-    allowedClients: list(z.string()).default(['127.0.0.0/8', '::1/128']),
+    allowedClients: networks.default(['127.0.0.0/8', '::1/128']),
     /**
-     * Peers (exact addresses) whose XFORWARD / XCLIENT is believed and who skip the early-talker
-     * pause before the greeting. Default: loopback, where the MTA that feeds the filter lives.
+     * Peers (addresses or CIDR blocks) whose XFORWARD / XCLIENT is believed and who skip the
+     * early-talker pause before the greeting. Default: loopback, where the MTA that feeds the filter lives.
      */
-    trustedPeers: list(z.string()).default(['127.0.0.1', '::1']),
+    trustedPeers: networks.default(['127.0.0.1', '::1']),
     /** Answer the final dot within this budget; below Postfix's smtp_data_done_timeout (600 s). */
     deadline: duration.prefault('300s'),
     /** Concurrent client connections; more get 421. */

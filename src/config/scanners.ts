@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { byteSize } from './durations.js';
 import { bool, int, list } from './primitives.js';
 import { clamdSchema } from './clamd.js';
+import { icapSchema } from './icap.js';
 import { ptSandboxSchema } from './pt-sandbox.js';
 import { WINDOWS_RUNNABLE_EXTENSIONS } from './extensions.js';
 
@@ -45,8 +46,9 @@ export const scannersSchema = z
     rules: rulesSchema.prefault({}),
     clamd: clamdSchema.prefault({}),
     ptSandbox: ptSandboxSchema.prefault({}),
+    icap: icapSchema.prefault({}),
   })
   .strict();
 
-export const SCANNER_NAMES = ['rules', 'clamd', 'pt-sandbox'] as const;
+export const SCANNER_NAMES = ['rules', 'clamd', 'pt-sandbox', 'icap'] as const;
 export type ScannerName = (typeof SCANNER_NAMES)[number];

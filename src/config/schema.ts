@@ -1,9 +1,11 @@
 import { z } from 'zod';
 import { byteSize, duration } from './durations.js';
 import { pathValue } from './paths.js';
+import { networks } from './networks.js';
 import { bool, hostPort, int, list } from './primitives.js';
 import { SCANNER_NAMES, scannersSchema } from './scanners.js';
 import { relaySchema } from './relay.js';
+import { milterSchema } from './milter.js';
 import { helperSchema } from './helper.js';
 import { adminSchema } from './admin.js';
 import { quarantineSchema } from './quarantine.js';
@@ -74,7 +76,7 @@ export const configSchema = z
     bypass: z
       .object({
         /** CIDR blocks or addresses whose mail skips scanning (visibly: header and counter). */
-        clientNetworks: list(z.string()).default([]),
+        clientNetworks: networks.default([]),
         senders: list(z.string()).default([]),
         recipientDomains: list(z.string()).default([]),
       })
@@ -104,6 +106,7 @@ export const configSchema = z
       .prefault({}),
     scanners: scannersSchema.prefault({}),
     relay: relaySchema.prefault({}),
+    milter: milterSchema.prefault({}),
     helper: helperSchema.prefault({}),
     admin: adminSchema.prefault({}),
   })

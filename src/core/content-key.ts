@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import { headerFieldValue, mapHeaderBlock, type RawHeaderField } from './header-block.js';
-import { readChunks, type MessageSource } from './message.js';
+import { readChunks, readChunksFrom, type MessageSource } from './message.js';
 
 /** Header fields we add; inbound copies are left out of the content key and stripped by front ends. */
 export const OUR_HEADER_PREFIX = 'x-sandgate-';
@@ -30,11 +30,21 @@ export async function analyseMessage(message: MessageSource): Promise<MessageAna
   const hash = createHash('sha256');
   const lf = new LfNormaliser(hash);
   let headers: HeaderLine[] = [];
-  const counted = mapHeaderBlock(readChunks(message), (fields) => {
+  const keep = (fields: readonly RawHeaderField[]) => {
     headers = fields.map((f) => ({ name: f.name, value: headerFieldValue(f) }));
-    return Buffer.concat(fieldsThatCount(fields).map((f) => f.raw));
-  });
-  for await (const chunk of counted) lf.push(chunk);
+    return fieldsThatCount(fields);
+  };
+  const parsed = message.header;
+  if (parsed !== undefined) {
+    // Parsed on receipt: the kept fields, then the body, without reading the header bytes again.
+    for (const f of keep(parsed.fields)) lf.push(f.raw);
+    for await (const chunk of readChunksFrom(message, parsed.bodyStart)) lf.push(chunk);
+  } else {
+    const counted = mapHeaderBlock(readChunks(message), (fields) =>
+      Buffer.concat(keep(fields).map((f) => f.raw)),
+    );
+    for await (const chunk of counted) lf.push(chunk);
+  }
   lf.end();
   return { contentKey: hash.digest('hex'), headers };
 }

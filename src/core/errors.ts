@@ -25,6 +25,9 @@ export const ErrorCodes = {
   ERR_NEXT_HOP_UNAVAILABLE: 'the relay could not reach the next hop, or it refused our session',
   ERR_NEXT_HOP_PROTOCOL: 'the next hop answered something that is not SMTP',
   ERR_DELIVERY_REFUSED: 'the delivery target refused the message or every recipient',
+  ERR_BAD_REQUEST: 'a command-line value or an admin API request is malformed; the message names it',
+  ERR_UNAUTHORISED: 'an admin API request without a valid bearer token',
+  ERR_MILTER_PROTOCOL: 'the MTA sent a milter packet that is malformed, oversized or out of order',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
@@ -50,4 +53,13 @@ export function isSandgateError(err: unknown, code?: ErrorCode): err is Sandgate
     typeof (err as Partial<SandgateError>).code === 'string' &&
     (code === undefined || (err as SandgateError).code === code)
   );
+}
+
+/**
+ * An error for a person to read (a command's stderr line, a log field): the message, and the code
+ * in brackets for ours (`cannot read x.eml: no such file [ERR_INPUT_NOT_FOUND]`).
+ */
+export function describeError(err: unknown): string {
+  if (isSandgateError(err)) return `${err.message} [${err.code}]`;
+  return err instanceof Error ? err.message : String(err);
 }

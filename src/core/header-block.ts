@@ -14,6 +14,28 @@ export interface RawHeaderField {
   readonly raw: Buffer;
 }
 
+/**
+ * A header block a front end parsed while receiving the message, carried with it so that nobody
+ * parses it again: the fields, and the offset where the body (the blank line first) starts. As
+ * mapHeaderBlock reads it: a message without a blank line is all header (bodyStart = its size);
+ * one without a blank line within MAX_HEADER_BLOCK bytes is all body (no fields, bodyStart 0).
+ */
+export interface ParsedHeader {
+  readonly fields: readonly RawHeaderField[];
+  readonly bodyStart: number;
+}
+
+/**
+ * Counts the fields named `name` (any case) in a header block: the loop guard's Received count,
+ * the same in every front end.
+ */
+export function countFields(fields: readonly { readonly name: string }[], name: string): number {
+  const want = name.toLowerCase();
+  let n = 0;
+  for (const f of fields) if (f.name === want) n++;
+  return n;
+}
+
 /** Offset just past the last header line (where the blank line starts), or -1 when not seen yet. */
 export function headerBlockEnd(buf: Buffer): number {
   if (buf[0] === 0x0a || (buf[0] === 0x0d && buf[1] === 0x0a)) return 0;

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { ParsedHeader } from './header-block.js';
 
 /** The SMTP or CommuniGate envelope of a message, as the front end received it. */
 export interface Envelope {
@@ -29,6 +30,11 @@ export interface MessageSource {
    */
   iterate?(): AsyncIterable<Buffer>;
   /**
+   * The header block, when the front end parsed it on receipt (the relay, the milter): the content
+   * key and the header rewrite use it instead of parsing the bytes again.
+   */
+  readonly header?: ParsedHeader;
+  /**
    * Keeps the bytes readable after the owner is done (a scan that continues in the background).
    * Returns the release function. Sources that are never deleted under us may omit it.
    */
@@ -43,4 +49,25 @@ export interface MessageSource {
  */
 export function readChunks(message: MessageSource): AsyncIterable<Buffer> {
   return message.iterate?.() ?? message.open();
+}
+
+/** The message's bytes from `start` on (the body after a parsed header), for a reader that iterates them once. */
+export async function* readChunksFrom(message: MessageSource, start: number): AsyncGenerator<Buffer> {
+  if (start <= 0) {
+    yield* readChunks(message);
+    return;
+  }
+  if (message.iterate === undefined) {
+    if (start < message.size) yield* message.open({ start }) as AsyncIterable<Buffer>;
+    return;
+  }
+  let skip = start;
+  for await (const chunk of message.iterate()) {
+    if (skip >= chunk.length) {
+      skip -= chunk.length;
+      continue;
+    }
+    yield skip > 0 ? chunk.subarray(skip) : chunk;
+    skip = 0;
+  }
 }

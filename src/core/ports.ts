@@ -1,6 +1,25 @@
+import type { Readable } from 'node:stream';
 import type { Finding, Outcome } from './outcome.js';
 import type { MessageSource } from './message.js';
 import type { Decision } from './policy.js';
+import type {
+  AllowedHash,
+  PreparedItem,
+  PtClaimResult,
+  PtLoadSnapshot,
+  PtLoadWindows,
+  PtProcessLoad,
+  PtTask,
+  PtTaskClaim,
+  QuarantineFilter,
+  QuarantineItem,
+  QueueEnvelope,
+  QueueItem,
+  QueueKind,
+  QueueScan,
+  QueueStats,
+  RecipientState,
+} from './state-records.js';
 
 /** Identifies one scanner's view of one piece of content. */
 export interface VerdictKey {
@@ -15,24 +34,40 @@ export interface CachedVerdict {
   readonly version?: string;
 }
 
-/** Verdict cache. Failures are never stored. Synchronous: the SQLite store answers in microseconds. */
+/**
+ * State ports: what the core, the scanners and the front ends keep across messages, processes and
+ * restarts. One host keeps it in SQLite (src/store, openSqliteState); a fleet can share it in a
+ * network database behind the same interfaces. The rules for every implementation:
+ * - every call returns a promise (the SQLite adapter answers with settled ones);
+ * - what must be atomic is one call: a caller never holds a transaction across its own awaits;
+ * - a write is visible to every read that starts after the write's promise has resolved, in any
+ *   process on the same state; nothing may rely on a write being visible before that;
+ * - errors reject the promise (the core decides what a failure means for the message).
+ */
+
+/** Verdict cache. Failures and skips are never stored (put ignores them). */
 export interface VerdictStore {
-  get(key: VerdictKey, now: number): CachedVerdict | undefined;
-  put(key: VerdictKey, verdict: CachedVerdict, now: number, expiresAt: number): void;
+  get(key: VerdictKey, now: number): Promise<CachedVerdict | undefined>;
+  put(key: VerdictKey, verdict: CachedVerdict, now: number, expiresAt: number): Promise<void>;
+  /** Deletes the rows expired at `now`; returns how many. */
+  prune(now: number): Promise<number>;
 }
 
-/** The last known version of each scanner, shared by every process on the state database. */
+/** The last known version of each scanner, shared by every process on the state. */
 export interface ScannerVersionRecord {
   readonly version: string;
   /** When a lookup last returned it (epoch ms). */
   readonly checkedAt: number;
 }
 
-/** Where ScannerVersions remembers versions across processes and restarts. Synchronous, like the verdict store. */
+/** Where ScannerVersions remembers versions across processes and restarts. */
 export interface ScannerVersionStore {
-  get(scanner: string): ScannerVersionRecord | undefined;
-  /** Records a successful lookup; returns the version known before, if any. */
-  put(scanner: string, version: string, checkedAt: number): string | undefined;
+  get(scanner: string): Promise<ScannerVersionRecord | undefined>;
+  /**
+   * Records a successful lookup unless a newer one is stored (by checkedAt); returns the version
+   * known before, if any. Reading the old value and writing the new one are one atomic step.
+   */
+  put(scanner: string, version: string, checkedAt: number): Promise<string | undefined>;
 }
 
 /**
@@ -40,17 +75,98 @@ export interface ScannerVersionStore {
  * a lease that runs out (a crashed process) can be taken over.
  */
 export interface InflightStore {
-  tryAcquire(key: VerdictKey, owner: string, now: number, leaseUntil: number): boolean;
-  refresh(key: VerdictKey, owner: string, leaseUntil: number): void;
-  release(key: VerdictKey, owner: string): void;
-  isHeld(key: VerdictKey, now: number): boolean;
+  /** Takes the lease when nobody holds it or it ran out at `now`; true when this call took it. */
+  tryAcquire(key: VerdictKey, owner: string, now: number, leaseUntil: number): Promise<boolean>;
+  /** Extends the lease when `owner` still holds it. */
+  refresh(key: VerdictKey, owner: string, leaseUntil: number): Promise<void>;
+  /** Gives the lease up when `owner` still holds it. */
+  release(key: VerdictKey, owner: string): Promise<void>;
+  isHeld(key: VerdictKey, now: number): Promise<boolean>;
 }
 
 /** When a content key first failed to scan: bounds the tempfail window. */
 export interface FirstFailureStore {
-  /** Records a failure now; returns when the first one was (epoch ms). */
-  touch(contentKey: string, now: number): number;
+  /**
+   * Records a failure now; returns when the first one was (epoch ms). Clears waiting in this
+   * process are written first, so a clear is never overtaken by a later failure of the same key.
+   */
+  touch(contentKey: string, now: number): Promise<number>;
+  /**
+   * Forgets the key (a clean verdict, i.e. almost every message). Queued in memory and written in
+   * batches, never on the message's path: another process sees it up to the adapter's flush
+   * interval late, as if the clean verdict had come that much later.
+   */
   clear(contentKey: string): void;
+  /** Writes the queued clears now. */
+  flush(): Promise<void>;
+}
+
+/** PT Sandbox tasks in flight (content key + settings fingerprint -> scan_id), shared by every process. */
+export interface PtTaskStore {
+  /** The task in flight for this content, if any (a row without a scan_id is still being submitted). */
+  get(contentKey: string, fingerprint: string): Promise<PtTask | undefined>;
+  /**
+   * Claims the right to submit this content, atomically. Returns the existing task instead when
+   * one is in flight (or being submitted) and younger than the limits; a stale one, or one of
+   * another mode, is taken over.
+   */
+  claim(contentKey: string, fingerprint: string, claim: PtTaskClaim): Promise<PtClaimResult>;
+  /** Records the scan_id of a task `owner` claimed. */
+  setScanId(
+    contentKey: string,
+    fingerprint: string,
+    owner: string,
+    scanId: string,
+    now: number,
+  ): Promise<void>;
+  /** Records a poll. */
+  touch(contentKey: string, fingerprint: string, now: number): Promise<void>;
+  /**
+   * Forgets a task that ended (`outcome`: verdict, timeout, lost, failed) and, when this call is
+   * the one that removed it (several processes may poll one task), records its submission and end
+   * times in the bounded history the load snapshot reads.
+   */
+  finish(
+    contentKey: string,
+    fingerprint: string,
+    scanId: string,
+    finishedAt: number,
+    outcome: string,
+  ): Promise<void>;
+  /** Gives up a claim that never got a scan_id (the upload failed). */
+  release(contentKey: string, fingerprint: string, owner: string): Promise<void>;
+  /** Forgets one scan (another scan_id under the same key is left alone), without history. */
+  remove(contentKey: string, fingerprint: string, scanId: string): Promise<void>;
+  /** Deletes tasks submitted before `before` (epoch ms); returns how many. */
+  purge(before: number): Promise<number>;
+  count(): Promise<number>;
+}
+
+/** Each process's PT Sandbox window and queue, for `sandgate sandbox health --watch`. */
+export interface PtLoadStore {
+  /** Replaces this process's row (by owner). */
+  report(load: PtProcessLoad): Promise<void>;
+  remove(owner: string): Promise<void>;
+  /** The load now, with the tasks in flight and the recent history (PtTaskStore.finish). */
+  snapshot(now: number, windows?: PtLoadWindows): Promise<PtLoadSnapshot>;
+}
+
+/**
+ * The operators' allow list of attachment hashes (SHA-256 hex of decoded parts). `revision()`
+ * changes whenever the list changes; the rules scanner adds it to its fingerprint, so cached
+ * verdicts made under the old list are not reused.
+ */
+export interface AllowList {
+  has(sha256: string): Promise<boolean>;
+  revision(): Promise<string>;
+  /** Adds hashes, all or none (a bad one throws TypeError); returns those that were new. */
+  add(
+    hashes: readonly string[],
+    by: string,
+    options?: { quarantineId?: string; note?: string },
+  ): Promise<string[]>;
+  remove(sha256: string): Promise<boolean>;
+  list(): Promise<AllowedHash[]>;
 }
 
 export interface QuarantineEntry {
@@ -64,6 +180,37 @@ export interface QuarantineEntry {
 /** Writes an item durably (bytes, then the index row) and returns its id; throws when it cannot. */
 export interface QuarantineWriter {
   put(entry: QuarantineEntry): Promise<string>;
+}
+
+/**
+ * The quarantine: the kept messages and their index, for the quarantine service, the admin API and
+ * the CLI. put() returns once the item is durable; the index and the bytes never disagree for long
+ * (recover() repairs what a crash left half done).
+ */
+export interface QuarantineStore extends QuarantineWriter {
+  /** Items newest first, filtered; `limit` defaults to 100 (at most 10 000). */
+  list(filter?: QuarantineFilter): Promise<QuarantineItem[]>;
+  /** The item; rejects with ERR_QUARANTINE_NOT_FOUND. */
+  get(id: string): Promise<QuarantineItem>;
+  count(): Promise<number>;
+  /** Total stored (compressed) bytes of every item. */
+  totalStoredBytes(): Promise<number>;
+  /**
+   * A fresh stream over the original message bytes (decompressed). Returned at once; a backend
+   * that fetches the bytes does so as the stream is read, and reports a failure as a stream error.
+   */
+  openOriginal(item: Pick<QuarantineItem, 'id' | 'file'>): Readable;
+  /** Removes an item (it disappears from every list at once); rejects with ERR_QUARANTINE_NOT_FOUND. */
+  delete(id: string): Promise<QuarantineItem>;
+  /** Records who released an item, when and where to. Resolves false when it no longer exists. */
+  markReleased(id: string, release: { by: string; to: string; at?: number }): Promise<boolean>;
+  /**
+   * Retention: removes items older than maxAgeMs, then the oldest until the stored bytes fit in
+   * maxTotalBytes. Returns the removed ids, oldest first.
+   */
+  enforceRetention(limits: { maxAgeMs: number; maxTotalBytes: number }): Promise<string[]>;
+  /** Start-up repair after an unclean stop: indexes complete items, removes half-written ones. */
+  recover(): Promise<{ indexed: number; removed: number }>;
 }
 
 /** Decides whether a message skips scanning; returns the list that matched ('client', 'sender', 'recipient'). */
@@ -98,4 +245,71 @@ export interface DeliveryReceipt {
 export interface MailDelivery {
   readonly describe: string;
   deliver(request: DeliveryRequest): Promise<DeliveryReceipt>;
+}
+
+/**
+ * The relay's durable queue (queue mode), local to its node like an MTA's queue. prepare() writes
+ * the message durably; insert() indexes it, and only then does it count as accepted (the relay
+ * answers 250 after it). Per-recipient delivery state is kept, so a restart resumes where the last
+ * attempt ended.
+ */
+export interface RelayQueueStore {
+  /** Writes the message durably (not yet accepted: insert() does that); rejects with ERR_SPOOL_WRITE. */
+  prepare(
+    source: MessageSource,
+    envelope: QueueEnvelope,
+    options?: { kind?: QueueKind; now?: number },
+  ): Promise<PreparedItem>;
+  /**
+   * Indexes a prepared item, atomically with deleting the item `remove` (a DSN replaces the message
+   * it reports on). On failure the prepared message is removed and ERR_SPOOL_WRITE thrown.
+   */
+  insert(item: PreparedItem, options?: { remove?: string }): Promise<void>;
+  get(id: string): Promise<QueueItem | undefined>;
+  /** Items in order of their next attempt (the operator's list). */
+  list(limit?: number): Promise<QueueItem[]>;
+  /**
+   * Ids due at `now`, soonest first, skipping `busy`. `unscannedOrBefore` (the next hop is down):
+   * only items still to be scanned, or accepted before that time (to expire them).
+   */
+  due(now: number, limit: number, busy: ReadonlySet<string>, unscannedOrBefore?: number): Promise<string[]>;
+  /** The earliest next attempt among items not in `busy` (for the worker's timer). */
+  nextDue(busy: ReadonlySet<string>): Promise<number | undefined>;
+  /** A message that opens the queued bytes (kept on this node). */
+  message(item: QueueItem): MessageSource;
+  setScan(id: string, scan: QueueScan): Promise<void>;
+  /** Records per-recipient results of one attempt, all or none. */
+  record(
+    id: string,
+    results: ReadonlyArray<{ idx: number; state: RecipientState; reply: string }>,
+    now: number,
+  ): Promise<void>;
+  /** Schedules the next attempt and counts this one. */
+  defer(id: string, nextAttemptAt: number, error: string): Promise<void>;
+  /** Operator's retry: due now, with the retry delay back at its start. */
+  retryNow(id: string, now: number): Promise<boolean>;
+  /** Removes an item; resolves false when there was none. */
+  remove(id: string): Promise<boolean>;
+  stats(): Promise<QueueStats>;
+  /** Cheap counters for back-pressure, kept in step by this process (no I/O); see refreshCounters(). */
+  readonly load: { readonly messages: number; readonly bytes: number };
+  /** Reads the stats and resets the counters to them. */
+  refreshCounters(): Promise<QueueStats>;
+  /** Start-up repair (before accepting): half-written messages, messages without a row, rows without a message. */
+  recover(): Promise<{ removedFiles: number; indexed: string[]; removedRows: string[] }>;
+}
+
+/** Every state port of one backend, opened together (SQLite: openSqliteState in src/store). */
+export interface StatePorts {
+  readonly verdicts: VerdictStore;
+  readonly inflight: InflightStore;
+  readonly firstFailures: FirstFailureStore;
+  readonly scannerVersions: ScannerVersionStore;
+  readonly ptTasks: PtTaskStore;
+  readonly ptLoad: PtLoadStore;
+  readonly quarantine: QuarantineStore;
+  readonly allowList: AllowList;
+  readonly relayQueue: RelayQueueStore;
+  /** Writes what is batched (first-failure clears), then closes the backend. Idempotent. */
+  close(): Promise<void>;
 }

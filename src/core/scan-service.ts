@@ -146,7 +146,7 @@ export class ScanService implements Evaluator {
     }
 
     const outcomes = await this.scanChain(message, contentKey, options, log);
-    let decision = this.decideFor(contentKey, outcomes);
+    let decision = await this.decideFor(contentKey, outcomes);
     let quarantineId: string | undefined;
     if (decision.keepCopy && this.o.quarantine !== undefined) {
       try {
@@ -179,11 +179,12 @@ export class ScanService implements Evaluator {
     });
   }
 
-  private decideFor(contentKey: string, outcomes: readonly Outcome[]): Decision {
+  /** A failure is recorded at once (it bounds the tempfail window); a clean run's clear is batched. */
+  private async decideFor(contentKey: string, outcomes: readonly Outcome[]): Promise<Decision> {
     const now = this.now();
     const failed = outcomes.some((o) => o.kind === 'failed');
     let firstFailureAt: number | undefined;
-    if (failed) firstFailureAt = this.o.firstFailures.touch(contentKey, now);
+    if (failed) firstFailureAt = await this.o.firstFailures.touch(contentKey, now);
     else this.o.firstFailures.clear(contentKey);
     return decide(outcomes, this.o.policy, {
       now,

@@ -31,7 +31,10 @@ interface Entry {
   checkedAt: number;
   /** No lookup before this time (after a failure). */
   nextTryAt: number;
+  /** The refresh running now: the stored version read, then (when that is stale) a lookup. */
   lookup: Promise<void> | undefined;
+  /** Settles once the running refresh has read the stored version. */
+  stored: Promise<void>;
 }
 
 const MAX_VERSION_LENGTH = 200;
@@ -43,10 +46,10 @@ const MAX_VERSION_LENGTH = 200;
  * - Looked up once at a time per process (single-flight: 200 messages at once make one lookup),
  *   again when the known value is older than the TTL, and never on a message's path: a scan goes
  *   on with the known value while a lookup runs in the background.
- * - Remembered in the state database, so another process or a restart starts with it and skips
- *   the lookup while it is fresh. Never `unknown` while a value is known: a failed lookup keeps
- *   the last value, is logged (`scanner.version_failed`) and counted, and is retried after
- *   `retryMs`.
+ * - Remembered in the state (ScannerVersionStore), so another process or a restart starts with it
+ *   and skips the lookup while it is fresh: each refresh reads the stored version first. Never
+ *   `unknown` while a value is known: a failed lookup keeps the last value, is logged
+ *   (`scanner.version_failed`) and counted, and is retried after `retryMs`.
  */
 export class ScannerVersions {
   private readonly entries = new Map<string, Entry>();
@@ -64,44 +67,51 @@ export class ScannerVersions {
     this.firstWaitMs = o.firstWaitMs ?? 2_000;
   }
 
-  /** The version known now (this process or the state database), without looking it up. */
+  /** The version known now in this process (looked up here, or read from the state), without waiting. */
   known(name: string): string | undefined {
     return this.entry(name).value;
   }
 
-  /** Starts a lookup in the background when the known version is stale (or unknown). Never waits. */
+  /**
+   * Starts a refresh in the background when the known version is stale (or unknown): the stored
+   * version is read first (another process may have looked it up meanwhile), and the scanner is
+   * asked only when that is stale too. Never waits.
+   */
   refresh(scanner: Scanner): void {
     if (scanner.version === undefined) return;
     const e = this.entry(scanner.name);
     const now = this.now();
     if (e.lookup !== undefined || now - e.checkedAt < this.ttlMs || now < e.nextTryAt) return;
-    // Another process may have looked it up meanwhile.
-    const row = this.read(scanner.name);
-    if (row !== undefined && row.checkedAt > e.checkedAt) {
-      this.adopt(scanner.name, e, row.version, row.checkedAt);
-      if (now - e.checkedAt < this.ttlMs) return;
-    }
-    const lookup = this.lookup(scanner, e);
+    let stored!: () => void;
+    e.stored = new Promise((resolve) => (stored = resolve));
+    const lookup = this.refreshEntry(scanner, e, now, stored);
     e.lookup = lookup;
     void lookup.finally(() => {
+      stored();
       if (e.lookup === lookup) e.lookup = undefined;
     });
   }
 
   /**
-   * The version to store with a verdict reached now: the known one at once. Only when none is
-   * known anywhere does it wait, for the first lookup, up to `firstWaitMs` or `signal`.
+   * The version to store with a verdict reached now: the known one at once. When none is known in
+   * this process it waits for the stored one, and only when none is stored anywhere for the first
+   * lookup; both up to `firstWaitMs` or `signal`.
    */
   async current(scanner: Scanner, signal?: AbortSignal): Promise<string | undefined> {
     if (scanner.version === undefined) return undefined;
     this.refresh(scanner);
     const e = this.entry(scanner.name);
     if (e.value !== undefined || e.lookup === undefined) return e.value;
-    await waitBounded(e.lookup, this.firstWaitMs, signal);
+    const lookup = e.lookup;
+    await waitBounded(
+      e.stored.then(() => (e.value !== undefined ? undefined : lookup)),
+      this.firstWaitMs,
+      signal,
+    );
     return e.value;
   }
 
-  /** Waits for the lookups running now (tests, shutdown). */
+  /** Waits for the refreshes running now (tests, shutdown). */
   async settle(): Promise<void> {
     const running: Promise<void>[] = [];
     for (const e of this.entries.values()) if (e.lookup !== undefined) running.push(e.lookup);
@@ -116,12 +126,20 @@ export class ScannerVersions {
         checkedAt: Number.NEGATIVE_INFINITY,
         nextTryAt: Number.NEGATIVE_INFINITY,
         lookup: undefined,
+        stored: Promise.resolve(),
       };
       this.entries.set(name, e);
-      const row = this.read(name);
-      if (row !== undefined) this.adopt(name, e, row.version, row.checkedAt);
     }
     return e;
+  }
+
+  private async refreshEntry(scanner: Scanner, e: Entry, now: number, stored: () => void): Promise<void> {
+    const row = await this.read(scanner.name);
+    if (row !== undefined && row.checkedAt > e.checkedAt)
+      this.adopt(scanner.name, e, row.version, row.checkedAt);
+    stored();
+    if (now - e.checkedAt < this.ttlMs) return;
+    await this.lookup(scanner, e);
   }
 
   private adopt(name: string, e: Entry, version: string, checkedAt: number): void {
@@ -130,9 +148,9 @@ export class ScannerVersions {
     e.checkedAt = checkedAt;
   }
 
-  private read(name: string): { version: string; checkedAt: number } | undefined {
+  private async read(name: string): Promise<{ version: string; checkedAt: number } | undefined> {
     try {
-      return this.o.store.get(name);
+      return await this.o.store.get(name);
     } catch (err) {
       this.o.log.warn(
         { event: 'scanner.version_store_failed', scanner: name, err },
@@ -180,7 +198,7 @@ export class ScannerVersions {
     this.adopt(name, e, version, started);
     let stored: string | undefined;
     try {
-      stored = store.put(name, version, started);
+      stored = await store.put(name, version, started);
     } catch (err) {
       log.warn(
         { event: 'scanner.version_store_failed', scanner: name, err },

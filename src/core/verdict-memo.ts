@@ -93,7 +93,7 @@ export class VerdictMemo {
 
   async run(req: MemoRequest): Promise<MemoResult> {
     const { verdicts, metrics } = this.options;
-    const cached = verdicts.get(req.key, this.now());
+    const cached = await verdicts.get(req.key, this.now());
     if (cached !== undefined) {
       metrics.cacheHits.inc({ scanner: req.key.scanner });
       req.whenDone?.();
@@ -122,13 +122,13 @@ export class VerdictMemo {
     let waited = false;
     for (;;) {
       const now = this.now();
-      const cached = verdicts.get(req.key, now);
+      const cached = await verdicts.get(req.key, now);
       if (cached !== undefined) {
         if (waited) metrics.singleFlightJoins.inc({ scanner: req.key.scanner, scope: 'shared' });
         else metrics.cacheHits.inc({ scanner: req.key.scanner });
         return withVersion({ finding: cached.finding, source: waited ? 'joined' : 'cache' }, cached.version);
       }
-      if (inflight.tryAcquire(req.key, owner, now, now + this.leaseMs)) {
+      if (await inflight.tryAcquire(req.key, owner, now, now + this.leaseMs)) {
         const computed = await this.computeHoldingLease(req);
         return withVersion({ finding: computed.finding, source: 'scan' }, computed.version);
       }
@@ -152,11 +152,9 @@ export class VerdictMemo {
     const { verdicts, inflight, owner, log } = this.options;
     const heartbeat = setInterval(
       () => {
-        try {
-          inflight.refresh(req.key, owner, this.now() + this.leaseMs);
-        } catch (err) {
+        inflight.refresh(req.key, owner, this.now() + this.leaseMs).catch((err: unknown) => {
           log.warn({ event: 'memo.lease_refresh_failed', err }, 'could not refresh the in-flight lease');
-        }
+        });
       },
       Math.max(10, Math.floor(this.leaseMs / 3)),
     );
@@ -184,13 +182,13 @@ export class VerdictMemo {
       const ttl = this.ttlFor(finding, req.cleanTtlCapMs);
       if (ttl > 0) {
         const now = this.now();
-        verdicts.put(req.key, verdict, now, now + ttl);
+        await verdicts.put(req.key, verdict, now, now + ttl);
       }
     } catch (err) {
       log.error({ event: 'memo.cache_write_failed', err }, 'could not store a verdict in the cache');
     } finally {
       try {
-        inflight.release(req.key, owner);
+        await inflight.release(req.key, owner);
       } catch (err) {
         log.error({ event: 'memo.release_failed', err }, 'could not release the in-flight row');
       }

@@ -4,6 +4,8 @@
  * See docs/communigate.md and the contract in the project's reference notes.
  */
 
+import { printable } from '../core/text.js';
+
 /** CommuniGate refuses response lines longer than this (bytes, end of line included). */
 export const MAX_REPLY_BYTES = 4096;
 
@@ -277,8 +279,7 @@ export function encodeCgpString(text: string, maxBytes = Number.POSITIVE_INFINIT
 
 /** Text for an informational `* ` line: one line, printable. */
 function infoText(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\r\n]+/g, ' ').replace(/[\u0000-\u001f\u007f]/g, '?');
+  return printable(text);
 }
 
 // ---------------------------------------------------------------------------------------------

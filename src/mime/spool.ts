@@ -2,6 +2,7 @@ import { createReadStream, createWriteStream, mkdirSync, rmSync, statSync, type 
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { SandgateError } from '../core/errors.js';
+import type { ParsedHeader } from '../core/header-block.js';
 import type { Envelope, MessageSource } from '../core/message.js';
 import { pump } from './pump.js';
 import { registerSpoolFile, releaseSpoolFile, spoolFileName } from './spool-owner.js';
@@ -40,6 +41,8 @@ export class Spool implements MessageSource {
   private received = 0;
   private refs = 1;
   private deleted = false;
+  /** The header block, when the receiver parsed it on the way in (MessageSource.header). */
+  header: ParsedHeader | undefined;
 
   private constructor(options: SpoolOptions) {
     this.msgId = options.msgId;

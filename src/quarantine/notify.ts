@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import type { Logger } from '../core/logger.js';
 import type { MailDelivery, QuarantineEntry, QuarantineWriter } from '../core/ports.js';
+import { printable } from '../core/text.js';
 
 export interface NotifySettings {
   readonly to: readonly string[];
@@ -64,9 +65,9 @@ export function noticeText(
   const d = entry.decision;
   const env = entry.message.envelope;
   const lines = [
-    `From: ${printable(s.from)}`,
-    `To: ${s.to.map(printable).join(', ')}`,
-    `Subject: [sandgate] quarantined ${printable(id)} (${printable(d.verdict)})`,
+    `From: ${ascii(s.from)}`,
+    `To: ${s.to.map(ascii).join(', ')}`,
+    `Subject: [sandgate] quarantined ${ascii(id)} (${ascii(d.verdict)})`,
     `Date: ${new Date().toUTCString()}`,
     'MIME-Version: 1.0',
     'Content-Type: text/plain; charset=us-ascii',
@@ -74,21 +75,21 @@ export function noticeText(
     '',
     'A message was kept in the quarantine.',
     '',
-    `Id:         ${printable(id)}`,
-    `Verdict:    ${printable(d.verdict)} (${printable(d.reason)}), action ${d.action}`,
-    `Threats:    ${d.threats.map(printable).join(', ') || '-'}`,
-    `Sender:     <${printable(env.sender)}>`,
-    `Recipients: ${env.recipients.map(printable).join(', ')}`,
-    ...(env.clientAddress !== undefined ? [`Client:     ${printable(env.clientAddress)}`] : []),
-    `Front end:  ${printable(env.frontEnd)}`,
+    `Id:         ${ascii(id)}`,
+    `Verdict:    ${ascii(d.verdict)} (${ascii(d.reason)}), action ${d.action}`,
+    `Threats:    ${d.threats.map(ascii).join(', ') || '-'}`,
+    `Sender:     <${ascii(env.sender)}>`,
+    `Recipients: ${env.recipients.map(ascii).join(', ')}`,
+    ...(env.clientAddress !== undefined ? [`Client:     ${ascii(env.clientAddress)}`] : []),
+    `Front end:  ${ascii(env.frontEnd)}`,
     `Size:       ${entry.message.size} bytes`,
     '',
-    `Review:     ${s.adminUrl !== undefined ? `${s.adminUrl.replace(/\/$/, '')}/quarantine` : `sandgate quarantine show ${printable(id)}`}`,
+    `Review:     ${s.adminUrl !== undefined ? `${s.adminUrl.replace(/\/$/, '')}/quarantine` : `sandgate quarantine show ${ascii(id)}`}`,
     '',
   ];
   return lines.join('\r\n');
 }
 
-function printable(s: string): string {
-  return s.replace(/[^\x20-\x7e]/g, '?').slice(0, 300);
+function ascii(s: string): string {
+  return printable(s, { ascii: true, max: 300 });
 }

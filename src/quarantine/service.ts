@@ -3,11 +3,10 @@ import { isSandgateError, SandgateError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { createMark } from '../core/mark.js';
 import type { MessageSource } from '../core/message.js';
-import type { DeliveryReceipt, MailDelivery } from '../core/ports.js';
+import type { AllowList, DeliveryReceipt, MailDelivery, QuarantineStore } from '../core/ports.js';
+import type { QuarantineFilter, QuarantineItem } from '../core/state-records.js';
 import { walkMessage } from '../mime/walker.js';
 import type { WalkLimits } from '../mime/types.js';
-import type { QuarantineFilter, QuarantineItem, QuarantineStore } from '../store/quarantine-store.js';
-import type { SqliteAllowList } from '../store/allow-list.js';
 import { bodyPreview, readDisplayHeaders, type BodyPreview, type DisplayHeader } from './display.js';
 import { releasedMessage } from './released-message.js';
 
@@ -54,7 +53,7 @@ export interface ReleaseResult {
 
 export interface QuarantineServiceOptions {
   readonly store: QuarantineStore;
-  readonly allowList: SqliteAllowList;
+  readonly allowList: AllowList;
   readonly markKey: Buffer;
   /** Where releases go (quarantine.release.target, built by the composition root); unset: release is refused. */
   readonly delivery?: MailDelivery;
@@ -77,28 +76,28 @@ export class QuarantineService {
     return this.o.store;
   }
 
-  list(filter: QuarantineFilter = {}): QuarantineItem[] {
+  list(filter: QuarantineFilter = {}): Promise<QuarantineItem[]> {
     return this.o.store.list(filter);
   }
 
-  get(id: string): QuarantineItem {
+  get(id: string): Promise<QuarantineItem> {
     return this.o.store.get(id);
   }
 
   /** The original message bytes. */
-  export(id: string): Readable {
-    return this.o.store.openOriginal(this.o.store.get(id));
+  async export(id: string): Promise<Readable> {
+    return this.o.store.openOriginal(await this.o.store.get(id));
   }
 
-  delete(id: string, by: string): QuarantineItem {
-    const item = this.o.store.delete(id);
+  async delete(id: string, by: string): Promise<QuarantineItem> {
+    const item = await this.o.store.delete(id);
     this.o.log.info({ event: 'quarantine.deleted', quarantineId: id, by }, 'quarantine item deleted');
     return item;
   }
 
   /** Headers, verdict and every attachment with name, type and hash. */
   async show(id: string): Promise<ItemDetails> {
-    const item = this.o.store.get(id);
+    const item = await this.o.store.get(id);
     const headers = await readDisplayHeaders(this.o.store.openOriginal(item));
     const preview = await bodyPreview(() => this.o.store.openOriginal(item), item.size, {
       maxBytes: this.o.previewMaxBytes ?? Number.POSITIVE_INFINITY,
@@ -134,7 +133,7 @@ export class QuarantineService {
    * records the release. Any failure leaves the item as it was and says why.
    */
   async release(id: string, options: ReleaseOptions): Promise<ReleaseResult> {
-    const item = this.o.store.get(id);
+    const item = await this.o.store.get(id);
     const target = this.o.delivery;
     if (target === undefined) {
       throw new SandgateError('ERR_QUARANTINE_RELEASE', 'no release target: set quarantine.release.target', {
@@ -183,12 +182,12 @@ export class QuarantineService {
         },
       );
     }
-    this.o.store.markReleased(id, {
+    await this.o.store.markReleased(id, {
       by: options.by,
       to: `${delivery.to} ${delivery.accepted.join(',')}`,
       at,
     });
-    if (hashes.length > 0) this.o.allowList.add(hashes, options.by, { quarantineId: id });
+    if (hashes.length > 0) await this.o.allowList.add(hashes, options.by, { quarantineId: id });
     this.o.log.info(
       {
         event: 'quarantine.released',

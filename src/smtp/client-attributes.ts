@@ -2,7 +2,7 @@ import net from 'node:net';
 import type { SMTPServerSession } from 'smtp-server';
 import type { RelayConfig } from '../config/relay.js';
 import type { ClientAttributes } from './forwarder.js';
-import { normaliseAddress } from './networks.js';
+import { normaliseAddress } from '../config/networks.js';
 
 /** The relay.nextHopOptions switches that choose which attributes the next hop gets. */
 type AttributeOptions = Pick<RelayConfig['nextHopOptions'], 'xforward' | 'xclient'>;
@@ -23,7 +23,9 @@ export function xforwardOf(
   const xf = session.xForward;
   const addr = normaliseAddress(session.remoteAddress);
   const attrs = new Map<string, string>([
-    ['NAME', session.clientHostname || '[UNAVAILABLE]'],
+    // smtp-server writes "[address]" when it has no name (reverse lookups are off): for the next
+    // hop that is no host name but [UNAVAILABLE] (Postfix refuses the whole XFORWARD otherwise).
+    ['NAME', hostnameOf(session.clientHostname) ?? '[UNAVAILABLE]'],
     ['ADDR', addr.includes(':') ? `IPV6:${addr}` : addr],
     ['PORT', String(session.remotePort)],
     ['PROTO', session.openingCommand === 'HELO' ? 'SMTP' : 'ESMTP'],
@@ -67,14 +69,7 @@ function xclientOf(session: SMTPServerSession): ReadonlyMap<string, string> {
   const helo = given('HELO') ?? session.hostNameAppearsAs;
   const login = xc.get('LOGIN');
   return new Map([
-    [
-      'NAME',
-      given('NAME') === false
-        ? UNAVAILABLE
-        : name && HOSTNAME.test(name) && net.isIP(name) === 0
-          ? name
-          : '[TEMPUNAVAIL]',
-    ],
+    ['NAME', given('NAME') === false ? UNAVAILABLE : (hostnameOf(name) ?? '[TEMPUNAVAIL]')],
     ['ADDR', given('ADDR') === false || !session.remoteAddress ? UNAVAILABLE : ip(session.remoteAddress)],
     ['PORT', session.remotePort > 0 ? String(session.remotePort) : UNAVAILABLE],
     ['PROTO', /^SMTP$/i.test(proto) ? 'SMTP' : 'ESMTP'],
@@ -83,4 +78,9 @@ function xclientOf(session: SMTPServerSession): ReadonlyMap<string, string> {
     ['DESTADDR', fromPeer || !session.localAddress ? UNAVAILABLE : ip(session.localAddress)],
     ['DESTPORT', fromPeer || !(session.localPort > 0) ? UNAVAILABLE : String(session.localPort)],
   ]);
+}
+
+/** The client's host name when it has a real one (not smtp-server's "[address]" stand-in). */
+function hostnameOf(name: string | undefined): string | undefined {
+  return name && HOSTNAME.test(name) && net.isIP(name) === 0 ? name : undefined;
 }

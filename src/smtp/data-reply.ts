@@ -4,8 +4,8 @@ import { toError, toText, type SmtpReply } from './replies.js';
 export type DataCallback = (err?: Error | null, message?: string | Array<string | Error>) => void;
 
 /** Answers DATA through smtp-server: one reply, or (LMTP) one reply per recipient. */
-export function replyToData(cb: DataCallback, reply: SmtpReply | Array<SmtpReply>): void {
-  if (Array.isArray(reply)) {
+export function replyToData(cb: DataCallback, reply: SmtpReply | readonly SmtpReply[]): void {
+  if (isList(reply)) {
     cb(
       null,
       reply.map((r) => (r.code < 400 ? toText(r) : toError(r))),
@@ -15,4 +15,8 @@ export function replyToData(cb: DataCallback, reply: SmtpReply | Array<SmtpReply
   } else {
     cb(toError(reply));
   }
+}
+
+function isList(reply: SmtpReply | readonly SmtpReply[]): reply is readonly SmtpReply[] {
+  return Array.isArray(reply);
 }

@@ -1,11 +1,6 @@
 import type { HeaderField } from '../core/evaluation.js';
-import { mapHeaderBlock, type RawHeaderField } from '../core/header-block.js';
-
-/** Counts the fields named `name` (any case) in a header block. */
-export function countFields(fields: readonly RawHeaderField[], name: string): number {
-  const want = name.toLowerCase();
-  return fields.filter((f) => f.name === want).length;
-}
+import { mapHeaderBlock } from '../core/header-block.js';
+import { readChunks, readChunksFrom, type MessageSource } from '../core/message.js';
 
 /** One header field as wire bytes; CR and LF in the value are replaced so a value cannot add fields. */
 export function formatField(h: HeaderField): string {
@@ -22,20 +17,26 @@ export interface HeaderRewrite {
 
 /**
  * Streams a message with its header block rewritten: `prepend` on top, `strip` fields removed,
- * everything else byte for byte. Only the header block is buffered (at most MAX_HEADER_BLOCK).
+ * everything else byte for byte. With the header block parsed on receipt (message.header) the
+ * kept fields are written from it and the body read from where it starts; otherwise only the
+ * header block is buffered (at most MAX_HEADER_BLOCK).
  */
-export async function* rewriteHeaders(
-  source: AsyncIterable<Buffer>,
-  rw: HeaderRewrite,
-): AsyncGenerator<Buffer> {
+export async function* rewriteHeaders(message: MessageSource, rw: HeaderRewrite): AsyncGenerator<Buffer> {
   const top = Buffer.from(rw.prepend.map(formatField).join(''), 'utf8');
   const strip = new Set(rw.strip.map((s) => s.toLowerCase()));
+  const parsed = message.header;
   if (strip.size === 0) {
     if (top.length > 0) yield top;
-    yield* source;
+    yield* readChunks(message);
     return;
   }
-  yield* mapHeaderBlock(source, (fields, block) => {
+  if (parsed !== undefined) {
+    if (top.length > 0) yield top;
+    for (const f of parsed.fields) if (!strip.has(f.name)) yield f.raw;
+    yield* readChunksFrom(message, parsed.bodyStart);
+    return;
+  }
+  yield* mapHeaderBlock(readChunks(message), (fields, block) => {
     const kept = fields.filter((f) => !strip.has(f.name));
     return Buffer.concat([
       top,

@@ -2,9 +2,14 @@ import { once } from 'node:events';
 import { Transform, type Readable } from 'node:stream';
 import type { Envelope } from '../core/message.js';
 import { Spool } from '../mime/spool.js';
-import { LineNormaliser } from './crlf.js';
-import { headerBlockEnd, MAX_HEADER_BLOCK, splitHeaderFields } from '../core/header-block.js';
-import { countFields } from './headers.js';
+import { LineNormaliser } from '../core/line-endings.js';
+import {
+  countFields,
+  headerBlockEnd,
+  MAX_HEADER_BLOCK,
+  splitHeaderFields,
+  type ParsedHeader,
+} from '../core/header-block.js';
 
 export interface ReceiveOptions {
   readonly msgId: string;
@@ -15,7 +20,10 @@ export interface ReceiveOptions {
 }
 
 export interface ReceivedMessage {
-  /** The message with every line ending in CRLF; its owner disposes it. */
+  /**
+   * The message with every line ending in CRLF, its header block parsed once (spool.header, which
+   * the content key and the header rewrite use); its owner disposes it.
+   */
   readonly spool: Spool;
   /** More than maxBytes arrived (the overflow was counted, not kept). */
   readonly sizeExceeded: boolean;
@@ -35,21 +43,27 @@ export type DataStream = Readable & { sizeExceeded?: boolean };
  */
 export async function receiveMessage(stream: DataStream, options: ReceiveOptions): Promise<ReceivedMessage> {
   const lines = new LineNormaliser(false);
-  // The header block is watched on its way to the spool to count its Received fields (loop guard).
+  // The header block is parsed on its way to the spool, once: the loop guard counts its Received
+  // fields, and the spool carries it for the content key and the header rewrite.
   const head: Buffer[] = [];
   let headBytes = 0;
-  let hops: number | undefined;
+  let header: ParsedHeader | undefined;
+  let hops = 0;
   const watchHeader = (out: Buffer) => {
-    if (hops !== undefined || out.length === 0) return;
+    if (header !== undefined || out.length === 0) return;
     head.push(out);
     headBytes += out.length;
     const joined = Buffer.concat(head, headBytes);
     const end = headerBlockEnd(joined);
-    if (end >= 0 || headBytes >= MAX_HEADER_BLOCK) {
-      hops = countFields(
-        splitHeaderFields(joined.subarray(0, end >= 0 ? end : MAX_HEADER_BLOCK)),
-        'received',
-      );
+    if (end >= 0) {
+      header = { fields: splitHeaderFields(joined.subarray(0, end)), bodyStart: end };
+      hops = countFields(header.fields, 'received');
+      head.length = 0;
+    } else if (headBytes >= MAX_HEADER_BLOCK) {
+      // No blank line in the first MiB: all body, as every reader takes it; the loop guard still
+      // counts the Received fields it can see there.
+      header = { fields: [], bodyStart: 0 };
+      hops = countFields(splitHeaderFields(joined.subarray(0, MAX_HEADER_BLOCK)), 'received');
       head.length = 0;
     } else {
       head.splice(0, head.length, joined);
@@ -90,12 +104,14 @@ export async function receiveMessage(stream: DataStream, options: ReceiveOptions
       memoryThreshold: options.memoryThreshold,
       maxBytes: options.maxBytes,
     });
-    return {
-      spool,
-      sizeExceeded: spool.sizeExceeded || stream.sizeExceeded === true,
+    if (header === undefined) {
       // A message without a blank line is all header.
-      hops: hops ?? countFields(splitHeaderFields(Buffer.concat(head, headBytes)), 'received'),
-    };
+      const fields = splitHeaderFields(Buffer.concat(head, headBytes));
+      header = { fields, bodyStart: spool.size };
+      hops = countFields(fields, 'received');
+    }
+    spool.header = header;
+    return { spool, sizeExceeded: spool.sizeExceeded || stream.sizeExceeded === true, hops };
   } catch (err) {
     await drain(stream, normalised);
     throw err;

@@ -48,9 +48,7 @@ export function decisionReply(ev: Evaluation, texts: ReplyTexts): SmtpReply | un
 /** Our reply after the next hop answered the final dot: its code and status, with our msgId. */
 export function nextHopReply(r: Reply, msgId: string): SmtpReply {
   const code = r.code >= 200 && r.code < 600 ? r.code : 451;
-  const cls = Math.floor(code / 100);
-  const enhanced =
-    r.enhanced && r.enhanced.startsWith(`${cls}.`) ? r.enhanced : cls === 2 ? '2.0.0' : `${cls}.0.0`;
+  const enhanced = enhancedFor(code, r.enhanced);
   const text = replyText(r).slice(0, 400);
   return code < 300
     ? { code, enhanced, text: `Ok: ${msgId} (next hop: ${text})` }
@@ -118,11 +116,16 @@ export function toText(r: SmtpReply): string {
 
 /** A next hop's refusal of MAIL or RCPT, passed back with its own code. */
 export function passBack(r: Reply): SmtpReply {
-  const cls = Math.floor(r.code / 100);
-  const enhanced = r.enhanced && r.enhanced.startsWith(`${cls}.`) ? r.enhanced : `${cls}.0.0`;
+  const code = r.code >= 400 && r.code < 600 ? r.code : 451;
   return {
-    code: r.code >= 400 && r.code < 600 ? r.code : 451,
-    enhanced,
+    code,
+    enhanced: enhancedFor(code, r.enhanced),
     text: r.lines.join(' ').slice(0, 400),
   };
+}
+
+/** The peer's enhanced status code when it is of the reply's class, else the class's generic one (RFC 3463). */
+export function enhancedFor(code: number, enhanced: string | undefined): string {
+  const cls = Math.floor(code / 100);
+  return enhanced !== undefined && enhanced.startsWith(`${cls}.`) ? enhanced : `${cls}.0.0`;
 }

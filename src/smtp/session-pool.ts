@@ -1,20 +1,4 @@
-import { readFileSync } from 'node:fs';
-import type { NextHop, RelayConfig } from '../config/relay.js';
-import { createConnector, type NextHopConnector, type NextHopSession } from './next-hop.js';
-
-/** The next-hop connector for the queue worker, with the same options the inline relay uses. */
-export function queueConnector(relay: RelayConfig, hop: NextHop): NextHopConnector {
-  const o = relay.nextHopOptions;
-  const pass = o.authPasswordFile !== undefined ? readFileSync(o.authPasswordFile, 'utf8').trim() : undefined;
-  return createConnector(hop, {
-    name: relay.hostname,
-    timeout: o.timeout,
-    tls: o.tls,
-    ...(o.caFile !== undefined ? { ca: readFileSync(o.caFile) } : {}),
-    ...(o.servername !== undefined ? { servername: o.servername } : {}),
-    ...(o.authUser !== undefined && pass !== undefined ? { auth: { user: o.authUser, pass } } : {}),
-  });
-}
+import type { NextHopConnector, NextHopSession } from './next-hop.js';
 
 /**
  * Next-hop sessions reused across transactions (the inline relay's, or one per busy queue worker

@@ -4,7 +4,8 @@ import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import tls from 'node:tls';
 import { SandgateError } from '../core/errors.js';
-import { LineNormaliser, toDataWire } from './crlf.js';
+import { LineNormaliser } from '../core/line-endings.js';
+import { toDataWire } from './crlf.js';
 
 /** One SMTP/LMTP reply: the code, the enhanced status code when present, and the text lines. */
 export interface Reply {

@@ -1,22 +1,6 @@
-import type { StateDb } from '../store/db.js';
-
-/**
- * What the rules scanner asks of an allowlist of attachment hashes (SHA-256 hex of decoded parts).
- * `revision()` changes whenever the list changes; a scanner adds it to its fingerprint, so cached
- * verdicts made under the old list are not reused.
- */
-export interface AllowList {
-  has(sha256: string): boolean;
-  revision(): string;
-}
-
-export interface AllowedHash {
-  readonly sha256: string;
-  readonly addedAt: number;
-  readonly addedBy: string;
-  readonly quarantineId?: string;
-  readonly note?: string;
-}
+import type { AllowList } from '../core/ports.js';
+import type { AllowedHash } from '../core/state-records.js';
+import type { StateDb } from './db.js';
 
 /** The allowlist kept in the state database (table allow_hash, migration 4), shared by every process. */
 export class SqliteAllowList implements AllowList {
@@ -38,21 +22,21 @@ export class SqliteAllowList implements AllowList {
     );
   }
 
-  has(sha256: string): boolean {
+  async has(sha256: string): Promise<boolean> {
     return this.hasStmt.get(sha256.toLowerCase()) !== undefined;
   }
 
-  revision(): string {
+  async revision(): Promise<string> {
     const r = this.revStmt.get();
     return `${r?.n ?? 0}.${r?.last ?? 0}`;
   }
 
   /** Adds hashes (already present ones are kept as they are); returns those that were new. */
-  add(
+  async add(
     hashes: readonly string[],
     by: string,
     options: { quarantineId?: string; note?: string } = {},
-  ): string[] {
+  ): Promise<string[]> {
     const added: string[] = [];
     const at = this.now();
     this.db.transaction(() => {
@@ -72,11 +56,11 @@ export class SqliteAllowList implements AllowList {
     return added;
   }
 
-  remove(sha256: string): boolean {
+  async remove(sha256: string): Promise<boolean> {
     return this.db.prepare('DELETE FROM allow_hash WHERE sha256 = ?').run(sha256.toLowerCase()).changes > 0;
   }
 
-  list(): AllowedHash[] {
+  async list(): Promise<AllowedHash[]> {
     const rows = this.db
       .prepare<
         [],

@@ -1,46 +1,7 @@
+import type { PtLoadStore } from '../core/ports.js';
+import type { PtLoadSnapshot, PtLoadWindows, PtProcessLoad } from '../core/state-records.js';
 import { HISTORY_KEEP_MS } from './pt-tasks.js';
 import type { StateDb } from './db.js';
-
-/** One process's PT Sandbox window and queue, as it last reported them (pt_process, migration 7). */
-export interface PtProcessLoad {
-  readonly owner: string;
-  readonly frontEnd: string;
-  /** Tasks it submitted and is polling. */
-  readonly inflight: number;
-  /** Submissions waiting in it for a window slot. */
-  readonly waiting: number;
-  readonly windowLimit: number;
-  readonly windowMax: number;
-  /** Tasks it created since it started. */
-  readonly submittedTotal: number;
-  /** Submissions the appliance refused (429/503) since it started. */
-  readonly refusedTotal: number;
-  readonly startedAt: number;
-  readonly updatedAt: number;
-}
-
-/** What `sandgate sandbox health --watch` shows: the host's PT Sandbox load from the state database. */
-export interface PtLoadSnapshot {
-  readonly at: number;
-  /** Processes that reported within `aliveMs`. */
-  readonly processes: readonly PtProcessLoad[];
-  /** pt_task rows with a scan_id: tasks at the appliance (every process). */
-  readonly tasksInFlight: number;
-  /** pt_task rows without one: submissions being uploaded. */
-  readonly claims: number;
-  /** Age of the oldest task in flight (ms), if any. */
-  readonly oldestInFlightMs: number | undefined;
-  /** Tasks submitted within the last `rateWindowMs` (in flight or finished). */
-  readonly submittedRecent: number;
-  /** Tasks finished within the last `rateWindowMs`. */
-  readonly finishedRecent: number;
-  /** Ages (ms) of tasks that ended with a verdict within the last `ageWindowMs`, sorted. */
-  readonly finishedAges: readonly number[];
-  /** The same within the last `rateWindowMs`: the age now, against the usual one above. */
-  readonly recentAges: readonly number[];
-  readonly rateWindowMs: number;
-  readonly ageWindowMs: number;
-}
 
 interface ProcessRow {
   owner: string;
@@ -60,7 +21,7 @@ interface ProcessRow {
  * second while something changes, and every few seconds as a heartbeat), and the reads that put
  * it together with pt_task and pt_task_history for the watch.
  */
-export class PtLoadStore {
+export class SqlitePtLoadStore implements PtLoadStore {
   private readonly stmt;
 
   constructor(db: StateDb) {
@@ -99,19 +60,16 @@ export class PtLoadStore {
     };
   }
 
-  report(load: PtProcessLoad): void {
+  async report(load: PtProcessLoad): Promise<void> {
     this.stmt.upsert.run(load);
   }
 
-  remove(owner: string): void {
+  async remove(owner: string): Promise<void> {
     this.stmt.remove.run(owner);
   }
 
   /** The load now: processes that reported within `aliveMs`, rates over `rateWindowMs`, ages over `ageWindowMs`. */
-  snapshot(
-    now: number,
-    options: { aliveMs?: number; rateWindowMs?: number; ageWindowMs?: number } = {},
-  ): PtLoadSnapshot {
+  async snapshot(now: number, options: PtLoadWindows = {}): Promise<PtLoadSnapshot> {
     const aliveMs = options.aliveMs ?? 30_000;
     const rateWindowMs = options.rateWindowMs ?? 60_000;
     const ageWindowMs = Math.min(options.ageWindowMs ?? HISTORY_KEEP_MS, HISTORY_KEEP_MS);

@@ -1,17 +1,6 @@
+import type { PtTaskStore } from '../core/ports.js';
+import type { PtClaimResult, PtTask, PtTaskClaim } from '../core/state-records.js';
 import type { StateDb } from './db.js';
-
-/** A PT Sandbox task in flight, shared by every sandgate process on the same state database. */
-export interface PtTask {
-  readonly contentKey: string;
-  readonly fingerprint: string;
-  /** Undefined while the owner is still uploading and creating the task. */
-  readonly scanId: string | undefined;
-  /** 'analysis' (/analysis/checkTask) or 'source' (/scan/getStatus): the endpoint family that polls it. */
-  readonly mode: string;
-  readonly owner: string;
-  readonly submittedAt: number;
-  readonly lastPolledAt: number | undefined;
-}
 
 interface Row {
   content_key: string;
@@ -42,7 +31,7 @@ const HISTORY_PRUNE_EVERY = 200;
  * scan_id is a claim: its owner is submitting, others wait for the scan_id instead of submitting
  * the same content again. A restarted process finds the row and resumes polling.
  */
-export class PtTaskStore {
+export class SqlitePtTaskStore implements PtTaskStore {
   private readonly stmt;
 
   constructor(private readonly db: StateDb) {
@@ -90,7 +79,11 @@ export class PtTaskStore {
   private readonly finishTx;
   private sincePrune = 0;
 
-  get(contentKey: string, fingerprint: string): PtTask | undefined {
+  async get(contentKey: string, fingerprint: string): Promise<PtTask | undefined> {
+    return this.getNow(contentKey, fingerprint);
+  }
+
+  private getNow(contentKey: string, fingerprint: string): PtTask | undefined {
     const row = this.stmt.get.get(contentKey, fingerprint);
     return row === undefined ? undefined : toTask(row);
   }
@@ -99,15 +92,11 @@ export class PtTaskStore {
    * Claims the right to submit this content. Returns the existing task instead when one is in
    * flight (or being submitted) and younger than the limits; a stale row is taken over.
    */
-  claim(
-    contentKey: string,
-    fingerprint: string,
-    claim: { mode: string; owner: string; now: number; maxTaskAgeMs: number; claimTimeoutMs: number },
-  ): { claimed: true } | { claimed: false; task: PtTask } {
+  async claim(contentKey: string, fingerprint: string, claim: PtTaskClaim): Promise<PtClaimResult> {
     const run = this.db.transaction(() => {
       const inserted = this.stmt.insert.run(contentKey, fingerprint, claim.mode, claim.owner, claim.now);
       if (inserted.changes === 1) return { claimed: true as const };
-      const existing = this.get(contentKey, fingerprint);
+      const existing = this.getNow(contentKey, fingerprint);
       if (existing === undefined) return { claimed: true as const };
       const age = claim.now - existing.submittedAt;
       const stale =
@@ -121,16 +110,22 @@ export class PtTaskStore {
   }
 
   /** Records the scan_id of a task we claimed. */
-  setScanId(contentKey: string, fingerprint: string, owner: string, scanId: string, now: number): void {
+  async setScanId(
+    contentKey: string,
+    fingerprint: string,
+    owner: string,
+    scanId: string,
+    now: number,
+  ): Promise<void> {
     this.stmt.setScanId.run(scanId, now, contentKey, fingerprint, owner);
   }
 
-  touch(contentKey: string, fingerprint: string, now: number): void {
+  async touch(contentKey: string, fingerprint: string, now: number): Promise<void> {
     this.stmt.touch.run(now, contentKey, fingerprint);
   }
 
   /** Forgets a finished (or lost) task; another scan_id under the same key is left alone. */
-  remove(contentKey: string, fingerprint: string, scanId: string): void {
+  async remove(contentKey: string, fingerprint: string, scanId: string): Promise<void> {
     this.stmt.removeScan.run(contentKey, fingerprint, scanId);
   }
 
@@ -139,21 +134,27 @@ export class PtTaskStore {
    * one that removed its row (several processes may poll one task), records its submission and end
    * times in pt_task_history, which keeps the last HISTORY_KEEP_MS for `sandgate sandbox health --watch`.
    */
-  finish(contentKey: string, fingerprint: string, scanId: string, finishedAt: number, outcome: string): void {
+  async finish(
+    contentKey: string,
+    fingerprint: string,
+    scanId: string,
+    finishedAt: number,
+    outcome: string,
+  ): Promise<void> {
     this.finishTx.immediate(contentKey, fingerprint, scanId, finishedAt, outcome);
   }
 
   /** Gives up a claim that never got a scan_id (the upload failed). */
-  release(contentKey: string, fingerprint: string, owner: string): void {
+  async release(contentKey: string, fingerprint: string, owner: string): Promise<void> {
     this.stmt.removeClaim.run(contentKey, fingerprint, owner);
   }
 
   /** Deletes rows submitted before `before` (epoch ms). Returns how many. */
-  purge(before: number): number {
+  async purge(before: number): Promise<number> {
     return this.stmt.purge.run(before).changes;
   }
 
-  count(): number {
+  async count(): Promise<number> {
     return this.stmt.count.get()?.n ?? 0;
   }
 }

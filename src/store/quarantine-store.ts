@@ -6,54 +6,13 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import { SandgateError } from '../core/errors.js';
 import { decodeHeaderText, searchFold } from '../mime/header-text.js';
-import type { Envelope } from '../core/message.js';
-import type { QuarantineEntry, QuarantineWriter } from '../core/ports.js';
+import type { QuarantineEntry, QuarantineStore } from '../core/ports.js';
+import type { QuarantineFilter, QuarantineItem, QuarantineRecord } from '../core/state-records.js';
 import type { StateDb } from './db.js';
 import { fsyncDir, PARTIAL, writeDurably } from './durable-file.js';
 import { recoverQuarantine } from './quarantine-recovery.js';
 
-/** What the sidecar JSON beside each item holds; the index row can always be rebuilt from it. */
-export interface QuarantineRecord {
-  readonly id: string;
-  readonly msgId: string;
-  readonly createdAt: number;
-  readonly envelope: Envelope;
-  readonly subject?: string;
-  readonly verdict: string;
-  readonly action: string;
-  readonly reason: string;
-  readonly threats: readonly string[];
-  readonly outcomes: readonly unknown[];
-  readonly contentKey: string;
-  readonly size: number;
-  readonly storedSize: number;
-  /** Path of the compressed message, relative to the quarantine directory. */
-  readonly file: string;
-}
-
-/** An indexed item as operators see it. */
-export interface QuarantineItem extends QuarantineRecord {
-  /** The Subject decoded for display (RFC 2047 words, 8-bit UTF-8); `subject` is the raw value. */
-  readonly subjectText?: string;
-  readonly releasedAt?: number;
-  readonly releasedBy?: string;
-  readonly releasedTo?: string;
-}
-
-export interface QuarantineFilter {
-  /** Epoch ms: items created at or after. */
-  readonly since?: number;
-  readonly before?: number;
-  readonly verdict?: string;
-  /** Substring of the envelope sender (case-insensitive). */
-  readonly sender?: string;
-  /** Substring of any envelope recipient (case-insensitive). */
-  readonly recipient?: string;
-  /** Substring of the decoded subject (case-insensitive in every script; ё matches е). */
-  readonly subject?: string;
-  readonly released?: boolean;
-  readonly limit?: number;
-}
+export type { QuarantineFilter, QuarantineItem, QuarantineRecord } from '../core/state-records.js';
 
 interface QuarantineRow {
   id: string;
@@ -119,7 +78,7 @@ function likeEscape(s: string): string {
  * at any point leaves either a complete item (recovered into the index on start) or temporary
  * files that recovery removes: never a half item.
  */
-export class QuarantineStore implements QuarantineWriter {
+export class SqliteQuarantineStore implements QuarantineStore {
   private readonly insertStmt;
 
   constructor(
@@ -186,15 +145,15 @@ export class QuarantineStore implements QuarantineWriter {
    * Start-up repair: indexes complete items whose row is missing (a crash after the files, before
    * the row), removes temporary files and message files without a sidecar older than a grace period.
    */
-  recover(): { indexed: number; removed: number } {
+  async recover(): Promise<{ indexed: number; removed: number }> {
     return recoverQuarantine({ db: this.db, dir: this.dir, now: this.now, index: (r) => this.index(r) });
   }
-  count(): number {
+  async count(): Promise<number> {
     return (this.db.prepare('SELECT COUNT(*) AS n FROM quarantine').get() as { n: number }).n;
   }
 
   /** Items newest first, filtered; `limit` defaults to 100 (at most 10 000). */
-  list(filter: QuarantineFilter = {}): QuarantineItem[] {
+  async list(filter: QuarantineFilter = {}): Promise<QuarantineItem[]> {
     const where: string[] = [];
     const params: Record<string, string | number> = {};
     if (filter.since !== undefined) {
@@ -230,7 +189,7 @@ export class QuarantineStore implements QuarantineWriter {
   }
 
   /** The item, or ERR_QUARANTINE_NOT_FOUND. */
-  get(id: string): QuarantineItem {
+  async get(id: string): Promise<QuarantineItem> {
     const row = this.db.prepare<[string], QuarantineRow>('SELECT * FROM quarantine WHERE id = ?').get(id);
     if (row === undefined) {
       throw new SandgateError('ERR_QUARANTINE_NOT_FOUND', `no quarantine item "${id}"`, {
@@ -249,14 +208,14 @@ export class QuarantineStore implements QuarantineWriter {
   }
 
   /** Removes an item: the index row first (it disappears from every list at once), then its files. */
-  delete(id: string): QuarantineItem {
-    const item = this.get(id);
+  async delete(id: string): Promise<QuarantineItem> {
+    const item = await this.get(id);
     this.drop(item);
     return item;
   }
 
   /** Records who released an item, when and where to. Returns false when it no longer exists. */
-  markReleased(id: string, release: { by: string; to: string; at?: number }): boolean {
+  async markReleased(id: string, release: { by: string; to: string; at?: number }): Promise<boolean> {
     const r = this.db
       .prepare('UPDATE quarantine SET released_at = @at, released_by = @by, released_to = @to WHERE id = @id')
       .run({ id, at: release.at ?? this.now(), by: release.by, to: release.to });
@@ -267,7 +226,7 @@ export class QuarantineStore implements QuarantineWriter {
    * Retention: removes items older than maxAgeMs, then the oldest until the stored bytes fit in
    * maxTotalBytes. Returns the removed ids, oldest first.
    */
-  enforceRetention(limits: { maxAgeMs: number; maxTotalBytes: number }): string[] {
+  async enforceRetention(limits: { maxAgeMs: number; maxTotalBytes: number }): Promise<string[]> {
     const removed: string[] = [];
     const cutoff = this.now() - limits.maxAgeMs;
     const old = this.db
@@ -300,7 +259,7 @@ export class QuarantineStore implements QuarantineWriter {
   }
 
   /** Total stored (compressed) bytes of every item. */
-  totalStoredBytes(): number {
+  async totalStoredBytes(): Promise<number> {
     return (
       this.db.prepare('SELECT COALESCE(SUM(stored_size), 0) AS n FROM quarantine').get() as { n: number }
     ).n;

@@ -2,7 +2,7 @@ import { readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StateDb } from './db.js';
 import { PARTIAL } from './durable-file.js';
-import type { RelayQueueStore } from './relay-queue.js';
+import type { SqliteRelayQueueStore } from './relay-queue.js';
 import { QUEUE_FILE_SUFFIX, readPrepared } from './relay-queue-file.js';
 
 /**
@@ -12,7 +12,7 @@ import { QUEUE_FILE_SUFFIX, readPrepared } from './relay-queue-file.js';
  * before our 250, sends it again: a duplicate, never a loss); drops rows whose file is gone.
  */
 export function recoverRelayQueue(
-  store: RelayQueueStore,
+  store: SqliteRelayQueueStore,
   db: StateDb,
 ): { removedFiles: number; indexed: string[]; removedRows: string[] } {
   let removedFiles = 0;
@@ -30,17 +30,17 @@ export function recoverRelayQueue(
         renameSync(join(store.dir, name), join(store.dir, `${name}.bad`));
         continue;
       }
-      store.insert(item);
+      store.insertNow(item);
       indexed.push(item.id);
     }
   }
   const removedRows: string[] = [];
   for (const r of rows) {
     if (!names.has(r.file)) {
-      store.remove(r.id);
+      store.removeNow(r.id);
       removedRows.push(r.id);
     }
   }
-  store.refreshCounters();
+  store.countersFromStats();
   return { removedFiles, indexed, removedRows };
 }

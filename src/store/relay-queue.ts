@@ -3,72 +3,35 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SandgateError } from '../core/errors.js';
 import type { MessageSource } from '../core/message.js';
+import type { RelayQueueStore } from '../core/ports.js';
+import type {
+  PreparedItem,
+  QueueEnvelope,
+  QueueItem,
+  QueueKind,
+  QueueParams,
+  QueueRecipient,
+  QueueScan,
+  QueueStats,
+  RecipientState,
+} from '../core/state-records.js';
 import { FileMessage } from '../mime/spool.js';
 import type { StateDb } from './db.js';
 import { PARTIAL } from './durable-file.js';
 import { durableWriter, QUEUE_FILE_SUFFIX as SUFFIX, readQueueHead } from './relay-queue-file.js';
 import { recoverRelayQueue } from './relay-queue-recovery.js';
 
-/** MAIL FROM / RCPT TO parameters kept with a queued message (keys upper case). */
-export type QueueParams = Readonly<Record<string, string | true>>;
-
-export type QueueKind = 'message' | 'dsn';
-export type RecipientState = 'pending' | 'delivered' | 'failed';
-
-export interface QueueRecipient {
-  readonly idx: number;
-  readonly address: string;
-  readonly params: QueueParams;
-  readonly state: RecipientState;
-  /** The next hop's last reply for this recipient ("550 5.1.1 text"), or our own reason. */
-  readonly reply?: string;
-}
-
-/** What the worker needs to deliver a message that passed the scan: the headers the core asked for. */
-export interface QueueScan {
-  readonly headers: ReadonlyArray<{ readonly name: string; readonly value: string }>;
-  readonly stripHeaders: readonly string[];
-  readonly verdict: string;
-  readonly reason: string;
-}
-
-/** The envelope as received, kept in the message file's first line and in the index row. */
-export interface QueueEnvelope {
-  readonly sender: string;
-  readonly mailParams: QueueParams;
-  readonly recipients: ReadonlyArray<{ readonly address: string; readonly params: QueueParams }>;
-  readonly clientAddress?: string;
-  readonly heloName?: string;
-  /** XFORWARD attributes to pass on (NAME, ADDR, ...). */
-  readonly xforward: Readonly<Record<string, string>>;
-}
-
-/** A message file written and fsynced but not yet indexed: the next step is insert(). */
-export interface PreparedItem {
-  readonly id: string;
-  readonly kind: QueueKind;
-  readonly createdAt: number;
-  readonly envelope: QueueEnvelope;
-  readonly size: number;
-  readonly file: string;
-  readonly dataOffset: number;
-}
-
-/** An indexed item: the prepared file plus its scan, retry state and recipients. */
-export interface QueueItem extends PreparedItem {
-  readonly scan?: QueueScan;
-  readonly attempts: number;
-  readonly nextAttemptAt: number;
-  readonly lastError?: string;
-  readonly recipients: readonly QueueRecipient[];
-}
-
-export interface QueueStats {
-  readonly messages: number;
-  readonly bytes: number;
-  /** created_at of the oldest item (epoch ms), undefined when empty. */
-  readonly oldest?: number;
-}
+export type {
+  PreparedItem,
+  QueueEnvelope,
+  QueueItem,
+  QueueKind,
+  QueueParams,
+  QueueRecipient,
+  QueueScan,
+  QueueStats,
+  RecipientState,
+} from '../core/state-records.js';
 
 /** Where the message bytes are written; tests inject a failing one to simulate a broken disk. */
 export interface QueueFileWriter {
@@ -109,7 +72,7 @@ interface RcptRow {
  * row first, then the file (a crash between the two: the file is indexed again and delivered again,
  * at least once).
  */
-export class RelayQueueStore {
+export class SqliteRelayQueueStore implements RelayQueueStore {
   private readonly writer: QueueFileWriter;
   private counters: { messages: number; bytes: number } = { messages: 0, bytes: 0 };
 
@@ -120,7 +83,7 @@ export class RelayQueueStore {
   ) {
     mkdirSync(dir, { recursive: true, mode: 0o750 });
     this.writer = options.writer ?? durableWriter;
-    this.refreshCounters();
+    this.countersFromStats();
   }
 
   /** Writes the message file durably (not yet accepted: insert() does that). */
@@ -154,7 +117,12 @@ export class RelayQueueStore {
    * row in the same transaction (a DSN replaces the message it reports on). On failure the prepared
    * file is removed and ERR_SPOOL_WRITE thrown.
    */
-  insert(item: PreparedItem, options: { remove?: string } = {}): void {
+  async insert(item: PreparedItem, options: { remove?: string } = {}): Promise<void> {
+    this.insertNow(item, options);
+  }
+
+  /** insert(), for start-up recovery. */
+  insertNow(item: PreparedItem, options: { remove?: string } = {}): void {
     try {
       this.db.transaction(() => {
         this.db
@@ -191,7 +159,11 @@ export class RelayQueueStore {
     if (options.remove !== undefined) this.unlink(options.remove);
   }
 
-  get(id: string): QueueItem | undefined {
+  async get(id: string): Promise<QueueItem | undefined> {
+    return this.getNow(id);
+  }
+
+  private getNow(id: string): QueueItem | undefined {
     const row = this.db.prepare<[string], ItemRow>('SELECT * FROM relay_queue WHERE id = ?').get(id);
     if (row === undefined) return undefined;
     const rcpts = this.db
@@ -203,18 +175,23 @@ export class RelayQueueStore {
   }
 
   /** Items in order of their next attempt (the operator's list). */
-  list(limit = 1000): QueueItem[] {
+  async list(limit = 1000): Promise<QueueItem[]> {
     const rows = this.db
       .prepare<[number], ItemRow>('SELECT * FROM relay_queue ORDER BY next_attempt_at, id LIMIT ?')
       .all(limit);
-    return rows.map((r) => this.get(r.id)).filter((x): x is QueueItem => x !== undefined);
+    return rows.map((r) => this.getNow(r.id)).filter((x): x is QueueItem => x !== undefined);
   }
 
   /**
    * Ids due at `now`, soonest first, skipping `busy`. `unscannedOrBefore` (the next hop is down):
    * only items still to be scanned, or accepted before that time (to expire them).
    */
-  due(now: number, limit: number, busy: ReadonlySet<string>, unscannedOrBefore?: number): string[] {
+  async due(
+    now: number,
+    limit: number,
+    busy: ReadonlySet<string>,
+    unscannedOrBefore?: number,
+  ): Promise<string[]> {
     const rows =
       unscannedOrBefore === undefined
         ? this.db
@@ -235,7 +212,7 @@ export class RelayQueueStore {
   }
 
   /** The earliest next attempt among items not in `busy` (for the worker's timer). */
-  nextDue(busy: ReadonlySet<string>): number | undefined {
+  async nextDue(busy: ReadonlySet<string>): Promise<number | undefined> {
     const rows = this.db
       .prepare<[number], { id: string; t: number }>(
         'SELECT id, next_attempt_at AS t FROM relay_queue ORDER BY next_attempt_at LIMIT ?',
@@ -261,16 +238,16 @@ export class RelayQueueStore {
     );
   }
 
-  setScan(id: string, scan: QueueScan): void {
+  async setScan(id: string, scan: QueueScan): Promise<void> {
     this.db.prepare('UPDATE relay_queue SET scan = ? WHERE id = ?').run(JSON.stringify(scan), id);
   }
 
   /** Records per-recipient results of one attempt (one transaction). */
-  record(
+  async record(
     id: string,
     results: ReadonlyArray<{ idx: number; state: RecipientState; reply: string }>,
     now: number,
-  ): void {
+  ): Promise<void> {
     if (results.length === 0) return;
     const st = this.db.prepare(
       'UPDATE relay_queue_rcpt SET state = ?, reply = ?, updated_at = ? WHERE queue_id = ? AND idx = ?',
@@ -281,7 +258,7 @@ export class RelayQueueStore {
   }
 
   /** Schedules the next attempt and counts this one. */
-  defer(id: string, nextAttemptAt: number, error: string): void {
+  async defer(id: string, nextAttemptAt: number, error: string): Promise<void> {
     this.db
       .prepare(
         'UPDATE relay_queue SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?',
@@ -290,7 +267,7 @@ export class RelayQueueStore {
   }
 
   /** Operator's retry: due now, with the retry delay back at its start. */
-  retryNow(id: string, now: number): boolean {
+  async retryNow(id: string, now: number): Promise<boolean> {
     return (
       this.db.prepare('UPDATE relay_queue SET next_attempt_at = ?, attempts = 0 WHERE id = ?').run(now, id)
         .changes > 0
@@ -298,7 +275,12 @@ export class RelayQueueStore {
   }
 
   /** Removes an item: row first (then it no longer counts), then the file. */
-  remove(id: string): boolean {
+  async remove(id: string): Promise<boolean> {
+    return this.removeNow(id);
+  }
+
+  /** remove(), for start-up recovery. */
+  removeNow(id: string): boolean {
     let removed = false;
     this.db.transaction(() => {
       removed = this.deleteRow(id);
@@ -307,7 +289,11 @@ export class RelayQueueStore {
     return removed;
   }
 
-  stats(): QueueStats {
+  async stats(): Promise<QueueStats> {
+    return this.statsNow();
+  }
+
+  private statsNow(): QueueStats {
     const r = this.db
       .prepare<[], { n: number; b: number | null; o: number | null }>(
         'SELECT COUNT(*) AS n, SUM(size) AS b, MIN(created_at) AS o FROM relay_queue',
@@ -321,8 +307,13 @@ export class RelayQueueStore {
     return this.counters;
   }
 
-  refreshCounters(): QueueStats {
-    const s = this.stats();
+  async refreshCounters(): Promise<QueueStats> {
+    return this.countersFromStats();
+  }
+
+  /** refreshCounters(), for the constructor and start-up recovery. */
+  countersFromStats(): QueueStats {
+    const s = this.statsNow();
     this.counters = { messages: s.messages, bytes: s.bytes };
     return s;
   }
@@ -331,7 +322,7 @@ export class RelayQueueStore {
    * Start-up repair (before accepting): removes temporary files; indexes message files without a
    * row; drops rows whose file is gone (see recoverRelayQueue).
    */
-  recover(): { removedFiles: number; indexed: string[]; removedRows: string[] } {
+  async recover(): Promise<{ removedFiles: number; indexed: string[]; removedRows: string[] }> {
     return recoverRelayQueue(this, this.db);
   }
 

@@ -22,12 +22,12 @@ export class SqliteScannerVersionStore implements ScannerVersionStore {
     });
   }
 
-  get(scanner: string): ScannerVersionRecord | undefined {
+  async get(scanner: string): Promise<ScannerVersionRecord | undefined> {
     const row = this.getStmt.get(scanner);
     return row === undefined ? undefined : { version: row.version, checkedAt: row.checked_at };
   }
 
-  put(scanner: string, version: string, checkedAt: number): string | undefined {
+  async put(scanner: string, version: string, checkedAt: number): Promise<string | undefined> {
     return this.putTx.immediate(scanner, version, checkedAt);
   }
 }

@@ -35,14 +35,14 @@ export class SqliteVerdictStore implements VerdictStore {
     this.pruneStmt = db.prepare('DELETE FROM verdict_cache WHERE expires_at <= ?');
   }
 
-  get(key: VerdictKey, now: number): CachedVerdict | undefined {
+  async get(key: VerdictKey, now: number): Promise<CachedVerdict | undefined> {
     const row = this.getStmt.get(key.scanner, key.fingerprint, key.contentKey, now);
     if (row === undefined) return undefined;
     const finding = JSON.parse(row.finding) as Finding;
     return row.scanner_version !== null ? { finding, version: row.scanner_version } : { finding };
   }
 
-  put(key: VerdictKey, verdict: CachedVerdict, now: number, expiresAt: number): void {
+  async put(key: VerdictKey, verdict: CachedVerdict, now: number, expiresAt: number): Promise<void> {
     const { finding } = verdict;
     if (finding.kind === 'failed' || finding.kind === 'skipped') return;
     this.putStmt.run(
@@ -56,7 +56,7 @@ export class SqliteVerdictStore implements VerdictStore {
     );
   }
 
-  prune(now: number): number {
+  async prune(now: number): Promise<number> {
     return this.pruneStmt.run(now).changes;
   }
 }
@@ -87,19 +87,19 @@ export class SqliteInflightStore implements InflightStore {
     );
   }
 
-  tryAcquire(key: VerdictKey, owner: string, now: number, leaseUntil: number): boolean {
+  async tryAcquire(key: VerdictKey, owner: string, now: number, leaseUntil: number): Promise<boolean> {
     return this.acquireStmt.run({ ...key, owner, now, leaseUntil }).changes === 1;
   }
 
-  refresh(key: VerdictKey, owner: string, leaseUntil: number): void {
+  async refresh(key: VerdictKey, owner: string, leaseUntil: number): Promise<void> {
     this.refreshStmt.run(leaseUntil, key.scanner, key.fingerprint, key.contentKey, owner);
   }
 
-  release(key: VerdictKey, owner: string): void {
+  async release(key: VerdictKey, owner: string): Promise<void> {
     this.releaseStmt.run(key.scanner, key.fingerprint, key.contentKey, owner);
   }
 
-  isHeld(key: VerdictKey, now: number): boolean {
+  async isHeld(key: VerdictKey, now: number): Promise<boolean> {
     return this.heldStmt.get(key.scanner, key.fingerprint, key.contentKey, now) !== undefined;
   }
 }
@@ -139,8 +139,8 @@ export class SqliteFirstFailureStore implements FirstFailureStore {
     });
   }
 
-  touch(contentKey: string, now: number): number {
-    this.flush();
+  async touch(contentKey: string, now: number): Promise<number> {
+    this.flushNow();
     const row = this.touchStmt.get(contentKey, now, now);
     return row?.first_at ?? now;
   }
@@ -150,14 +150,24 @@ export class SqliteFirstFailureStore implements FirstFailureStore {
     if (this.closed) return;
     this.pending.add(contentKey);
     if (this.pending.size >= MAX_PENDING_CLEARS) {
-      this.flush();
+      this.flushNow();
       return;
     }
     this.timer ??= setTimeout(() => this.flushSoon(), this.flushMs).unref();
   }
 
-  /** Writes the waiting clears now. Throws what SQLite throws; the keys then stay waiting. */
-  flush(): void {
+  /** Writes the waiting clears now. Rejects with what SQLite throws; the keys then stay waiting. */
+  async flush(): Promise<void> {
+    this.flushNow();
+  }
+
+  /** Flushes; clears after it go nowhere (the state's close() calls it before the database closes). */
+  close(): void {
+    this.closed = true;
+    this.flushNow();
+  }
+
+  private flushNow(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.pending.size === 0) return;
@@ -165,16 +175,11 @@ export class SqliteFirstFailureStore implements FirstFailureStore {
     this.pending.clear();
   }
 
-  close(): void {
-    this.closed = true;
-    this.flush();
-  }
-
   /** The timer's flush: a failure (the database busy beyond its timeout) keeps the keys for the next try. */
   private flushSoon(): void {
     this.timer = undefined;
     try {
-      this.flush();
+      this.flushNow();
     } catch {
       if (!this.closed) this.timer = setTimeout(() => this.flushSoon(), this.flushMs).unref();
     }

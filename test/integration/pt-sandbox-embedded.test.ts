@@ -24,7 +24,7 @@ beforeEach(async () => {
   state = openTestState();
 });
 afterEach(async () => {
-  state.close();
+  await state.close();
   await sb.close();
 });
 

@@ -17,13 +17,13 @@ let rt: Runtime | undefined;
 afterEach(async () => {
   await rt?.close();
   rt = undefined;
-  state?.close();
+  await state?.close();
   state = undefined;
   await sb?.close();
   sb = undefined;
 });
 
-function setup(fake: FakePtSandbox, overrides: Record<string, unknown> = {}) {
+async function setup(fake: FakePtSandbox, overrides: Record<string, unknown> = {}) {
   state = openTestState();
   const metrics = createMetrics({ defaultMetrics: false });
   const scanner = makeScanner(
@@ -35,7 +35,7 @@ function setup(fake: FakePtSandbox, overrides: Record<string, unknown> = {}) {
     state,
     { metrics },
   );
-  rt = startRuntime(state.dir, [scanner], { config: { scan: { chain: ['pt-sandbox'] } }, metrics });
+  rt = await startRuntime(state.dir, [scanner], { config: { scan: { chain: ['pt-sandbox'] } }, metrics });
   return { scanner, rt };
 }
 
@@ -65,7 +65,7 @@ describe('PT Sandbox back-pressure', () => {
     sb = await startFakePtSandbox({ slots: 8, taskDurationMs: 200 });
     const fake = sb;
     // Starting at 2 x the appliance's slots (the default start, 32, only takes longer to come down).
-    const { scanner, rt } = setup(fake, { inflight: { start: 16 } });
+    const { scanner, rt } = await setup(fake, { inflight: { start: 16 } });
     const samples: Array<{ t: number; atAppliance: number; window: number }> = [];
     const t0 = Date.now();
     const sampler = setInterval(() => {
@@ -93,7 +93,7 @@ describe('PT Sandbox back-pressure', () => {
   it('429 bursts: the window backs off instead of flooding, refused submissions succeed later within the deadline, and it recovers', async () => {
     sb = await startFakePtSandbox({ taskDurationMs: 40 });
     const fake = sb;
-    const { scanner, rt } = setup(fake);
+    const { scanner, rt } = await setup(fake);
 
     // Healthy: the window is at least where it starts.
     expect((await burst(rt, 40, 10_000)).filter((r) => r.action !== 'deliver')).toEqual([]);
@@ -130,7 +130,7 @@ describe('PT Sandbox back-pressure', () => {
   it('503 with Retry-After: the submission waits as told, then succeeds', async () => {
     sb = await startFakePtSandbox({ taskDurationMs: 20 });
     const fake = sb;
-    const { rt } = setup(fake);
+    const { rt } = await setup(fake);
     fake.refuseSubmissions(503, { retryAfterSec: 1 });
     const pending = burst(rt, 1, 5_000);
     while (fake.load().refused === 0) await new Promise((r) => setTimeout(r, 5));

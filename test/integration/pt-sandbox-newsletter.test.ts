@@ -19,7 +19,7 @@ beforeEach(async () => {
 afterEach(async () => {
   await rt?.close();
   rt = undefined;
-  state.close();
+  await state.close();
   await sb.close();
 });
 
@@ -47,7 +47,7 @@ function newsletter(i: number, body = 'Our spring offers: https://shop.example.c
 describe('attachments granularity: newsletters', () => {
   it('300 copies of one newsletter to different recipients make one task', async () => {
     const scanner = makeScanner(testConfig(sb.url, { granularity: 'attachments' }), state);
-    rt = startRuntime(state.dir, [scanner], { config: { scan: { chain: ['pt-sandbox'] } } });
+    rt = await startRuntime(state.dir, [scanner], { config: { scan: { chain: ['pt-sandbox'] } } });
     const evaluator = rt.evaluator;
     const results = await Promise.all(
       Array.from({ length: 300 }, (_, i) =>
@@ -87,7 +87,7 @@ describe('attachments granularity: newsletters', () => {
 
   it('the verdict on the normalised copy applies to every copy (a dangerous newsletter is blocked for all)', async () => {
     const scanner = makeScanner(testConfig(sb.url, { granularity: 'attachments' }), state);
-    rt = startRuntime(state.dir, [scanner], { config: { scan: { chain: ['pt-sandbox'] } } });
+    rt = await startRuntime(state.dir, [scanner], { config: { scan: { chain: ['pt-sandbox'] } } });
     const body = 'Click https://phish.example.org/login X-Test-Verdict: DANGEROUS';
     const results = await Promise.all(
       Array.from({ length: 20 }, (_, i) =>

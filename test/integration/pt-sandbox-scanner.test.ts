@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Finding } from '../../src/core/outcome.js';
 import { EICAR, FAKE_PT_TOKEN, startFakePtSandbox, type FakePtSandbox } from '../fakes/fake-pt-sandbox.js';
-import { createPtClient } from '../../src/sandbox/pt-sandbox/index.js';
+import { createPtClient } from '../../src/cli/compose/pt-sandbox.js';
 import { directContext } from '../support/memo-harness.js';
 import {
   LogCapture,
@@ -25,8 +25,8 @@ afterAll(async () => {
 beforeEach(() => {
   state = openTestState();
 });
-afterEach(() => {
-  state.close();
+afterEach(async () => {
+  await state.close();
 });
 
 const soon = (ms = 10_000) => Date.now() + ms;

@@ -1,7 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { analyseMessage } from '../../src/core/content-key.js';
-import { openStateDb } from '../../src/store/db.js';
-import { PtTaskStore } from '../../src/store/pt-tasks.js';
+import { openSqliteState } from '../../src/store/sqlite-state.js';
 import { EICAR, startFakePtSandbox, type FakePtSandbox } from '../fakes/fake-pt-sandbox.js';
 import { directContext, MemoHarness } from '../support/memo-harness.js';
 import {
@@ -24,7 +23,7 @@ beforeEach(() => {
 afterEach(async () => {
   await sb?.close();
   sb = undefined;
-  state.close();
+  await state.close();
 });
 
 async function until(cond: () => boolean): Promise<void> {
@@ -46,15 +45,15 @@ describe('tasks are submitted once', () => {
     stop.abort();
     expect(await pending).toMatchObject({ kind: 'failed', reason: 'timeout' });
     await first.close();
-    expect(state.tasks.count()).toBe(1);
+    expect(await state.tasks.count()).toBe(1);
 
     // "Another process": its own connection to the same state database.
-    const db2 = openStateDb(state.dir);
+    const other = openSqliteState(state.dir);
     try {
       const log = new LogCapture();
       const second = makeScanner(
         testConfig(sb.url),
-        { ...state, db: db2, tasks: new PtTaskStore(db2) },
+        { ...state, state: other, tasks: other.ptTasks },
         { owner: 'process-2', log: log.log },
       );
       const f = await second.scan(
@@ -66,9 +65,9 @@ describe('tasks are submitted once', () => {
       expect(sb.tasksCreated()).toBe(1);
       expect(sb.counters['storage/uploadScanFile']).toBe(1);
       expect(log.events()).toContain('pt.task_resumed');
-      expect(state.tasks.count()).toBe(0);
+      expect(await state.tasks.count()).toBe(0);
     } finally {
-      db2.close();
+      await other.close();
     }
   });
 
@@ -88,12 +87,12 @@ describe('tasks are submitted once', () => {
 
   it('two processes scanning the same content at once: one task', async () => {
     sb = await startFakePtSandbox({ taskDurationMs: 100 });
-    const db2 = openStateDb(state.dir);
+    const other = openSqliteState(state.dir);
     try {
       const a = makeScanner(testConfig(sb.url), state, { owner: 'p1' });
       const b = makeScanner(
         testConfig(sb.url),
-        { ...state, db: db2, tasks: new PtTaskStore(db2) },
+        { ...state, state: other, tasks: other.ptTasks },
         { owner: 'p2' },
       );
       const text = simpleMail('twice', { extraHeaders: ['X-Test-Verdict: UNWANTED'] });
@@ -106,7 +105,7 @@ describe('tasks are submitted once', () => {
       expect(fb).toMatchObject({ kind: 'suspicious' });
       expect(sb.tasksCreated()).toBe(1);
     } finally {
-      db2.close();
+      await other.close();
     }
   });
 

@@ -30,15 +30,15 @@ beforeEach(async () => {
 afterEach(async () => {
   await rt?.close();
   rt = undefined;
-  state.close();
+  await state.close();
   await sb.close();
 });
 
 /** The scan service with the real PT Sandbox scanner against the fake; `clock()` moves its time. */
-function service(logs = new LogCapture()) {
+async function service(logs = new LogCapture(), requestTimeout = '1s') {
   let offset = 0;
-  const scanner = makeScanner(testConfig(sb.url, { requestTimeout: '1s' }), state);
-  rt = startRuntime(state.dir, [scanner], {
+  const scanner = makeScanner(testConfig(sb.url, { requestTimeout }), state);
+  rt = await startRuntime(state.dir, [scanner], {
     config: { scan: { chain: ['pt-sandbox'] } },
     now: () => Date.now() + offset,
     logs,
@@ -54,7 +54,7 @@ function service(logs = new LogCapture()) {
 
 describe('scanner version out of the cache key (one process)', () => {
   it('a judged message is answered from the cache while getVersion fails, and while it hangs', async () => {
-    const { rt, logs, advance, inTen } = service();
+    const { rt, logs, advance, inTen } = await service();
     const text = simpleMail('judged once', { extraHeaders: ['X-Test-Verdict: UNWANTED'] });
     const first = await rt.evaluator.evaluate(message(text), { deadline: inTen() });
     expect(first.outcomes[0]).toMatchObject({ kind: 'suspicious', cached: false, version: VERSION });
@@ -82,7 +82,8 @@ describe('scanner version out of the cache key (one process)', () => {
 
   it('200 new messages at once while getVersion fails: one lookup, one task per content', async () => {
     sb.setVersionBehaviour({ status: 500 });
-    const { rt } = service();
+    // 200 uploads at once: a busy machine must not turn them into request timeouts (getVersion fails fast).
+    const { rt } = await service(new LogCapture(), '15s');
     const results = await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
         rt.evaluator.evaluate(message(simpleMail(`new content ${i}`)), { deadline: Date.now() + 20_000 }),
@@ -102,7 +103,7 @@ describe('scanner version out of the cache key (one process)', () => {
   });
 
   it('after a restart with getVersion failing from the start, a judged message is answered from the cache', async () => {
-    const first = service();
+    const first = await service();
     const text = simpleMail('judged before the restart', { extraHeaders: ['X-Test-Verdict: UNWANTED'] });
     await first.rt.evaluator.evaluate(message(text), { deadline: first.inTen() });
     await first.rt.close();
@@ -110,7 +111,7 @@ describe('scanner version out of the cache key (one process)', () => {
     expect(sb.tasksCreated()).toBe(1);
 
     sb.setVersionBehaviour({ status: 500 });
-    const second = service();
+    const second = await service();
     const again = await second.rt.evaluator.evaluate(message(text), { deadline: second.inTen() });
     expect(again.outcomes[0]).toMatchObject({ kind: 'suspicious', cached: true });
     expect(sb.tasksCreated()).toBe(1);
@@ -121,14 +122,17 @@ describe('scanner version out of the cache key (one process)', () => {
 
 describe('the version with the verdict, where operators look', () => {
   it('a quarantined item names the appliance version that judged it (sandgate quarantine show)', async () => {
-    const { rt, inTen } = service();
+    const { rt, inTen } = await service();
     const judged = await rt.evaluator.evaluate(
       message(simpleMail('bad', { extraHeaders: ['X-Test-Verdict: DANGEROUS'] })),
       { deadline: inTen() },
     );
     expect(judged.decision.action).toBe('reject');
     const id = judged.quarantineId!;
-    expect(rt.quarantine.get(id)?.outcomes[0]).toMatchObject({ scanner: 'pt-sandbox', version: VERSION });
+    expect((await rt.quarantine.get(id))?.outcomes[0]).toMatchObject({
+      scanner: 'pt-sandbox',
+      version: VERSION,
+    });
     const mem = memoryIo(state.dir);
     const code = await main(
       ['quarantine', 'show', id, '--set', `stateDir=${state.dir}`, '--set', 'log.level=silent'],

@@ -21,7 +21,7 @@ let rt: Runtime | undefined;
 afterEach(async () => {
   await rt?.close();
   rt = undefined;
-  state?.close();
+  await state?.close();
   state = undefined;
   await sb?.close();
   sb = undefined;
@@ -67,7 +67,7 @@ describe('sandgate sandbox health --watch', () => {
     state = openTestState();
     const cfg = testConfig(fake.url, { inflight: { max: 2, start: 2, min: 1 } });
     const scanner = makeScanner(cfg, state, { frontEnd: 'helper', owner: 'host-a:101' });
-    rt = startRuntime(state.dir, [scanner], { config: { scan: { chain: ['pt-sandbox'] } } });
+    rt = await startRuntime(state.dir, [scanner], { config: { scan: { chain: ['pt-sandbox'] } } });
     const configFile = join(state.dir, 'sandgate.yaml');
     writeFileSync(configFile, stringify({ stateDir: state.dir, scanners: { ptSandbox: { url: fake.url } } }));
     const runtime = rt;

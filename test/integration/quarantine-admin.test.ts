@@ -23,7 +23,7 @@ describe('quarantine admin API', () => {
   it('refuses requests without the token, with a wrong one, and serves list/show/release/delete with it', async () => {
     sink = await startSmtpSink();
     const dir = tempDir();
-    harness = startHarness(dir);
+    harness = await startHarness(dir);
     const first = (await harness.evaluate(blockedMail())).quarantineId!;
     const second = (await harness.evaluate(blockedMail({ tool: 'other\n', subject: 'two' }))).quarantineId!;
     admin = await startAdmin(dir, [`quarantine.release.target=127.0.0.1:${sink.port}`]);
@@ -42,10 +42,11 @@ describe('quarantine admin API', () => {
       const none = await api(path, init, null);
       expect(none.status).toBe(401);
       expect(none.headers.get('www-authenticate')).toBe('Bearer');
+      expect(((await none.json()) as { code: string }).code).toBe('ERR_UNAUTHORISED');
       expect((await api(path, init, `${admin.token}x`)).status).toBe(401);
       expect((await api(path, init, admin.token.slice(1))).status).toBe(401);
     }
-    expect(harness.service.list()).toHaveLength(2);
+    expect(await harness.service.list()).toHaveLength(2);
     expect(sink.messages).toHaveLength(0);
 
     const list = (await (await api('/api/quarantine?verdict=malicious')).json()) as {
@@ -70,7 +71,21 @@ describe('quarantine admin API', () => {
     });
     expect(released.status).toBe(200);
     await sink.waitFor(1);
-    expect(harness.service.get(first).releasedBy).toMatch(/^admin-api:alice@/);
+    expect((await harness.service.get(first)).releasedBy).toMatch(/^admin-api:alice@/);
+
+    // Malformed requests are the client's fault: 400 ERR_BAD_REQUEST, never a configuration error.
+    for (const [path, init] of [
+      ['/api/quarantine?since=yesterday-ish', {}],
+      ['/api/quarantine/release', { method: 'POST', body: '[1, 2]' }],
+      ['/api/quarantine/release', { method: 'POST', body: '{"id": ' }],
+      ['/api/quarantine/release', { method: 'POST', body: 'x'.repeat(64 * 1024 + 100) }],
+      ['/api/quarantine/release', { method: 'POST', body: JSON.stringify({ id: second, to: 'a@b' }) }],
+    ] as const) {
+      const bad = await api(path, init);
+      expect(bad.status, path).toBe(400);
+      expect(((await bad.json()) as { code: string }).code).toBe('ERR_BAD_REQUEST');
+    }
+    expect(sink.messages).toHaveLength(1);
 
     sink.behaviour.refuseData = [451, '4.3.0 try later'];
     const failed = await api('/api/quarantine/release', {
@@ -79,10 +94,10 @@ describe('quarantine admin API', () => {
     });
     expect(failed.status).toBe(502);
     expect(((await failed.json()) as { code: string }).code).toBe('ERR_QUARANTINE_RELEASE');
-    expect(harness.service.get(second).releasedAt).toBeUndefined();
+    expect((await harness.service.get(second)).releasedAt).toBeUndefined();
 
     expect((await api(`/api/quarantine/item?id=${second}`, { method: 'DELETE' })).status).toBe(200);
-    expect(harness.service.list().map((i) => i.id)).toEqual([first]);
+    expect((await harness.service.list()).map((i) => i.id)).toEqual([first]);
 
     const page = await fetch(`${admin.url}/quarantine`);
     expect(page.status).toBe(200);

@@ -34,7 +34,7 @@ describe('quarantine web page', () => {
     async () => {
       sink = await startSmtpSink();
       const dir = tempDir();
-      harness = startHarness(dir);
+      harness = await startHarness(dir);
       const id = (await harness.evaluate(blockedMail())).quarantineId!;
       admin = await startAdmin(dir, [`quarantine.release.target=127.0.0.1:${sink.port}`]);
 
@@ -68,7 +68,7 @@ describe('quarantine web page', () => {
       const [arrived] = await sink.waitFor(1);
       expect(arrived!.recipients).toEqual(ENVELOPE.recipients);
       expect(sink.messages).toHaveLength(1);
-      expect(harness.service.get(id).releasedBy).toMatch(/^admin-api:alice@/);
+      expect((await harness.service.get(id)).releasedBy).toMatch(/^admin-api:alice@/);
       await expect.poll(() => page.locator(`tr[data-id="${id}"].released`).count()).toBe(1);
       expect(errors).toEqual([]);
     },

@@ -3,12 +3,10 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Decision } from '../../src/core/policy.js';
 import { BufferMessage } from '../../src/mime/spool.js';
-import { openStateDb } from '../../src/store/db.js';
-import { QuarantineStore } from '../../src/store/quarantine-store.js';
+import { openSqliteState } from '../../src/store/sqlite-state.js';
 
 const stateDir = process.argv[2]!;
-const db = openStateDb(stateDir);
-const store = new QuarantineStore(db, join(stateDir, 'quarantine'));
+const store = openSqliteState(stateDir, { quarantineDir: join(stateDir, 'quarantine') }).quarantine;
 const decision: Decision = {
   action: 'reject',
   keepCopy: true,

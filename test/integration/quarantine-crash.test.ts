@@ -3,8 +3,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { openStateDb } from '../../src/store/db.js';
-import { QuarantineStore, type QuarantineRecord } from '../../src/store/quarantine-store.js';
+import type { QuarantineRecord } from '../../src/core/state-records.js';
+import { openSqliteState } from '../../src/store/sqlite-state.js';
 import { tempDir } from '../support/tmp.js';
 
 const CHILD = join(import.meta.dirname, 'quarantine-crash-child.ts');
@@ -36,11 +36,14 @@ describe('quarantine writes killed at random points', () => {
     const stateDir = tempDir();
     for (let round = 0; round < 6; round++) await writeAndKill(stateDir, 1 + Math.floor(Math.random() * 4));
 
-    const db = openStateDb(stateDir);
+    // Recovery as a later start would run it, after the grace for writes in progress.
+    const state = openSqliteState(stateDir, {
+      quarantineDir: join(stateDir, 'quarantine'),
+      now: () => Date.now() + 5 * 60_000,
+    });
     try {
-      // Recovery as a later start would run it, after the grace for writes in progress.
-      const store = new QuarantineStore(db, join(stateDir, 'quarantine'), () => Date.now() + 5 * 60_000);
-      store.recover();
+      const store = state.quarantine;
+      await store.recover();
       const qdir = join(stateDir, 'quarantine');
       const files = readdirSync(qdir).flatMap((day) =>
         readdirSync(join(qdir, day)).map((f) => join(qdir, day, f)),
@@ -51,7 +54,7 @@ describe('quarantine writes killed at random points', () => {
       expect(eml.map((f) => f.replace(/\.eml\.gz$/, ''))).toEqual(json.map((f) => f.replace(/\.json$/, '')));
       expect(files).toHaveLength(eml.length + json.length);
 
-      const rows = store.list({ limit: 10_000 });
+      const rows = await store.list({ limit: 10_000 });
       expect(rows.map((r) => r.id).sort()).toEqual(
         json.map((f) => (JSON.parse(readFileSync(f, 'utf8')) as QuarantineRecord).id).sort(),
       );
@@ -62,9 +65,9 @@ describe('quarantine writes killed at random points', () => {
         expect(bytes.toString('latin1')).toMatch(/^Subject: crash \d+\r\n\r\n[A-Za-z0-9+/=]+\r\n$/);
       }
       // A second recovery finds nothing to do.
-      expect(store.recover()).toEqual({ indexed: 0, removed: 0 });
+      expect(await store.recover()).toEqual({ indexed: 0, removed: 0 });
     } finally {
-      db.close();
+      await state.close();
     }
   });
 });

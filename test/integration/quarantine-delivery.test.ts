@@ -42,9 +42,9 @@ async function tlsSink(): Promise<{ sink: SmtpSink; users: string[] }> {
   return { sink, users };
 }
 
-function harnessWith(release: Record<string, unknown>): { harness: Harness; dir: string } {
+async function harnessWith(release: Record<string, unknown>): Promise<{ harness: Harness; dir: string }> {
   const dir = tempDir();
-  const harness = startHarness(dir, { config: { quarantine: { release } } });
+  const harness = await startHarness(dir, { config: { quarantine: { release } } });
   cleanups.push(() => harness.close());
   return { harness, dir };
 }
@@ -60,7 +60,7 @@ describe('quarantine release through the delivery port', () => {
     const { sink, users } = await tlsSink();
     const dir = tempDir();
     writeFileSync(join(dir, 'release.pass'), 'pw-for-release\n', { mode: 0o600 });
-    const { harness } = harnessWith({
+    const { harness } = await harnessWith({
       target: `smtp://127.0.0.1:${sink.port}`,
       tls: 'required',
       caFile: ca.caFile,
@@ -79,17 +79,17 @@ describe('quarantine release through the delivery port', () => {
 
   it('tls: required without the CA refuses an unverifiable certificate: nothing delivered, item kept', async () => {
     const { sink } = await tlsSink();
-    const { harness } = harnessWith({ target: `smtp://127.0.0.1:${sink.port}`, tls: 'required' });
+    const { harness } = await harnessWith({ target: `smtp://127.0.0.1:${sink.port}`, tls: 'required' });
     const id = await quarantined(harness);
     const err = await harness.service.release(id, { by: 'test' }).catch((e: unknown) => e);
     expect(isSandgateError(err, 'ERR_QUARANTINE_RELEASE')).toBe(true);
     expect(sink.messages).toEqual([]);
-    expect(harness.service.get(id).releasedAt).toBeUndefined();
+    expect((await harness.service.get(id)).releasedAt).toBeUndefined();
   });
 
   it('tls: opportunistic (the default) uses STARTTLS unverified, and says so when it is built', async () => {
     const { sink } = await tlsSink();
-    const { harness } = harnessWith({ target: `smtp://127.0.0.1:${sink.port}` });
+    const { harness } = await harnessWith({ target: `smtp://127.0.0.1:${sink.port}` });
     const id = await quarantined(harness);
     await harness.service.release(id, { by: 'test' });
     const [got] = await sink.waitFor(1);
@@ -101,7 +101,7 @@ describe('quarantine release through the delivery port', () => {
 
   it('directory: writes the released message with its envelope and a released mark', async () => {
     const out = join(tempDir(), 'released');
-    const { harness: h } = harnessWith({ target: `directory:${out}` });
+    const { harness: h } = await harnessWith({ target: `directory:${out}` });
     const id = await quarantined(h);
     const result = await h.service.release(id, { by: 'test' });
     expect(result.delivery.to).toBe(`directory:${out}`);
@@ -120,7 +120,7 @@ describe('quarantine release through the delivery port', () => {
   it('submitted: an address that cannot be written as Envelope-To is refused; no file is left', async () => {
     const submitted = join(tempDir(), 'Submitted');
     mkdirSync(submitted);
-    const { harness } = harnessWith({ target: `submitted:${submitted}` });
+    const { harness } = await harnessWith({ target: `submitted:${submitted}` });
     const id = await quarantined(harness);
     const err = await harness.service
       .release(id, { by: 'test', to: ['"odd name"@example.net'] })
@@ -132,7 +132,7 @@ describe('quarantine release through the delivery port', () => {
 
   it('submitted: a directory that does not exist is not created (a wrong path must not swallow mail)', async () => {
     const missing = join(tempDir(), 'NoSuchSubmitted');
-    const { harness } = harnessWith({ target: `submitted:${missing}` });
+    const { harness } = await harnessWith({ target: `submitted:${missing}` });
     const id = await quarantined(harness);
     const err = await harness.service.release(id, { by: 'test' }).catch((e: unknown) => e);
     expect(isSandgateError(err) && err.details.reason).toBe('ERR_NEXT_HOP_UNAVAILABLE');

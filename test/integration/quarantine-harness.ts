@@ -11,7 +11,8 @@ import type { Scanner, ScanContext } from '../../src/core/scanner.js';
 import { BufferMessage } from '../../src/mime/spool.js';
 import type { Runtime } from '../../src/cli/runtime.js';
 import { createQuarantineService } from '../../src/cli/compose/quarantine.js';
-import { SqliteAllowList, type QuarantineService } from '../../src/quarantine/index.js';
+import type { AllowList } from '../../src/core/ports.js';
+import type { QuarantineService } from '../../src/quarantine/index.js';
 import { RulesScanner } from '../../src/sandbox/rules/rules-scanner.js';
 import { LogCapture, startRuntime, testConfig } from '../support/runtime.js';
 import { buildMessage } from '../support/specimens.js';
@@ -63,24 +64,24 @@ export function blockedMail(options: { subject?: string; tool?: string; received
 export interface Harness {
   readonly runtime: Runtime;
   readonly rules: SpyScanner;
-  readonly allowList: SqliteAllowList;
+  readonly allowList: AllowList;
   readonly service: QuarantineService;
   readonly logs: LogCapture;
   evaluate(bytes: Buffer, envelope?: Envelope): Promise<Evaluation>;
   close(): Promise<void>;
 }
 
-export function startHarness(
+export async function startHarness(
   stateDir: string,
   options: { config?: Partial<ConfigInput>; now?: () => number } = {},
-): Harness {
+): Promise<Harness> {
   const config = testConfig(stateDir, options.config);
   const logs = new LogCapture();
   // The rules scanner reads the allowlist from the state DB: the same wiring the lead adds in src/cli/scanners.ts.
-  const holder: { list?: SqliteAllowList } = {};
+  const holder: { list?: AllowList } = {};
   const lazyAllow = {
-    has: (h: string) => holder.list?.has(h) ?? false,
-    revision: () => holder.list?.revision() ?? '0.0',
+    has: async (h: string) => (await holder.list?.has(h)) ?? false,
+    revision: async () => (await holder.list?.revision()) ?? '0.0',
   };
   const rules = new SpyScanner(
     new RulesScanner(config.scanners.rules, {
@@ -88,18 +89,17 @@ export function startHarness(
       allowList: lazyAllow,
     }),
   );
-  const runtime = startRuntime(stateDir, [rules], {
+  const runtime = await startRuntime(stateDir, [rules], {
     ...(options.config ? { config: options.config } : {}),
     ...(options.now ? { now: options.now } : {}),
     logs,
     frontEnd: 'relay',
   });
-  const allowList = new SqliteAllowList(runtime.db);
+  const allowList = runtime.state.allowList;
   holder.list = allowList;
   const service = createQuarantineService({
     config: runtime.config,
-    db: runtime.db,
-    quarantine: runtime.quarantine,
+    state: runtime.state,
     markKey: runtime.markKey,
     log: runtime.log,
     spoolDir: runtime.spoolDir,

@@ -44,7 +44,7 @@ describe('quarantine round trip through the CommuniGate helper', () => {
     const submitted = join(base, 'Submitted');
     mkdirSync(join(base, 'Queue'), { recursive: true });
     mkdirSync(submitted);
-    harness = startHarness(dir, {
+    harness = await startHarness(dir, {
       config: { quarantine: { release: { target: `submitted:${submitted}` } } },
     });
     const h = harness.runtime.config.helper;
@@ -75,7 +75,7 @@ describe('quarantine round trip through the CommuniGate helper', () => {
     );
     input.write('2 FILE Queue/1.msg\n');
     expect(await next('2 ')).toMatch(/^2 DISCARD/);
-    const [item] = harness.service.list();
+    const [item] = await harness.service.list();
     expect(item?.envelope).toMatchObject({ sender: 'sender@example.org', recipients: ['rcpt@example.net'] });
     expect(harness.rules.calls).toBe(1);
 

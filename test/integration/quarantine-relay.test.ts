@@ -2,7 +2,8 @@ import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { afterEach, describe, expect, it } from 'vitest';
 import { relaySchema } from '../../src/config/relay.js';
-import { RelayServer } from '../../src/smtp/server.js';
+import type { RelayServer } from '../../src/smtp/server.js';
+import { buildRelay } from '../../src/cli/compose/relay.js';
 import { startSmtpSink, type SmtpSink } from '../fakes/smtp-sink.js';
 import { tempDir } from '../support/tmp.js';
 import { blockedMail, ENVELOPE, startHarness, type Harness } from './quarantine-harness.js';
@@ -21,16 +22,16 @@ describe('quarantine round trip through the SMTP relay', () => {
   it('refused at the relay -> listed -> released back through the relay -> at the next hop once, not scanned again', async () => {
     sink = await startSmtpSink();
     const dir = tempDir();
-    harness = startHarness(dir);
-    relay = new RelayServer({
+    harness = await startHarness(dir);
+    relay = buildRelay({
       relay: relaySchema.parse({ listen: '127.0.0.1:0' }),
+      nextHop: { kind: 'smtp', host: '127.0.0.1', port: sink.port },
       evaluator: harness.runtime.evaluator,
       log: harness.runtime.log,
       spoolDir: join(dir, 'spool', 'relay'),
       maxMessageSize: 10 * 1024 * 1024,
       memorySpoolThreshold: 64 * 1024,
-      nextHop: { kind: 'smtp', host: '127.0.0.1', port: sink.port },
-    });
+    }).server;
     const { port } = await relay.listen('127.0.0.1', 0);
 
     const client = nodemailer.createTransport({ host: '127.0.0.1', port, secure: false, ignoreTLS: true });
@@ -45,7 +46,7 @@ describe('quarantine round trip through the SMTP relay', () => {
     expect(sink.messages).toHaveLength(0);
     expect(harness.rules.calls).toBe(1);
 
-    const [item] = harness.service.list({ sender: ENVELOPE.sender });
+    const [item] = await harness.service.list({ sender: ENVELOPE.sender });
     expect(item).toBeDefined();
     expect(item!.envelope.recipients).toEqual(ENVELOPE.recipients);
 

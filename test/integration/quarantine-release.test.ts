@@ -32,7 +32,7 @@ describe('quarantine release over SMTP', () => {
   it('blocked -> listed -> shown -> released -> arrives once -> not scanned again', async () => {
     sink = await startSmtpSink();
     const dir = tempDir();
-    harness = startHarness(dir, {
+    harness = await startHarness(dir, {
       config: { quarantine: { release: { target: `127.0.0.1:${sink.port}` } } },
     });
     const h = harness;
@@ -40,9 +40,13 @@ describe('quarantine release over SMTP', () => {
     const id = await blockedItem(h, original);
     expect(h.rules.calls).toBe(1);
 
-    const listed = h.service.list({ verdict: 'malicious', sender: 'SENDER@example', recipient: 'other@' });
+    const listed = await h.service.list({
+      verdict: 'malicious',
+      sender: 'SENDER@example',
+      recipient: 'other@',
+    });
     expect(listed.map((i) => i.id)).toEqual([id]);
-    expect(h.service.list({ recipient: 'nobody@' })).toEqual([]);
+    expect(await h.service.list({ recipient: 'nobody@' })).toEqual([]);
 
     const shown = await h.service.show(id);
     expect(shown.item.envelope).toMatchObject({ sender: ENVELOPE.sender, recipients: ENVELOPE.recipients });
@@ -64,7 +68,7 @@ describe('quarantine release over SMTP', () => {
       original.toString('latin1'),
     );
 
-    const item = h.service.get(id);
+    const item = await h.service.get(id);
     expect(item.releasedBy).toBe('cli:ops');
     expect(item.releasedAt).toBeGreaterThan(0);
     expect(item.releasedTo).toContain(`127.0.0.1:${sink.port}`);
@@ -86,7 +90,7 @@ describe('quarantine release over SMTP', () => {
   it('a forged, copied or expired mark does not pass', async () => {
     sink = await startSmtpSink();
     const dir = tempDir();
-    harness = startHarness(dir, {
+    harness = await startHarness(dir, {
       config: { quarantine: { release: { target: `127.0.0.1:${sink.port}` } } },
     });
     const id = await blockedItem(harness);
@@ -114,7 +118,7 @@ describe('quarantine release over SMTP', () => {
 
     // Replayed after the mark's maximum age: expired.
     const later = Date.now() + 31 * 24 * 3600 * 1000;
-    harness = startHarness(dir, { now: () => later });
+    harness = await startHarness(dir, { now: () => later });
     const ev3 = await harness.evaluate(arrived!.bytes);
     expect(ev3.alreadyJudged).toBe(false);
     expect(harness.logs.events('mark.invalid').map((r) => r.reason)).toEqual(['expired']);
@@ -123,13 +127,13 @@ describe('quarantine release over SMTP', () => {
   it('--allow-hash: the same attachment in a new message passes, another one is still blocked', async () => {
     sink = await startSmtpSink();
     const dir = tempDir();
-    harness = startHarness(dir, {
+    harness = await startHarness(dir, {
       config: { quarantine: { release: { target: `127.0.0.1:${sink.port}` } } },
     });
     const id = await blockedItem(harness);
     const result = await harness.service.release(id, { by: 'test', allowHash: true });
     expect(result.allowed).toHaveLength(1);
-    expect(harness.allowList.list()).toEqual([
+    expect(await harness.allowList.list()).toEqual([
       expect.objectContaining({ sha256: result.allowed[0], addedBy: 'test', quarantineId: id }),
     ]);
     const fresh = await harness.evaluate(blockedMail({ subject: 'same tool, new mail' }));
@@ -142,7 +146,7 @@ describe('quarantine release over SMTP', () => {
   it('a failed release leaves the item in place and says why', async () => {
     sink = await startSmtpSink();
     const dir = tempDir();
-    harness = startHarness(dir, {
+    harness = await startHarness(dir, {
       config: { quarantine: { release: { target: `127.0.0.1:${sink.port}` } } },
     });
     const id = await blockedItem(harness);
@@ -150,15 +154,15 @@ describe('quarantine release over SMTP', () => {
     const err = await harness.service.release(id, { by: 'test', allowHash: true }).catch((e: unknown) => e);
     expect(isSandgateError(err, 'ERR_QUARANTINE_RELEASE')).toBe(true);
     expect((err as Error).message).toContain('no thanks');
-    expect(harness.service.get(id).releasedAt).toBeUndefined();
-    expect(harness.allowList.list()).toEqual([]);
+    expect((await harness.service.get(id)).releasedAt).toBeUndefined();
+    expect(await harness.allowList.list()).toEqual([]);
     expect(sink.messages).toHaveLength(0);
 
     // Nothing listens: refused connection, item still there.
     await sink.close();
     const down = await harness.service.release(id, { by: 'test' }).catch((e: unknown) => e);
     expect(isSandgateError(down, 'ERR_QUARANTINE_RELEASE')).toBe(true);
-    expect(harness.service.list().map((i) => i.id)).toEqual([id]);
+    expect((await harness.service.list()).map((i) => i.id)).toEqual([id]);
     sink = undefined;
 
     const missing = await harness.service.release('nope', { by: 'test' }).catch((e: unknown) => e);
@@ -166,7 +170,7 @@ describe('quarantine release over SMTP', () => {
   });
 
   it('refuses to release without a configured target', async () => {
-    harness = startHarness(tempDir());
+    harness = await startHarness(tempDir());
     const id = await blockedItem(harness);
     const err = await harness.service.release(id, { by: 'test' }).catch((e: unknown) => e);
     expect(isSandgateError(err, 'ERR_QUARANTINE_RELEASE')).toBe(true);
@@ -174,7 +178,7 @@ describe('quarantine release over SMTP', () => {
 
   it('--to delivers to another address with the original sender', async () => {
     sink = await startSmtpSink();
-    harness = startHarness(tempDir(), {
+    harness = await startHarness(tempDir(), {
       config: { quarantine: { release: { target: `127.0.0.1:${sink.port}` } } },
     });
     const id = await blockedItem(harness);
@@ -191,7 +195,7 @@ describe('quarantine release to the CommuniGate Submitted directory', () => {
     const submitted = join(dir, 'Submitted');
     const { mkdirSync } = await import('node:fs');
     mkdirSync(submitted);
-    harness = startHarness(dir, {
+    harness = await startHarness(dir, {
       config: { quarantine: { release: { target: `submitted:${submitted}` } } },
     });
     const id = await blockedItem(harness, blockedMail({ received: true }));
@@ -226,7 +230,7 @@ describe('administrator notice', () => {
   it('sends a notice to the administrator (null sender, never to the sender) after the copy is kept', async () => {
     sink = await startSmtpSink();
     const dir = tempDir();
-    harness = startHarness(dir);
+    harness = await startHarness(dir);
     const notifier = new NotifyingQuarantine(
       harness.runtime.quarantine,
       { to: ['postmaster@example.net'], from: 'sandgate@example.net' },
@@ -250,6 +254,6 @@ describe('administrator notice', () => {
     expect(notice!.sender).toBe('');
     expect(notice!.recipients).toEqual(['postmaster@example.net']);
     expect(notice!.bytes.toString('latin1')).toContain(`Id:         ${id}`);
-    expect(harness.service.get(id).id).toBe(id);
+    expect((await harness.service.get(id)).id).toBe(id);
   });
 });

@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/cli/load-config.js';
 import { createRuntime, type Runtime } from '../../src/cli/runtime.js';
 import { silentLogger } from '../../src/core/logger.js';
-import { RelayServer, type MessageSummary } from '../../src/smtp/server.js';
+import type { MessageSummary, RelayServer } from '../../src/smtp/server.js';
+import { buildRelay } from '../../src/cli/compose/relay.js';
 import { startSmtpSink, type SmtpSink } from '../fakes/smtp-sink.js';
 import { postfixAvailable, startPostfix, type PostfixInstance } from '../support/postfix.js';
 import { EICAR } from '../support/relay.js';
@@ -28,19 +29,19 @@ describe.runIf(postfixAvailable())('relay as Postfix content_filter (real Postfi
     state = mkdtempSync(join(tmpdir(), 'sg-relay-postfix-'));
     sink = await startSmtpSink();
     const { config } = loadConfig({ env: {}, cwd: state, sets: [`stateDir=${state}`, 'scan.chain=rules'] });
-    runtime = createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
+    runtime = await createRuntime(config, { log: silentLogger, frontEnd: 'relay' });
     // The relay listens first (port 0); Postfix is then configured with its port and gives us the re-injection port.
     let hop = { kind: 'smtp' as const, host: '127.0.0.1', port: 1 };
     const make = () =>
-      new RelayServer({
+      buildRelay({
         relay: { ...config.relay, listen: { host: '127.0.0.1', port: 0 } },
+        nextHop: hop,
         evaluator: runtime.evaluator,
         log: silentLogger,
         spoolDir: runtime.spoolDir,
         maxMessageSize: config.scan.maxMessageSize,
         memorySpoolThreshold: config.scan.memorySpoolThreshold,
-        nextHop: hop,
-      });
+      }).server;
     const probe = make();
     const { port: filterPort } = await probe.listen('127.0.0.1', 0);
     await probe.close();

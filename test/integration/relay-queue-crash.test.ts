@@ -4,8 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
-import { relaySchema } from '../../src/config/relay.js';
-import { openQueueStore } from '../../src/smtp/queue/index.js';
+import { openSqliteState } from '../../src/store/sqlite-state.js';
 import { startSmtpSink } from '../fakes/smtp-sink.js';
 import { SANDGATE_BIN } from '../support/cli.js';
 import { mail, messageNumber, NextHopGate, Sender } from '../support/relay-queue.js';
@@ -138,14 +137,15 @@ describe('relay queue mode under kill -9', () => {
     expect(accepted).toBe(N);
 
     // Let the queue drain, then stop gracefully.
-    const { db, store } = openQueueStore(relaySchema.parse({}), stateDir);
+    const state = openSqliteState(stateDir);
     try {
-      for (let i = 0; store.stats().messages > 0; i++) {
-        if (i > 400) throw new Error(`queue did not drain: ${store.stats().messages} left`);
+      const store = state.relayQueue;
+      for (let i = 0; (await store.stats()).messages > 0; i++) {
+        if (i > 400) throw new Error(`queue did not drain: ${(await store.stats()).messages} left`);
         await new Promise((r) => setTimeout(r, 50));
       }
     } finally {
-      db.close();
+      await state.close();
     }
     await relay.kill('SIGTERM');
 

@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runSandgate } from '../support/cli.js';
 import { startSmtpSink, type SmtpSink } from '../fakes/smtp-sink.js';
+import type { RelayQueueStore } from '../../src/core/ports.js';
 import { EICAR } from '../support/relay.js';
+import { LogCapture } from '../support/runtime.js';
 import {
   mail,
   messageNumber,
@@ -91,7 +93,7 @@ describe('relay queue mode', { timeout: 20_000 }, () => {
       expect(r.data?.code).toBe(250);
     }
     await sender.close();
-    expect(q.mode.store.stats().messages).toBe(N);
+    expect((await q.mode.store.stats()).messages).toBe(N);
     // Down: tried again and again with a growing delay (deliveries pause while it is down).
     await until(() => gate.connections >= 4);
     expect(sink.messages).toHaveLength(0);
@@ -112,7 +114,35 @@ describe('relay queue mode', { timeout: 20_000 }, () => {
     expect(first?.recipients).toEqual(['bob@example.test', 'carol@example.test']);
     expect(first?.bytes.toString()).toMatch(/^X-Sandgate-Verdict: clean\r\n/);
     expect(queueFiles(stateDir)).toEqual([]);
-    expect(q.mode.store.stats().messages).toBe(0);
+    expect((await q.mode.store.stats()).messages).toBe(0);
+  });
+
+  it('a look at the queue that fails (the state unreachable) is logged and tried again; the message is still delivered', async () => {
+    let failures = 0;
+    const logs = new LogCapture();
+    const { sink, gate, q } = await setup({
+      log: logs.logger,
+      wrapStore: (store) =>
+        new Proxy(store, {
+          get(target, prop) {
+            if (prop === 'due') {
+              return (...args: Parameters<RelayQueueStore['due']>) =>
+                failures-- > 0 ? Promise.reject(new Error('state unreachable')) : target.due(...args);
+            }
+            const value: unknown = Reflect.get(target, prop, target);
+            return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+          },
+        }),
+    });
+    gate.up = true;
+    failures = 2;
+    const delivered = outcomes(q, 'delivered', 1);
+    expect((await sendOne(q.port, 'alice@example.test', ['bob@example.test'], mail(1))).data?.code).toBe(250);
+    await delivered;
+    expect(sink.messages.map((m) => messageNumber(m.bytes))).toEqual(['1']);
+    const failed = logs.events('queue.pump_failed');
+    expect(failed).toHaveLength(2);
+    expect(failed[0]).toMatchObject({ level: 50, err: 'state unreachable' });
   });
 
   it('per-recipient results: a 5xx recipient is not resent and gets a DSN, a 4xx recipient is retried alone', async () => {
@@ -192,7 +222,7 @@ describe('relay queue mode', { timeout: 20_000 }, () => {
     expect(queuedId).toBeDefined();
     await q.mode.worker.idle();
     expect(sink.messages).toHaveLength(0);
-    const items = q.quarantine.list({});
+    const items = await q.quarantine.list({});
     expect(items.map((i) => [i.msgId, i.action, i.envelope.sender])).toEqual([
       [queuedId, 'reject', 'forged@example.test'],
     ]);
@@ -222,7 +252,7 @@ describe('relay queue mode', { timeout: 20_000 }, () => {
     expect((await s.send('a@example.test', ['b@example.test'], big)).data?.code).toBe(250);
     const full = await s.send('a@example.test', ['b@example.test'], big);
     expect(full.rcpts.map((r) => [r.code, r.enhanced])).toEqual([[452, '4.3.1']]);
-    expect(q.mode.store.stats().messages).toBe(2);
+    expect((await q.mode.store.stats()).messages).toBe(2);
     await s.close();
   });
 
@@ -247,7 +277,7 @@ describe('relay queue mode', { timeout: 20_000 }, () => {
       mail('huge', `X-Pad: ${'y'.repeat(200_000)}\r\n`),
     );
     expect([r.data?.code, r.data?.enhanced]).toEqual([451, '4.3.0']);
-    expect(q.mode.store.stats().messages).toBe(1);
+    expect((await q.mode.store.stats()).messages).toBe(1);
     expect(queueFiles(stateDir).filter((f) => f.endsWith('.partial'))).toEqual([]);
     // The session goes on, and a message that fits is still accepted.
     expect((await s.send('a@example.test', ['b@example.test'], mail('small2'))).data?.code).toBe(250);
@@ -261,7 +291,7 @@ describe('relay queue mode', { timeout: 20_000 }, () => {
     writeFileSync(qdir, 'not a directory');
     const r = await sendOne(q.port, 'a@example.test', ['b@example.test'], mail('nodir'));
     expect([r.data?.code, r.data?.enhanced]).toEqual([451, '4.3.0']);
-    expect(q.mode.store.stats().messages).toBe(0);
+    expect((await q.mode.store.stats()).messages).toBe(0);
   });
 
   it('restart resumes the queue; depth and oldest age are on the metrics registry; graceful stop leaves items intact', async () => {

@@ -4,7 +4,7 @@ import { relaySchema } from '../../src/config/relay.js';
 import type { Evaluation, Evaluator } from '../../src/core/evaluation.js';
 import { silentLogger } from '../../src/core/logger.js';
 import type { MessageSource } from '../../src/core/message.js';
-import { RelayServer } from '../../src/smtp/server.js';
+import { buildRelay } from '../../src/cli/compose/relay.js';
 
 /** Reads the whole message as a scanner would (streaming), and lets it through. */
 class StreamingEvaluator implements Evaluator {
@@ -32,15 +32,15 @@ class StreamingEvaluator implements Evaluator {
 }
 
 const [hopPort, spoolDir] = process.argv.slice(2);
-const relay = new RelayServer({
+const relay = buildRelay({
   relay: relaySchema.parse({ listen: '127.0.0.1:0' }),
+  nextHop: { kind: 'smtp', host: '127.0.0.1', port: Number(hopPort) },
   evaluator: new StreamingEvaluator(),
   log: silentLogger,
   spoolDir: spoolDir as string,
   maxMessageSize: 60 * 1024 * 1024,
   memorySpoolThreshold: 256 * 1024,
-  nextHop: { kind: 'smtp', host: '127.0.0.1', port: Number(hopPort) },
-});
+}).server;
 relay.on('message', (m) => process.stdout.write(`rss ${process.resourceUsage().maxRSS} ${m.code}\n`));
 const { port } = await relay.listen('127.0.0.1', 0);
 process.stdout.write(`ready ${port}\n`);

@@ -405,4 +405,31 @@ describe('relay over real sockets (nodemailer client -> relay -> smtp-server sin
     });
     expect(sink.connections).toBe(1);
   });
+
+  it('believes XFORWARD from trusted peers given as a CIDR block, and from nobody else', async () => {
+    for (const [trustedPeers, believed] of [
+      [['127.0.0.0/8'], true],
+      [['10.0.0.0/8', '192.0.2.1'], false],
+    ] as const) {
+      const { sink, h } = await setup({ trustedPeers });
+      const t = await SmtpTalk.open(h.port);
+      expect((await t.read()).code).toBe(220);
+      const ehlo = await t.cmd('EHLO mta.test.local');
+      expect(/XFORWARD/.test(ehlo.text), String(trustedPeers)).toBe(believed);
+      const xf = await t.cmd('XFORWARD NAME=client.example ADDR=192.0.2.7 PROTO=ESMTP HELO=helo.example');
+      expect(xf.code === 250, String(trustedPeers)).toBe(believed);
+      expect((await t.cmd('MAIL FROM:<a@test.local>')).code).toBe(250);
+      expect((await t.cmd('RCPT TO:<b@example.test>')).code).toBe(250);
+      expect((await t.cmd('DATA')).code).toBe(354);
+      t.send('Subject: cidr\r\n\r\nbody\r\n.\r\n');
+      expect((await t.read()).code).toBe(250);
+      await t.cmd('QUIT');
+      const [got] = await sink.waitFor(1);
+      // Not believed: the next hop hears of the client the relay itself saw, with its name
+      // [UNAVAILABLE] (reverse lookups are off), which the sink keeps as an empty name.
+      expect(got!.xforward, String(trustedPeers)).toMatchObject(
+        believed ? { ADDR: '192.0.2.7', NAME: 'client.example' } : { ADDR: '127.0.0.1', NAME: '' },
+      );
+    }
+  });
 });

@@ -16,33 +16,41 @@ const id = (k: VerdictKey) => `${k.scanner}\0${k.fingerprint}\0${k.contentKey}`;
 
 export class MemoryVerdictStore implements VerdictStore {
   readonly rows = new Map<string, { verdict: CachedVerdict; expiresAt: number }>();
-  get(key: VerdictKey, now: number): CachedVerdict | undefined {
+  get(key: VerdictKey, now: number): Promise<CachedVerdict | undefined> {
     const row = this.rows.get(id(key));
-    return row !== undefined && row.expiresAt > now ? row.verdict : undefined;
+    return Promise.resolve(row !== undefined && row.expiresAt > now ? row.verdict : undefined);
   }
-  put(key: VerdictKey, verdict: CachedVerdict, _now: number, expiresAt: number): void {
+  put(key: VerdictKey, verdict: CachedVerdict, _now: number, expiresAt: number): Promise<void> {
     this.rows.set(id(key), { verdict, expiresAt });
+    return Promise.resolve();
+  }
+  prune(now: number): Promise<number> {
+    let n = 0;
+    for (const [k, row] of this.rows) if (row.expiresAt <= now && this.rows.delete(k)) n++;
+    return Promise.resolve(n);
   }
 }
 
 export class MemoryInflightStore implements InflightStore {
   private readonly rows = new Map<string, { owner: string; until: number }>();
-  tryAcquire(key: VerdictKey, owner: string, now: number, leaseUntil: number): boolean {
+  tryAcquire(key: VerdictKey, owner: string, now: number, leaseUntil: number): Promise<boolean> {
     const row = this.rows.get(id(key));
-    if (row !== undefined && row.until > now && row.owner !== owner) return false;
+    if (row !== undefined && row.until > now && row.owner !== owner) return Promise.resolve(false);
     this.rows.set(id(key), { owner, until: leaseUntil });
-    return true;
+    return Promise.resolve(true);
   }
-  refresh(key: VerdictKey, owner: string, leaseUntil: number): void {
+  refresh(key: VerdictKey, owner: string, leaseUntil: number): Promise<void> {
     const row = this.rows.get(id(key));
     if (row?.owner === owner) row.until = leaseUntil;
+    return Promise.resolve();
   }
-  release(key: VerdictKey, owner: string): void {
+  release(key: VerdictKey, owner: string): Promise<void> {
     if (this.rows.get(id(key))?.owner === owner) this.rows.delete(id(key));
+    return Promise.resolve();
   }
-  isHeld(key: VerdictKey, now: number): boolean {
+  isHeld(key: VerdictKey, now: number): Promise<boolean> {
     const row = this.rows.get(id(key));
-    return row !== undefined && row.until > now;
+    return Promise.resolve(row !== undefined && row.until > now);
   }
 }
 

@@ -16,8 +16,12 @@ import { freePort } from './free-port.js';
 
 export interface PostfixInstance {
   readonly dir: string;
-  /** smtpd whose mail goes through content_filter = scan:[127.0.0.1]:<filterPort>. */
+  /** smtpd whose mail goes through content_filter = scan:[127.0.0.1]:<filterPort> (without filterPort: straight to the relayhost). */
   readonly inPort: number;
+  /** The smtpd whose mail goes through the milter at `milterPort` (one of the options' milterPorts). */
+  inPortForMilter(milterPort: number): number;
+  /** An smtpd with neither content filter nor milter (options.plain): Postfix alone. */
+  readonly plainPort: number | undefined;
   /** The smtpd whose mail goes through the filter at `filterPort` (one of the options' ports). */
   inPortFor(filterPort: number): number;
   /** The re-injection smtpd (content_filter cleared, XFORWARD allowed); the relay's next hop. */
@@ -29,8 +33,17 @@ export interface PostfixInstance {
 }
 
 export interface PostfixOptions {
-  /** Where the content filter (the relay) listens. */
-  readonly filterPort: number;
+  /** Where the content filter (the relay) listens; without it, inPort has no content filter. */
+  readonly filterPort?: number;
+  /**
+   * Milters, each behind an inbound smtpd of its own (`inPortForMilter(port)`) with
+   * `smtpd_milters = inet:127.0.0.1:<port>` and no content filter.
+   */
+  readonly milterPorts?: readonly number[];
+  /** Also an inbound smtpd with neither content filter nor milter (`plainPort`). */
+  readonly plain?: boolean;
+  /** Extra main.cf lines (e.g. milter timeouts). */
+  readonly mainCf?: string;
   /**
    * Further filters, each behind an inbound smtpd of its own (`inPortFor(port)`), all sharing one
    * queue, scan transport and re-injection listener: filters compared side by side in one Postfix.
@@ -80,14 +93,30 @@ smtp_dns_support_level = disabled
 smtp_tls_security_level = none
 smtpd_tls_security_level = none
 message_size_limit = 52428800
-content_filter = scan:[127.0.0.1]:${o.filterPort}
+${o.filterPort !== undefined ? `content_filter = scan:[127.0.0.1]:${o.filterPort}` : ''}
 receive_override_options = no_address_mappings
 default_destination_concurrency_limit = 20
 default_process_limit = 50
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
+milter_protocol = 6
+milter_default_action = tempfail
+${o.mainCf ?? ''}
 `;
+}
+
+/** One inbound smtpd per milter, and the plain one: no content filter on any of them. */
+function milterListenersCf(milters: ReadonlyMap<number, number>, plainPort: number | undefined): string {
+  return (
+    [...milters]
+      .map(
+        ([milterPort, inPort]) =>
+          `127.0.0.1:${inPort} inet n - n - - smtpd\n  -o content_filter=\n  -o smtpd_milters=inet:127.0.0.1:${milterPort}\n`,
+      )
+      .join('') +
+    (plainPort !== undefined ? `127.0.0.1:${plainPort} inet n - n - - smtpd\n  -o content_filter=\n` : '')
+  );
 }
 
 /** One inbound smtpd per further filter, its content_filter pointing there. */
@@ -105,9 +134,10 @@ function masterCf(
   reinjectPort: number,
   more: ReadonlyMap<number, number>,
   reinjectProcesses: number,
+  milters: string,
 ): string {
   return `127.0.0.1:${inPort} inet n - n - - smtpd
-${moreListenersCf(more)}pickup     unix  n - n 60 1 pickup
+${moreListenersCf(more)}${milters}pickup     unix  n - n 60 1 pickup
 cleanup    unix  n - n -  0 cleanup
 qmgr       unix  n - n 300 1 qmgr
 rewrite    unix  - - n -  - trivial-rewrite
@@ -166,7 +196,11 @@ export async function startPostfix(options: PostfixOptions): Promise<PostfixInst
 
 async function startOnce(dir: string, options: PostfixOptions): Promise<PostfixInstance> {
   // The filters' ports are chosen before they listen: Postfix's own must differ from them too.
-  const taken = new Set<number>([options.filterPort, ...(options.moreFilterPorts ?? [])]);
+  const taken = new Set<number>([
+    ...(options.filterPort !== undefined ? [options.filterPort] : []),
+    ...(options.moreFilterPorts ?? []),
+    ...(options.milterPorts ?? []),
+  ]);
   const pick = async () => {
     let port = await freePort();
     while (taken.has(port)) port = await freePort();
@@ -177,6 +211,9 @@ async function startOnce(dir: string, options: PostfixOptions): Promise<PostfixI
   const reinjectPort = await pick();
   const more = new Map<number, number>();
   for (const filterPort of options.moreFilterPorts ?? []) more.set(filterPort, await pick());
+  const milters = new Map<number, number>();
+  for (const milterPort of options.milterPorts ?? []) milters.set(milterPort, await pick());
+  const plainPort = options.plain ? await pick() : undefined;
   const etc = join(dir, 'etc');
   // mkdtemp makes the dir 0700; Postfix's unprivileged daemons must reach data/ and the queue.
   chmodSync(dir, 0o755);
@@ -187,7 +224,13 @@ async function startOnce(dir: string, options: PostfixOptions): Promise<PostfixI
   writeFileSync(join(etc, 'main.cf'), mainCf(dir, options));
   writeFileSync(
     join(etc, 'master.cf'),
-    masterCf(inPort, reinjectPort, more, options.reinjectProcesses ?? 10),
+    masterCf(
+      inPort,
+      reinjectPort,
+      more,
+      options.reinjectProcesses ?? 10,
+      milterListenersCf(milters, plainPort),
+    ),
   );
   writeFileSync(join(dir, 'maillog'), '');
   const check = spawnSync(POSTFIX, ['-c', etc, 'check'], { encoding: 'utf8' });
@@ -232,6 +275,12 @@ async function startOnce(dir: string, options: PostfixOptions): Promise<PostfixI
     dir,
     inPort,
     reinjectPort,
+    plainPort,
+    inPortForMilter(milterPort) {
+      const port = milters.get(milterPort);
+      if (port === undefined) throw new Error(`no inbound smtpd for milter port ${milterPort}`);
+      return port;
+    },
     inPortFor(filterPort) {
       const port = filterPort === options.filterPort ? inPort : more.get(filterPort);
       if (port === undefined) throw new Error(`no inbound smtpd for filter port ${filterPort}`);

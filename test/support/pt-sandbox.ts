@@ -8,10 +8,10 @@ import { ptSandboxSchema, type PtSandboxConfig } from '../../src/config/pt-sandb
 import type { Logger } from '../../src/core/logger.js';
 import type { Metrics } from '../../src/core/metrics.js';
 import { BufferMessage } from '../../src/mime/spool.js';
-import { createPtSandboxScanner, type PtSandboxScanner } from '../../src/sandbox/pt-sandbox/index.js';
-import { openStateDb, type StateDb } from '../../src/store/db.js';
-import { PtLoadStore } from '../../src/store/pt-load.js';
-import { PtTaskStore } from '../../src/store/pt-tasks.js';
+import { createPtSandboxScanner } from '../../src/cli/compose/pt-sandbox.js';
+import type { PtSandboxScanner } from '../../src/sandbox/pt-sandbox/index.js';
+import type { PtLoadStore, PtTaskStore, StatePorts } from '../../src/core/ports.js';
+import { openSqliteState } from '../../src/store/sqlite-state.js';
 import { FAKE_PT_TOKEN } from '../fakes/fake-pt-sandbox.js';
 
 /** Collects pino's JSON lines in memory. */
@@ -43,21 +43,21 @@ export class LogCapture {
 
 export interface TestState {
   readonly dir: string;
-  readonly db: StateDb;
+  readonly state: StatePorts;
   readonly tasks: PtTaskStore;
   readonly load: PtLoadStore;
-  close(): void;
+  close(): Promise<void>;
 }
 
 export function openTestState(dir = mkdtempSync(join(tmpdir(), 'sg-pt-'))): TestState {
-  const db = openStateDb(dir);
+  const state = openSqliteState(dir);
   return {
     dir,
-    db,
-    tasks: new PtTaskStore(db),
-    load: new PtLoadStore(db),
-    close: () => {
-      db.close();
+    state,
+    tasks: state.ptTasks,
+    load: state.ptLoad,
+    close: async () => {
+      await state.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -3,12 +3,12 @@ import { Readable } from 'node:stream';
 import { relaySchema, type NextHop } from '../../src/config/relay.js';
 import { silentLogger, type Logger } from '../../src/core/logger.js';
 import { createMetrics, type Metrics } from '../../src/core/metrics.js';
-import { RelayServer } from '../../src/smtp/server.js';
-import { createQueueMode, type QueueMode } from '../../src/smtp/queue/index.js';
+import type { RelayServer } from '../../src/smtp/server.js';
+import { buildRelay, type QueueMode } from '../../src/cli/compose/relay.js';
 import { SmtpClient, type Reply } from '../../src/smtp/smtp-client.js';
-import { openStateDb, type StateDb } from '../../src/store/db.js';
-import { QuarantineStore } from '../../src/store/quarantine-store.js';
+import type { QuarantineStore, RelayQueueStore, StatePorts } from '../../src/core/ports.js';
 import type { QueueFileWriter } from '../../src/store/relay-queue.js';
+import { openSqliteState } from '../../src/store/sqlite-state.js';
 import { TestEvaluator } from './relay.js';
 
 export interface QueueRelay {
@@ -17,6 +17,8 @@ export interface QueueRelay {
   readonly port: number;
   readonly evaluator: TestEvaluator;
   readonly quarantine: QuarantineStore;
+  /** The state the queue and the quarantine live in. */
+  readonly state: StatePorts;
   readonly metrics: Metrics;
   close(): Promise<void>;
 }
@@ -29,6 +31,8 @@ export async function startQueueRelay(
     relay?: Record<string, unknown>;
     queue?: Record<string, unknown>;
     writer?: QueueFileWriter;
+    /** Wraps the queue store the worker and intake use (a flaky state). */
+    wrapStore?: (store: RelayQueueStore) => RelayQueueStore;
     log?: Logger;
     evaluator?: TestEvaluator;
   } = {},
@@ -42,31 +46,29 @@ export async function startQueueRelay(
   });
   const log = options.log ?? silentLogger;
   const evaluator = options.evaluator ?? new TestEvaluator();
-  const db: StateDb = openStateDb(stateDir);
-  const quarantine = new QuarantineStore(db, `${stateDir}/quarantine`);
+  const state = openSqliteState(stateDir, {
+    quarantineDir: `${stateDir}/quarantine`,
+    ...(config.queue.dir !== undefined ? { queueDir: config.queue.dir } : {}),
+    ...(options.writer ? { queueWriter: options.writer } : {}),
+  });
+  const quarantine = state.quarantine;
   const metrics = createMetrics({ defaultMetrics: false });
-  const mode = createQueueMode({
+  const parts = buildRelay({
     relay: config,
-    stateDir,
+    queueStore: options.wrapStore ? options.wrapStore(state.relayQueue) : state.relayQueue,
     nextHop,
     evaluator,
     quarantine,
     log,
-    registry: metrics.registry,
-    pollMs: 200,
-    ...(options.writer ? { writer: options.writer } : {}),
-  });
-  mode.start();
-  const relay = new RelayServer({
-    relay: config,
-    evaluator,
-    log,
     spoolDir: `${stateDir}/spool`,
     maxMessageSize: 50 * 1024 * 1024,
     memorySpoolThreshold: 256 * 1024,
-    nextHop,
-    queue: mode.intake,
+    registry: metrics.registry,
+    pollMs: 200,
   });
+  const relay = parts.server;
+  const mode = parts.queue as QueueMode;
+  await mode.start();
   const { port } = await relay.listen('127.0.0.1', 0);
   return {
     relay,
@@ -74,11 +76,12 @@ export async function startQueueRelay(
     port,
     evaluator,
     quarantine,
+    state,
     metrics,
     async close() {
       await relay.close();
       await mode.close(2000);
-      db.close();
+      await state.close();
     },
   };
 }

@@ -7,7 +7,8 @@ import type { Evaluation, Evaluator } from '../../src/core/evaluation.js';
 import { silentLogger, type Logger } from '../../src/core/logger.js';
 import type { MessageSource } from '../../src/core/message.js';
 import type { Action } from '../../src/core/policy.js';
-import { RelayServer } from '../../src/smtp/server.js';
+import type { RelayServer } from '../../src/smtp/server.js';
+import { buildRelay } from '../../src/cli/compose/relay.js';
 
 export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
 
@@ -111,14 +112,14 @@ export async function startRelay(
   const spoolDir = mkdtempSync(join(tmpdir(), 'sg-relay-spool-'));
   const config: RelayConfig = relaySchema.parse({ listen: '127.0.0.1:0', ...relay });
   const evaluator = extra.evaluator ?? new TestEvaluator();
-  const server = new RelayServer({
+  const { server } = buildRelay({
     relay: config,
+    nextHop,
     evaluator,
     log: extra.log ?? silentLogger,
     spoolDir,
     maxMessageSize: extra.maxMessageSize ?? 50 * 1024 * 1024,
     memorySpoolThreshold: extra.memorySpoolThreshold ?? 256 * 1024,
-    nextHop,
   });
   const { port } = await server.listen('127.0.0.1', 0);
   return {

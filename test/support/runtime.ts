@@ -42,7 +42,7 @@ export function startRuntime(
     frontEnd?: string;
     metrics?: Metrics;
   } = {},
-): Runtime {
+): Promise<Runtime> {
   const logs = options.logs ?? new LogCapture();
   return createRuntime(testConfig(stateDir, options.config), {
     log: logs.logger,

@@ -9,7 +9,7 @@ import { message, startRuntime } from './runtime.js';
 
 const [stateDir, countFile, messageFile] = process.argv.slice(2) as [string, string, string];
 const scanner = new CountingScanner({ delayMs: 400, countFile });
-const runtime = startRuntime(stateDir, [scanner]);
+const runtime = await startRuntime(stateDir, [scanner]);
 // Both workers wait for "go" on stdin so they start scanning at the same moment.
 process.stdin.once('data', () => {
   void (async () => {

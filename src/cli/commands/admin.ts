@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
-import { AdminServer } from '../../admin/server.js';
-import { readAdminToken, registerQuarantineRoutes } from '../../admin/quarantine-routes.js';
-import { isSandgateError, SandgateError } from '../../core/errors.js';
+import type { AdminServer } from '../../admin/server.js';
+import { startAdminServer } from '../compose/admin.js';
+import { describeError, SandgateError } from '../../core/errors.js';
 import { createMetrics } from '../../core/metrics.js';
 import { createRetentionJob } from '../compose/quarantine.js';
 import { adminTokenFile } from '../admin-token.js';
@@ -24,7 +24,7 @@ export interface AdminRunOptions {
 }
 
 export async function run(argv: string[], io: CliIo, options: AdminRunOptions = {}): Promise<number> {
-  let ctx: ReturnType<typeof openQuarantine> | undefined;
+  let ctx: Awaited<ReturnType<typeof openQuarantine>> | undefined;
   let admin: AdminServer | undefined;
   let retention: ReturnType<typeof createRetentionJob> | undefined;
   try {
@@ -41,30 +41,34 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
         'admin.tokenFile: required for sandgate admin (the quarantine API needs a token)',
       );
     }
-    const token = readAdminToken(resolve(io.cwd, tokenFile.path));
+    const tokenPath = resolve(io.cwd, tokenFile.path);
     const log = createLogger(config, 'stderr');
-    ctx = openQuarantine(config, log);
+    ctx = await openQuarantine(config, log);
+    const quarantine = ctx;
     const metrics = createMetrics({ prefix: config.metrics.prefix });
     let stopping = false;
-    admin = new AdminServer({ registry: metrics.registry, log, ready: () => !stopping });
-    registerQuarantineRoutes(admin, { service: ctx.service, token, log });
-    retention = createRetentionJob({ config, quarantine: ctx.store, log });
+    retention = createRetentionJob({ config, quarantine: quarantine.state.quarantine, log });
     retention.start(config.quarantine.retentionInterval);
-    const where = await admin.listen(config.admin.listen.host, config.admin.listen.port);
-    const host = where.host.includes(':') ? `[${where.host}]` : where.host;
-    writeLine(io.stdout, `sandgate admin listening on http://${host}:${where.port}`);
+    const started = await startAdminServer({
+      config,
+      registry: metrics.registry,
+      log,
+      ready: () => !stopping,
+      quarantine: () => quarantine.service,
+      tokenFile: tokenPath,
+    });
+    admin = started.server;
+    const host = started.host.includes(':') ? `[${started.host}]` : started.host;
+    writeLine(io.stdout, `sandgate admin listening on http://${host}:${started.port}`);
     await (options.stop ?? stopSignal());
     stopping = true;
     return EXIT.ok;
   } catch (err) {
-    writeLine(
-      io.stderr,
-      `sandgate admin: ${isSandgateError(err) ? `${err.message} [${err.code}]` : String(err)}`,
-    );
+    writeLine(io.stderr, `sandgate admin: ${describeError(err)}`);
     return EXIT.error;
   } finally {
-    retention?.stop();
+    await retention?.stop();
     await admin?.close().catch(() => undefined);
-    ctx?.close();
+    await ctx?.close();
   }
 }

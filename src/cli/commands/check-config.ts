@@ -1,5 +1,5 @@
 import { stringify } from 'yaml';
-import { isSandgateError } from '../../core/errors.js';
+import { describeError } from '../../core/errors.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { redactConfig } from '../load-config.js';
@@ -41,10 +41,7 @@ export function run(argv: string[], io: CliIo): Promise<number> {
       );
     return Promise.resolve(EXIT.ok);
   } catch (err) {
-    writeLine(
-      io.stderr,
-      `sandgate check-config: ${isSandgateError(err) ? `${err.message} [${err.code}]` : String(err)}`,
-    );
+    writeLine(io.stderr, `sandgate check-config: ${describeError(err)}`);
     return Promise.resolve(EXIT.error);
   }
 }

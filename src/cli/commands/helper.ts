@@ -1,9 +1,11 @@
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
+import { packageVersion } from '../version.js';
 import { resolve } from 'node:path';
 import { pino } from 'pino';
 import { helperSchema, type HelperConfig } from '../../config/helper.js';
 import type { Config } from '../../config/schema.js';
-import { isSandgateError } from '../../core/errors.js';
+import { printable } from '../../core/text.js';
+import { describeError } from '../../core/errors.js';
 import { silentLogger, type Logger } from '../../core/logger.js';
 import type { CoreState } from '../../helper/core-state.js';
 import { HelperSession } from '../../helper/helper.js';
@@ -58,7 +60,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     replies: { rejectWord: helper.rejectWord, addHeaders: helper.addHeaders, texts: helper.texts },
   };
   const banner =
-    `sandgate helper ${version()} started: protocol <= ${settings.maxProtocolVersion}, ` +
+    `sandgate helper ${packageVersion()} started: protocol <= ${settings.maxProtocolVersion}, ` +
     `deadline ${settings.deadlineMs / 1000}s, concurrency ${settings.concurrency}` +
     (config !== undefined ? `, scanners ${config.scan.chain.join(',')}` : '');
   log.info(
@@ -200,13 +202,17 @@ async function startAdmin(
   log: Logger,
   session: HelperSession,
 ): Promise<{ close(): Promise<void> } | undefined> {
-  const { AdminServer } = await import('../../admin/server.js');
-  const admin = new AdminServer({ registry: runtime.metrics.registry, log, ready: () => true });
+  const { startAdminServer } = await import('../compose/admin.js');
   try {
-    const at = await admin.listen(config.admin.listen.host, config.admin.listen.port);
+    const { server, ...at } = await startAdminServer({
+      config,
+      registry: runtime.metrics.registry,
+      log,
+      ready: () => true,
+    });
     log.info({ event: 'helper.admin_listening', ...at }, 'admin port listening');
     session.notice(`admin port listening on ${at.host}:${at.port} (/healthz, /metrics)`);
-    return admin;
+    return server;
   } catch (err) {
     log.warn({ event: 'helper.admin_failed', err }, 'admin port not available');
     session.notice(
@@ -216,18 +222,7 @@ async function startAdmin(
   }
 }
 
+/** An error on one line, for a `* ` notice and the log. */
 function describe(err: unknown): string {
-  const text = err instanceof Error ? err.message : String(err);
-  return `${isSandgateError(err) ? `${err.code}: ` : ''}${text.replace(/\s*\n\s*/g, '; ')}`;
-}
-
-function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-      version: string;
-    };
-    return pkg.version;
-  } catch {
-    return 'unknown';
-  }
+  return printable(describeError(err));
 }

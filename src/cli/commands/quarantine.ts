@@ -1,14 +1,16 @@
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Config } from '../../config/schema.js';
-import { isSandgateError, SandgateError } from '../../core/errors.js';
+import { describeError, SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
-import { parseSince, summary } from '../../admin/quarantine-routes.js';
+import { summary } from '../../admin/quarantine-routes.js';
+import { parseSince } from '../../config/durations.js';
 import type { QuarantineService } from '../../quarantine/index.js';
 import { cleanText, formatLocalTime } from '../../quarantine/display.js';
 import { createQuarantineService } from '../compose/quarantine.js';
-import { openStateDb, type StateDb } from '../../store/db.js';
-import { QuarantineStore, type QuarantineItem } from '../../store/quarantine-store.js';
+import { openState } from '../compose/state.js';
+import type { QuarantineItem } from '../../core/state-records.js';
+import type { StatePorts } from '../../core/ports.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
@@ -50,41 +52,35 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   try {
     return await quarantine(argv, io);
   } catch (err) {
-    writeLine(
-      io.stderr,
-      `sandgate quarantine: ${isSandgateError(err) ? `${err.message} [${err.code}]` : String(err)}`,
-    );
+    writeLine(io.stderr, `sandgate quarantine: ${describeError(err)}`);
     return EXIT.error;
   }
 }
 
 /** The stores the quarantine tools need, without the scanners (a CLI listing must not need clamd). */
 export interface QuarantineContext {
-  readonly db: StateDb;
-  readonly store: QuarantineStore;
+  readonly state: StatePorts;
   readonly service: QuarantineService;
-  close(): void;
+  close(): Promise<void>;
 }
 
-export function openQuarantine(config: Config, log: Logger): QuarantineContext {
-  const db = openStateDb(config.stateDir);
+export async function openQuarantine(config: Config, log: Logger): Promise<QuarantineContext> {
+  const state = openState(config);
   try {
-    const store = new QuarantineStore(db, config.quarantine.dir ?? join(config.stateDir, 'quarantine'));
-    store.recover();
+    await state.quarantine.recover();
     // show and release walk the message and may spool its parts.
     sweepSpool(config.stateDir, log);
     const markKey = loadOrCreateMarkKey(config.headers.markKeyFile ?? join(config.stateDir, 'mark.key'));
     const service = createQuarantineService({
       config,
-      db,
-      quarantine: store,
+      state,
       markKey,
       log,
       spoolDir: join(config.stateDir, 'spool'),
     });
-    return { db, store, service, close: () => db.close() };
+    return { state, service, close: () => state.close() };
   } catch (err) {
-    db.close();
+    await state.close();
     throw err;
   }
 }
@@ -111,13 +107,13 @@ async function quarantine(argv: string[], io: CliIo): Promise<number> {
   const config = loadConfigFromArgs(values, io).config;
   const level = ['trace', 'debug', 'info'].includes(config.log.level) ? 'warn' : config.log.level;
   const log = createLogger({ log: { ...config.log, level } }, 'stderr');
-  const ctx = openQuarantine(config, log);
+  const ctx = await openQuarantine(config, log);
   try {
     const service = ctx.service;
     switch (sub) {
       case 'list': {
-        const items = service.list({
-          ...(values.since !== undefined ? { since: parseSince(values.since, Date.now()) } : {}),
+        const items = await service.list({
+          ...(values.since !== undefined ? { since: parseSince(values.since, Date.now(), '--since') } : {}),
           ...(values.verdict !== undefined ? { verdict: values.verdict } : {}),
           ...(values.sender !== undefined ? { sender: values.sender } : {}),
           ...(values.rcpt !== undefined ? { recipient: values.rcpt } : {}),
@@ -138,7 +134,7 @@ async function quarantine(argv: string[], io: CliIo): Promise<number> {
         return EXIT.ok;
       }
       case 'export':
-        await pipeline(service.export(id!), io.stdout, { end: false });
+        await pipeline(await service.export(id!), io.stdout, { end: false });
         return EXIT.ok;
       case 'release': {
         const by = `cli:${values.by ?? io.env.SUDO_USER ?? io.env.USER ?? 'unknown'}`;
@@ -159,13 +155,13 @@ async function quarantine(argv: string[], io: CliIo): Promise<number> {
         return EXIT.ok;
       }
       case 'delete':
-        service.delete(id!, `cli:${values.by ?? io.env.SUDO_USER ?? io.env.USER ?? 'unknown'}`);
+        await service.delete(id!, `cli:${values.by ?? io.env.SUDO_USER ?? io.env.USER ?? 'unknown'}`);
         writeLine(io.stdout, `deleted ${id!}`);
         return EXIT.ok;
     }
     return EXIT.error;
   } finally {
-    ctx.close();
+    await ctx.close();
     log.flush?.();
   }
 }

@@ -1,6 +1,6 @@
-import { isSandgateError, SandgateError } from '../../core/errors.js';
-import { openQueueStore } from '../../smtp/queue/index.js';
-import type { QueueItem } from '../../store/relay-queue.js';
+import { describeError, SandgateError } from '../../core/errors.js';
+import type { QueueItem } from '../../core/state-records.js';
+import { openState } from '../compose/state.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
 
@@ -18,19 +18,16 @@ exit codes: 0 done, 2 error (unknown id: ERR_QUEUE_NOT_FOUND)`;
 const OPTIONS = { ...CONFIG_OPTIONS, json: { type: 'boolean' } } as const;
 const SUBCOMMANDS = ['list', 'show', 'retry', 'delete'];
 
-export function run(argv: string[], io: CliIo): Promise<number> {
+export async function run(argv: string[], io: CliIo): Promise<number> {
   try {
-    return Promise.resolve(queue(argv, io));
+    return await queue(argv, io);
   } catch (err) {
-    writeLine(
-      io.stderr,
-      `sandgate queue: ${isSandgateError(err) ? `${err.message} [${err.code}]` : String(err)}`,
-    );
-    return Promise.resolve(EXIT.error);
+    writeLine(io.stderr, `sandgate queue: ${describeError(err)}`);
+    return EXIT.error;
   }
 }
 
-function queue(argv: string[], io: CliIo): number {
+async function queue(argv: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandArgs('queue', argv, OPTIONS);
   const [sub, id, ...extra] = positionals;
   if (values.help || sub === undefined || sub === 'help') {
@@ -48,17 +45,18 @@ function queue(argv: string[], io: CliIo): number {
     return EXIT.error;
   }
   const config = loadConfigFromArgs(values, io).config;
-  const { db, store } = openQueueStore(config.relay, config.stateDir);
+  const state = openState(config);
   try {
+    const store = state.relayQueue;
     const now = Date.now();
-    const need = (x: string): QueueItem => {
-      const item = store.get(x);
+    const need = async (x: string): Promise<QueueItem> => {
+      const item = await store.get(x);
       if (item === undefined) throw new SandgateError('ERR_QUEUE_NOT_FOUND', `no queued message "${x}"`);
       return item;
     };
     switch (sub) {
       case 'list': {
-        const items = store.list();
+        const items = await store.list();
         if (values.json)
           writeLine(
             io.stdout,
@@ -72,7 +70,7 @@ function queue(argv: string[], io: CliIo): number {
         return EXIT.ok;
       }
       case 'show': {
-        const item = need(id as string);
+        const item = await need(id as string);
         if (values.json)
           writeLine(
             io.stdout,
@@ -91,20 +89,20 @@ function queue(argv: string[], io: CliIo): number {
         return EXIT.ok;
       }
       case 'retry': {
-        need(id as string);
-        store.retryNow(id as string, now);
+        await need(id as string);
+        await store.retryNow(id as string, now);
         writeLine(io.stdout, `${id as string}: due now`);
         return EXIT.ok;
       }
       default: {
-        need(id as string);
-        store.remove(id as string);
+        await need(id as string);
+        await store.remove(id as string);
         writeLine(io.stdout, `${id as string}: deleted from the queue`);
         return EXIT.ok;
       }
     }
   } finally {
-    db.close();
+    await state.close();
   }
 }
 

@@ -1,13 +1,13 @@
 import { resolve } from 'node:path';
 import { Counter } from 'prom-client';
-import { AdminServer } from '../../admin/server.js';
-import { readAdminToken, registerQuarantineRoutes } from '../../admin/quarantine-routes.js';
+import type { AdminServer } from '../../admin/server.js';
+import { startAdminServer } from '../compose/admin.js';
 import { createQuarantineService } from '../compose/quarantine.js';
 import { adminTokenFile } from '../admin-token.js';
-import { isSandgateError } from '../../core/errors.js';
+import { describeError, isSandgateError } from '../../core/errors.js';
 import type { NextHop } from '../../config/relay.js';
-import { RelayServer } from '../../smtp/server.js';
-import { createQueueMode, type QueueMode } from '../../smtp/queue/index.js';
+import type { RelayServer } from '../../smtp/server.js';
+import { buildRelay, type QueueMode } from '../compose/relay.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
@@ -30,7 +30,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
   try {
     values = parse(argv).values;
   } catch (err) {
-    writeLine(io.stderr, `sandgate relay: ${describe(err)}`);
+    writeLine(io.stderr, `sandgate relay: ${describeError(err)}`);
     return EXIT.error;
   }
   if (values.help) {
@@ -41,43 +41,37 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
   try {
     config = loadConfigFromArgs(values, io).config;
   } catch (err) {
-    writeLine(io.stderr, `sandgate relay: ${describe(err)}`);
+    writeLine(io.stderr, `sandgate relay: ${describeError(err)}`);
     return EXIT.error;
   }
   const log = createLogger(config, 'stdout');
-  const runtime = createRuntime(config, { log, frontEnd: 'relay', jobs: true, frontEndSummary: true });
+  const runtime = await createRuntime(config, { log, frontEnd: 'relay', jobs: true, frontEndSummary: true });
+  const configured = config.relay.nextHop;
   const hop: NextHop =
-    config.relay.nextHop.kind === 'directory'
-      ? { kind: 'directory', path: resolve(io.cwd, config.relay.nextHop.path) }
-      : config.relay.nextHop;
+    configured.kind === 'directory' || configured.kind === 'submitted'
+      ? { kind: configured.kind, path: resolve(io.cwd, configured.path) }
+      : configured;
   let relay: RelayServer | undefined;
   let admin: AdminServer | undefined;
   let queue: QueueMode | undefined;
   let stopping = false;
   try {
-    if (config.relay.mode === 'queue') {
-      queue = createQueueMode({
-        relay: config.relay,
-        stateDir: config.stateDir,
-        nextHop: hop,
-        evaluator: runtime.evaluator,
-        quarantine: runtime.quarantine,
-        log,
-        registry: runtime.metrics.registry,
-        metricsPrefix: config.metrics.prefix,
-      });
-      queue.start();
-    }
-    relay = new RelayServer({
+    const parts = buildRelay({
       relay: config.relay,
+      nextHop: hop,
       evaluator: runtime.evaluator,
+      quarantine: runtime.quarantine,
       log,
+      ...(config.relay.mode === 'queue' ? { queueStore: runtime.state.relayQueue } : {}),
       spoolDir: runtime.spoolDir,
       maxMessageSize: config.relay.maxMessageSize ?? config.scan.maxMessageSize,
       memorySpoolThreshold: config.scan.memorySpoolThreshold,
-      nextHop: hop,
-      ...(queue ? { queue: queue.intake } : {}),
+      registry: runtime.metrics.registry,
+      metricsPrefix: config.metrics.prefix,
     });
+    relay = parts.server;
+    queue = parts.queue;
+    await queue?.start();
     const replies = new Counter({
       name: `${config.metrics.prefix}relay_replies_total`,
       help: 'Replies to the final dot by SMTP code and action',
@@ -87,19 +81,20 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
     relay.on('message', (m) => replies.inc({ code: String(m.code), action: m.action }));
     await relay.listen();
     if (config.admin.enabled) {
-      admin = new AdminServer({ registry: runtime.metrics.registry, log, ready: () => !stopping });
       // The quarantine API and page need a token; without one only health and metrics are served.
       const tokenFile = adminTokenFile(config);
+      const started = await startAdminServer({
+        config,
+        registry: runtime.metrics.registry,
+        log,
+        ready: () => !stopping,
+        quarantine: () => createQuarantineService(runtime),
+        ...(tokenFile !== undefined ? { tokenFile: resolve(io.cwd, tokenFile.path) } : {}),
+      });
+      admin = started.server;
       if (tokenFile !== undefined) {
-        registerQuarantineRoutes(admin, {
-          service: createQuarantineService(runtime),
-          token: readAdminToken(resolve(io.cwd, tokenFile.path)),
-          log,
-        });
-      }
-      const at = await admin.listen(config.admin.listen.host, config.admin.listen.port);
-      if (tokenFile !== undefined) {
-        const url = `http://${at.host.includes(':') ? `[${at.host}]` : at.host}:${at.port}/quarantine`;
+        const host = started.host.includes(':') ? `[${started.host}]` : started.host;
+        const url = `http://${host}:${started.port}/quarantine`;
         log.info(
           { event: 'admin.page', url, tokenFile: tokenFile.path, tokenCreated: tokenFile.created },
           `quarantine page: ${url} (token in ${tokenFile.path}${tokenFile.created ? ', created now' : ''})`,
@@ -113,10 +108,10 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
     return EXIT.ok;
   } catch (err) {
     log.error(
-      { event: 'relay.failed', code: isSandgateError(err) ? err.code : undefined, err: describe(err) },
+      { event: 'relay.failed', code: isSandgateError(err) ? err.code : undefined, err: describeError(err) },
       'relay failed',
     );
-    writeLine(io.stderr, `sandgate relay: ${describe(err)}`);
+    writeLine(io.stderr, `sandgate relay: ${describeError(err)}`);
     await relay?.close().catch(() => undefined);
     return EXIT.error;
   } finally {
@@ -130,12 +125,4 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
 
 function parse(argv: string[]) {
   return parseCommandArgs('relay', argv, CONFIG_OPTIONS, false);
-}
-
-function describe(err: unknown): string {
-  return isSandgateError(err)
-    ? `${err.message} [${err.code}]`
-    : err instanceof Error
-      ? err.message
-      : String(err);
 }

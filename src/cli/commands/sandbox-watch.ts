@@ -1,8 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from '../../config/schema.js';
-import { openStateDb } from '../../store/db.js';
-import { PtLoadStore, type PtLoadSnapshot } from '../../store/pt-load.js';
-import { SqliteScannerVersionStore } from '../../store/scanner-versions.js';
+import type { PtLoadSnapshot } from '../../core/state-records.js';
+import { openState } from '../compose/state.js';
 import { writeLine, type CliIo } from '../io.js';
 
 /** What one refresh of `sandgate sandbox health --watch` shows (also its --json line). */
@@ -172,15 +171,15 @@ export async function watch(
   io: CliIo,
   options: { intervalMs: number; count: number | undefined; json: boolean },
 ): Promise<void> {
-  const db = openStateDb(config.stateDir);
+  const state = openState(config);
   try {
-    const load = new PtLoadStore(db);
-    const versions = new SqliteScannerVersionStore(db);
+    const load = state.ptLoad;
+    const versions = state.scannerVersions;
     let previous: { at: number; refused: number } | undefined;
     for (let i = 0; options.count === undefined || i < options.count; i++) {
       if (i > 0) await sleep(options.intervalMs);
-      const snap = load.snapshot(Date.now());
-      const report = watchReport(config, snap, versions.get('pt-sandbox'), previous);
+      const snap = await load.snapshot(Date.now());
+      const report = watchReport(config, snap, await versions.get('pt-sandbox'), previous);
       previous = { at: snap.at, refused: snap.processes.reduce((n, p) => n + p.refusedTotal, 0) };
       if (options.json) {
         writeLine(io.stdout, JSON.stringify(report));
@@ -191,6 +190,6 @@ export async function watch(
       for (const line of formatWatch(report)) writeLine(io.stdout, line);
     }
   } finally {
-    db.close();
+    await state.close();
   }
 }

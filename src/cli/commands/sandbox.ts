@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import { duration } from '../../config/durations.js';
-import { isSandgateError, SandgateError } from '../../core/errors.js';
+import { describeError, isSandgateError, SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { PtSandboxConfig } from '../../config/pt-sandbox.js';
-import { createPtClient } from '../../sandbox/pt-sandbox/index.js';
+import { createPtClient } from '../compose/pt-sandbox.js';
 import type { SandboxImage } from '../../sandbox/pt-sandbox/types.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
@@ -83,10 +83,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     return report.health === 'OK' ? EXIT.ok : EXIT.error;
   } catch (err) {
     if (report !== undefined && !argv.includes('--json')) print(io, report, false);
-    writeLine(
-      io.stderr,
-      `sandgate sandbox health: ${isSandgateError(err) ? `${err.message} [${err.code}]` : String(err)}`,
-    );
+    writeLine(io.stderr, `sandgate sandbox health: ${describeError(err)}`);
     return EXIT.error;
   }
 }

@@ -1,6 +1,6 @@
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { SandgateError, isSandgateError } from '../../core/errors.js';
+import { describeError, isSandgateError, SandgateError } from '../../core/errors.js';
 import type { Evaluation } from '../../core/evaluation.js';
 import { newMsgId } from '../../core/ids.js';
 import type { Envelope, MessageSource } from '../../core/message.js';
@@ -33,10 +33,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   try {
     return await scan(argv, io);
   } catch (err) {
-    writeLine(
-      io.stderr,
-      `sandgate scan: ${isSandgateError(err) ? `${err.message} [${err.code}]` : String(err)}`,
-    );
+    writeLine(io.stderr, `sandgate scan: ${describeError(err)}`);
     return EXIT.error;
   }
 }
@@ -72,7 +69,7 @@ async function scan(argv: string[], io: CliIo): Promise<number> {
     config.log.file !== undefined ? config : { log: { ...config.log, level: 'warn' } },
     'stderr',
   );
-  const runtime = createRuntime(config, { log, frontEnd: 'cli', reportOnly: true, reportMarks: true });
+  const runtime = await createRuntime(config, { log, frontEnd: 'cli', reportOnly: true, reportMarks: true });
   const envelope: Envelope = { sender: '', recipients: [], frontEnd: 'cli' };
   const msgId = newMsgId();
   let message: MessageSource;

@@ -1,20 +1,17 @@
 import { join } from 'node:path';
 import type { Config } from '../../config/schema.js';
 import type { Logger } from '../../core/logger.js';
-import type { MailDelivery, QuarantineWriter } from '../../core/ports.js';
+import type { MailDelivery, QuarantineStore, QuarantineWriter, StatePorts } from '../../core/ports.js';
 import { NotifyingQuarantine } from '../../quarantine/notify.js';
 import { RetentionJob } from '../../quarantine/retention.js';
 import { QuarantineService } from '../../quarantine/service.js';
-import { SqliteAllowList } from '../../store/allow-list.js';
-import type { StateDb } from '../../store/db.js';
-import type { QuarantineStore } from '../../store/quarantine-store.js';
 import { buildDelivery } from './delivery.js';
 
 /** What the runtime hands out that the quarantine tools need. */
 export interface QuarantineDeps {
   readonly config: Config;
-  readonly db: StateDb;
-  readonly quarantine: QuarantineStore;
+  /** The quarantine and the allow list (release --allow-hash). */
+  readonly state: Pick<StatePorts, 'quarantine' | 'allowList'>;
   readonly markKey: Buffer;
   readonly log: Logger;
   readonly spoolDir: string;
@@ -31,8 +28,8 @@ export function releaseDelivery(config: Config, log: Logger): MailDelivery | und
 export function createQuarantineService(deps: QuarantineDeps): QuarantineService {
   const delivery = releaseDelivery(deps.config, deps.log);
   return new QuarantineService({
-    store: deps.quarantine,
-    allowList: new SqliteAllowList(deps.db, deps.now),
+    store: deps.state.quarantine,
+    allowList: deps.state.allowList,
     markKey: deps.markKey,
     ...(delivery !== undefined ? { delivery } : {}),
     walk: {
@@ -46,9 +43,11 @@ export function createQuarantineService(deps: QuarantineDeps): QuarantineService
   });
 }
 
-export function createRetentionJob(
-  deps: Pick<QuarantineDeps, 'config' | 'quarantine' | 'log'>,
-): RetentionJob {
+export function createRetentionJob(deps: {
+  readonly config: Config;
+  readonly quarantine: QuarantineStore;
+  readonly log: Logger;
+}): RetentionJob {
   return new RetentionJob(
     deps.quarantine,
     { maxAgeMs: deps.config.quarantine.maxAge, maxTotalBytes: deps.config.quarantine.maxTotalSize },

@@ -3,6 +3,8 @@
  * We always use the `z` form (NUL-terminated command and reply), see clamd(8).
  */
 
+import { printable as printableText } from '../../core/text.js';
+
 /** Longest reply we accept; clamd's replies are a line. Anything longer is a protocol error. */
 export const MAX_REPLY_BYTES = 8 * 1024;
 
@@ -64,11 +66,9 @@ export function parseVersion(raw: string): string | undefined {
   return text;
 }
 
-/** For error messages: no control characters, bounded length. */
+/** For error messages: one line, no control characters, bounded length. */
 export function printable(text: string): string {
-  let clean = '';
-  for (const ch of text) clean += isControl(ch.charCodeAt(0)) ? '?' : ch;
-  return clean.length > 200 ? `${clean.slice(0, 200)}...` : clean;
+  return printableText(text, { max: 200 });
 }
 
 function isControl(code: number): boolean {

@@ -18,6 +18,7 @@ import {
   type TaskMode,
   type TaskStatus,
 } from './types.js';
+import { printable } from '../../core/text.js';
 
 export interface PtClientOptions {
   /** Base address of the appliance (https://host[:port]); /api/v1 is appended. */
@@ -353,7 +354,7 @@ function replyText(text: string): string {
     const described = describeErrors((json as { errors: unknown[] }).errors);
     if (described !== '') return described;
   }
-  return (text.split(/\r?\n/, 1)[0] ?? '').replace(/[^\x20-\x7e]/g, '?').slice(0, 200);
+  return printable(text.split(/\r?\n/, 1)[0] ?? '', { ascii: true, max: 200 });
 }
 
 /** Retry-After as milliseconds (delta-seconds or an HTTP date), capped at 5 minutes; undefined if absent or unreadable. */

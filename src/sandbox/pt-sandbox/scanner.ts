@@ -12,13 +12,14 @@ import type { PtSandboxClient } from './client.js';
 import { surveyMessage, withAttachment, type AttachmentInfo, type MessageSurvey } from './content-scan.js';
 import { renderFileName, subjectForFileName, templateNeedsSubject } from './file-name.js';
 import { normaliseMessage } from './normalise.js';
-import { TaskRunner, type LoadPort, type TaskItem, type TaskStorePort } from './task-runner.js';
+import type { PtTaskStore } from '../../core/ports.js';
+import { TaskRunner, type LoadPort, type TaskItem } from './task-runner.js';
 
 export interface PtSandboxScannerOptions {
   readonly config: PtSandboxConfig;
   readonly client: PtSandboxClient;
-  /** The pt_task table (src/store/pt-tasks.ts); shared by processes on the same state database. */
-  readonly tasks: TaskStorePort;
+  /** Tasks in flight (the state's PtTaskStore); shared by processes on the same state. */
+  readonly tasks: PtTaskStore;
   readonly log: Logger;
   /** Identifies this process in the pt_task table. */
   readonly owner: string;
@@ -126,7 +127,7 @@ export class PtSandboxScanner implements Scanner {
   }
 
   async close(): Promise<void> {
-    this.runner.close();
+    await this.runner.close();
     await this.o.client.close();
   }
 

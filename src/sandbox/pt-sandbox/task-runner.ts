@@ -5,48 +5,14 @@ import { isSandgateError, type SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { createMetrics, type Metrics } from '../../core/metrics.js';
 import type { Finding } from '../../core/outcome.js';
+import type { PtLoadStore, PtTaskStore } from '../../core/ports.js';
 import { failureFromError } from '../../core/verdict-memo.js';
 import type { BodySource, PtSandboxClient } from './client.js';
 import { detectionNames, mapResult } from './mapping.js';
 import type { CreateScanTaskBody, ScanResult, TaskMode } from './types.js';
 
-/** Where tasks in flight are recorded (src/store/pt-tasks.ts in production, shared by processes). */
-export interface TaskStorePort {
-  /** The task in flight for this content, if any (a row without a scan_id is still being submitted). */
-  get(
-    contentKey: string,
-    fingerprint: string,
-  ): { scanId: string | undefined; mode: string; submittedAt: number } | undefined;
-  claim(
-    contentKey: string,
-    fingerprint: string,
-    claim: { mode: string; owner: string; now: number; maxTaskAgeMs: number; claimTimeoutMs: number },
-  ):
-    | { claimed: true }
-    | { claimed: false; task: { scanId: string | undefined; mode: string; submittedAt: number } };
-  setScanId(contentKey: string, fingerprint: string, owner: string, scanId: string, now: number): void;
-  touch(contentKey: string, fingerprint: string, now: number): void;
-  /** Forgets a task that ended and records it in the bounded history (outcome: verdict, timeout, lost). */
-  finish(contentKey: string, fingerprint: string, scanId: string, finishedAt: number, outcome: string): void;
-  release(contentKey: string, fingerprint: string, owner: string): void;
-}
-
-/** One process's window and queue, for `sandgate sandbox health --watch` (src/store/pt-load.ts). */
-export interface LoadPort {
-  report(load: {
-    owner: string;
-    frontEnd: string;
-    inflight: number;
-    waiting: number;
-    windowLimit: number;
-    windowMax: number;
-    submittedTotal: number;
-    refusedTotal: number;
-    startedAt: number;
-    updatedAt: number;
-  }): void;
-  remove(owner: string): void;
-}
+/** What the runner reports its window and queue to (PtLoadStore.report/remove), for the watch. */
+export type LoadPort = Pick<PtLoadStore, 'report' | 'remove'>;
 
 /** One piece of content to analyse. */
 export interface TaskItem {
@@ -61,7 +27,8 @@ export interface TaskItem {
 export interface TaskRunnerOptions {
   readonly config: PtSandboxConfig;
   readonly client: PtSandboxClient;
-  readonly store: TaskStorePort;
+  /** Tasks in flight, shared by every process on the state. */
+  readonly store: PtTaskStore;
   /** Settings part of the fingerprint: tasks are shared only between identical settings. */
   readonly settingsFingerprint: string;
   /** Identifies this process in the pt_task table. */
@@ -129,6 +96,8 @@ export class TaskRunner {
   private loadDirty = false;
   private loadWrittenAt = 0;
   private loadTimer: NodeJS.Timeout | undefined;
+  private loadWriting = false;
+  private loadWrite: Promise<void> = Promise.resolve();
   private closed = false;
 
   constructor(private readonly o: TaskRunnerOptions) {
@@ -155,14 +124,15 @@ export class TaskRunner {
   }
 
   /** Stops reporting the load and removes this process's row. */
-  close(): void {
+  async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.loadTimer);
     this.loadTimer = undefined;
     try {
-      this.o.load?.remove(this.o.owner);
+      await this.loadWrite;
+      await this.o.load?.remove(this.o.owner);
     } catch {
-      // The state database may be closing: the row ages out of the watch.
+      // The state may be closing: the row ages out of the watch.
     }
   }
 
@@ -196,7 +166,7 @@ export class TaskRunner {
         ticket?.release();
       }
       if (outcome.kind === 'done') return outcome.finding;
-      this.o.store.finish(item.key, this.o.settingsFingerprint, task.scanId, this.now(), 'lost');
+      await this.o.store.finish(item.key, this.o.settingsFingerprint, task.scanId, this.now(), 'lost');
       if (resubmitted) {
         return {
           kind: 'failed',
@@ -234,7 +204,7 @@ export class TaskRunner {
     for (;;) {
       if (signal.aborted) return { finding: abortedFinding() };
       // A task already in flight (another process, or before a restart) is polled without a slot.
-      const existing = this.o.store.get(item.key, fp);
+      const existing = await this.o.store.get(item.key, fp);
       if (
         existing?.scanId !== undefined &&
         existing.mode === this.cfg.mode &&
@@ -248,7 +218,7 @@ export class TaskRunner {
       } catch {
         return { finding: signal.aborted ? abortedFinding() : windowTimeout() };
       }
-      const claim = this.o.store.claim(item.key, fp, {
+      const claim = await this.o.store.claim(item.key, fp, {
         mode: this.cfg.mode,
         owner: this.o.owner,
         now: this.now(),
@@ -269,15 +239,15 @@ export class TaskRunner {
       try {
         submitted = await this.submit(item, ticket, signal, untilDeadline, deadline, log);
       } catch (err) {
-        this.o.store.release(item.key, fp, this.o.owner);
+        await this.o.store.release(item.key, fp, this.o.owner);
         return { finding: this.failure(err, log) };
       }
       if ('finding' in submitted) {
-        this.o.store.release(item.key, fp, this.o.owner);
+        await this.o.store.release(item.key, fp, this.o.owner);
         return submitted;
       }
       const now = this.now();
-      this.o.store.setScanId(item.key, fp, this.o.owner, submitted.scanId, now);
+      await this.o.store.setScanId(item.key, fp, this.o.owner, submitted.scanId, now);
       this.submittedTotal++;
       this.metrics.ptSubmitted.inc();
       this.changed();
@@ -442,13 +412,19 @@ export class TaskRunner {
     }
   }
 
+  /** Writes the load row (one write at a time: a write still running skips this tick). */
   private reportLoad(): void {
     const now = this.now();
-    if (!this.loadDirty && now - this.loadWrittenAt < LOAD_HEARTBEAT_MS) return;
+    if (this.loadWriting || (!this.loadDirty && now - this.loadWrittenAt < LOAD_HEARTBEAT_MS)) return;
     this.loadDirty = false;
     this.loadWrittenAt = now;
+    this.loadWriting = true;
+    this.loadWrite = this.writeLoad(now).finally(() => (this.loadWriting = false));
+  }
+
+  private async writeLoad(now: number): Promise<void> {
     try {
-      this.o.load?.report({
+      await this.o.load?.report({
         owner: this.o.owner,
         frontEnd: this.o.frontEnd ?? 'unknown',
         inflight: this.window.inUse,
@@ -513,7 +489,7 @@ export class TaskRunner {
       if (signal.aborted) return { kind: 'done', finding: abortedFinding(task.scanId) };
       const age = this.now() - task.submittedAt;
       if (age > this.cfg.maxTaskAge) {
-        this.o.store.finish(item.key, fp, task.scanId, this.now(), 'timeout');
+        await this.o.store.finish(item.key, fp, task.scanId, this.now(), 'timeout');
         return {
           kind: 'done',
           finding: {
@@ -544,7 +520,7 @@ export class TaskRunner {
         }
         return { kind: 'done', finding: this.failure(err, log, task.scanId) };
       }
-      this.o.store.touch(item.key, fp, this.now());
+      await this.o.store.touch(item.key, fp, this.now());
       const result = status.result;
       if (result === undefined || status.is_preflight === true) runningAt = sentAt;
       if (result === undefined) continue;
@@ -557,7 +533,8 @@ export class TaskRunner {
       }
       if (ticket !== undefined && status.is_preflight !== true) this.observeAge(task, ticket, runningAt, log);
       const finding = await this.conclude(task, result, status.is_preflight === true, signal, log);
-      if (status.is_preflight !== true) this.o.store.finish(item.key, fp, task.scanId, this.now(), 'verdict');
+      if (status.is_preflight !== true)
+        await this.o.store.finish(item.key, fp, task.scanId, this.now(), 'verdict');
       return { kind: 'done', finding };
     }
   }

@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import type { rulesSchema } from '../../config/scanners.js';
 import { isSandgateError, SandgateError } from '../../core/errors.js';
 import type { MessageSource } from '../../core/message.js';
+import type { AllowList } from '../../core/ports.js';
 import { walkMessage, type AnomalyKind, type WalkedPart, type WalkSummary } from '../../mime/walker.js';
 import type { Finding, FindingDetails } from '../../core/outcome.js';
 import type { ScanContext, Scanner } from '../../core/scanner.js';
@@ -27,7 +28,7 @@ export interface RulesScannerOptions {
   /** Where parts larger than settings.memorySpoolThreshold are spooled while scanned. */
   readonly spoolDir: string;
   /** A shared allowlist of SHA-256 hashes (operator releases); its revision is part of the fingerprint. */
-  readonly allowList?: { has(sha256: string): boolean; revision(): string };
+  readonly allowList?: Pick<AllowList, 'has' | 'revision'>;
 }
 
 interface Hit {
@@ -79,9 +80,9 @@ export class RulesScanner implements Scanner {
     this.print = rulesFingerprint(settings);
   }
 
-  fingerprint(): Promise<string> {
+  async fingerprint(): Promise<string> {
     const list = this.options.allowList;
-    return Promise.resolve(list !== undefined ? `${this.print}:allow=${list.revision()}` : this.print);
+    return list !== undefined ? `${this.print}:allow=${await list.revision()}` : this.print;
   }
 
   async scan(message: MessageSource, ctx: ScanContext): Promise<Finding> {
@@ -133,8 +134,10 @@ export class RulesScanner implements Scanner {
     return conclude(state, summary);
   }
 
-  private isAllowedHash(sha256: string): boolean {
-    return this.allowedHashes.has(sha256) || this.options.allowList?.has(sha256) === true;
+  /** The configured list first; the shared one (a state lookup) only when that does not allow it. */
+  private async isAllowedHash(sha256: string): Promise<boolean> {
+    if (this.allowedHashes.has(sha256)) return true;
+    return (await this.options.allowList?.has(sha256)) === true;
   }
 
   /** Walks the message again, only to ask whether any part's hash is allowed. */
@@ -148,9 +151,9 @@ export class RulesScanner implements Scanner {
         memoryThreshold: this.settings.memorySpoolThreshold,
         signal,
       },
-      (part) => {
-        allowed = hasContent(part) && this.isAllowedHash(part.sha256);
-        return Promise.resolve(allowed ? 'stop' : undefined);
+      async (part) => {
+        allowed = hasContent(part) && (await this.isAllowedHash(part.sha256));
+        return allowed ? 'stop' : undefined;
       },
     );
     return allowed;
@@ -175,7 +178,7 @@ export class RulesScanner implements Scanner {
     await this.collect(part, content, signal, hit);
     if (content) {
       if (hits.length > 0 || part.container !== undefined || rawHit) {
-        if (this.isAllowedHash(part.sha256)) {
+        if (await this.isAllowedHash(part.sha256)) {
           state.allowed.push(part.path);
           return;
         }

@@ -1,10 +1,5 @@
-import type {
-  QueueItem,
-  QueueRecipient,
-  QueueScan,
-  RecipientState,
-  RelayQueueStore,
-} from '../../store/relay-queue.js';
+import type { RelayQueueStore } from '../../core/ports.js';
+import type { QueueItem, QueueRecipient, QueueScan, RecipientState } from '../../core/state-records.js';
 import { rewriteHeaders } from '../headers.js';
 import type { NextHopSession } from '../next-hop.js';
 import { formatReply, type Reply } from '../smtp-client.js';
@@ -53,7 +48,7 @@ export async function sendToNextHop(
   } else {
     const message = store.message(item);
     const replies = await session.data(
-      rewriteHeaders(message.open(), { prepend: scan.headers, strip: scan.stripHeaders }),
+      rewriteHeaders(message, { prepend: scan.headers, strip: scan.stripHeaders }),
       accepted.map((r) => r.address),
       item.id,
     );

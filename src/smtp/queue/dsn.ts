@@ -1,4 +1,5 @@
 import MimeNode from 'nodemailer/lib/mime-node';
+import { printable } from '../../core/text.js';
 
 /** One recipient that will not get the message, as reported in a DSN. */
 export interface DsnRecipient {
@@ -32,7 +33,7 @@ export interface DsnInput {
 
 /** Field values in a delivery-status part: one line, printable US-ASCII. */
 function field(value: string): string {
-  return value.replace(/[\r\n]+/g, ' ').replace(/[^\x20-\x7e]/g, '?');
+  return printable(value, { ascii: true });
 }
 
 /**

@@ -1,7 +1,8 @@
 import { newMsgId } from '../../core/ids.js';
 import type { MessageSource } from '../../core/message.js';
 import { BufferMessage } from '../../mime/spool.js';
-import type { QueueItem, QueueRecipient, RelayQueueStore } from '../../store/relay-queue.js';
+import type { RelayQueueStore } from '../../core/ports.js';
+import type { QueueItem, QueueRecipient } from '../../core/state-records.js';
 import { buildDsn } from './dsn.js';
 
 const HEADER_LIMIT = 64 * 1024;
@@ -57,7 +58,7 @@ export async function queueFailureDsn(
     envelope,
     { kind: 'dsn', now },
   );
-  store.insert(prepared, { remove: item.id });
+  await store.insert(prepared, { remove: item.id });
   return dsnId;
 }
 
@@ -65,9 +66,14 @@ export async function queueFailureDsn(
  * Past relay.queue.maxLifetime: every pending recipient fails with our own 4.4.7 reply (the
  * "sandgate:" prefix makes the DSN say 'expired' and name no Remote-MTA).
  */
-export function expirePending(store: RelayQueueStore, item: QueueItem, error: string, now: number): void {
+export function expirePending(
+  store: RelayQueueStore,
+  item: QueueItem,
+  error: string,
+  now: number,
+): Promise<void> {
   const reply = `sandgate: delivery time expired (4.4.7); last error: ${error}`.slice(0, 500);
-  store.record(
+  return store.record(
     item.id,
     item.recipients.filter((r) => r.state === 'pending').map((r) => ({ idx: r.idx, state: 'failed', reply })),
     now,

@@ -2,7 +2,8 @@ import type { RelayQueueConfig } from '../../config/relay.js';
 import { isSandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { MessageSource } from '../../core/message.js';
-import type { QueueParams, RelayQueueStore } from '../../store/relay-queue.js';
+import type { RelayQueueStore } from '../../core/ports.js';
+import type { QueueParams } from '../../core/state-records.js';
 import type { SmtpReply } from '../replies.js';
 
 /** What the relay tells the queue about a transaction besides the bytes. */
@@ -77,7 +78,7 @@ export class QueueIntake implements QueueFrontEnd {
         ...(env.heloName !== undefined ? { heloName: env.heloName } : {}),
         xforward: Object.fromEntries(meta.xforward),
       });
-      this.store.insert(prepared);
+      await this.store.insert(prepared);
     } catch (err) {
       this.log.error(
         {

@@ -2,11 +2,11 @@ import { EventEmitter } from 'node:events';
 import { describeOutcomes } from '../../core/outcome.js';
 import type { RelayQueueConfig } from '../../config/relay.js';
 import type { Evaluation, Evaluator } from '../../core/evaluation.js';
-import { isSandgateError } from '../../core/errors.js';
+import { describeError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { MessageSource } from '../../core/message.js';
-import type { QuarantineWriter } from '../../core/ports.js';
-import type { QueueItem, QueueScan, RelayQueueStore } from '../../store/relay-queue.js';
+import type { QuarantineWriter, RelayQueueStore } from '../../core/ports.js';
+import type { QueueItem, QueueScan } from '../../core/state-records.js';
 import type { NextHopSession } from '../next-hop.js';
 import { sendToNextHop, type DeliveryAttempt } from './delivery.js';
 import { expirePending, queueFailureDsn, wantsFailureNotice } from './failure-dsn.js';
@@ -48,6 +48,9 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
   private readonly pollMs: number;
   private timer: NodeJS.Timeout | undefined;
   private wakeQueued = false;
+  /** A look at the queue is running; `pumpAgain`: another was asked for meanwhile. */
+  private pumping = false;
+  private pumpAgain = false;
   private started = false;
   private stopping = false;
   private idleWaiters: Array<() => void> = [];
@@ -115,27 +118,57 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
     return this.busy.size === 0 && this.o.store.load.messages === 0;
   }
 
+  /** Looks at the queue (one look at a time; a wake during one makes another right after it). */
   private pump(): void {
     if (this.stopping) return;
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
     clearTimeout(this.timer);
     this.timer = undefined;
+    void this.pumpOnce()
+      .catch((err: unknown) => {
+        // The queue could not be read (the state busy or unreachable): look again after pollMs.
+        this.o.log.error(
+          { event: 'queue.pump_failed', err: describeError(err) },
+          'cannot read the relay queue',
+        );
+        this.schedule(this.pollMs);
+      })
+      .finally(() => {
+        this.pumping = false;
+        if (this.pumpAgain) {
+          this.pumpAgain = false;
+          this.pump();
+        }
+      });
+  }
+
+  private async pumpOnce(): Promise<void> {
     const now = this.now();
     const hopDown = this.hopDownUntil > now;
     const free = this.o.config.concurrency - this.busy.size;
     if (free > 0) {
       // While the next hop is down, only scans (and expiries) go on; the rest wait for it.
-      const due = this.o.store.due(
+      const due = await this.o.store.due(
         now,
         free,
         this.busy,
         hopDown ? now - this.o.config.maxLifetime : undefined,
       );
-      for (const id of due) this.launch(id);
+      for (const id of due) if (!this.stopping) this.launch(id);
     }
     if (this.isIdle()) for (const w of this.idleWaiters.splice(0)) w();
-    if (this.busy.size >= this.o.config.concurrency) return; // pumped again when a slot frees
-    const next = hopDown ? this.hopDownUntil : this.o.store.nextDue(this.busy);
-    const wait = next === undefined ? this.pollMs : Math.min(this.pollMs, Math.max(0, next - now));
+    if (this.stopping || this.busy.size >= this.o.config.concurrency) return; // pumped again when a slot frees
+    const next = hopDown ? this.hopDownUntil : await this.o.store.nextDue(this.busy);
+    this.schedule(next === undefined ? this.pollMs : Math.min(this.pollMs, Math.max(0, next - now)));
+  }
+
+  private schedule(wait: number): void {
+    if (this.stopping) return;
+    clearTimeout(this.timer);
     this.timer = setTimeout(() => this.pump(), wait);
     this.timer.unref();
   }
@@ -143,11 +176,22 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
   private launch(id: string): void {
     this.busy.add(id);
     const p: Promise<void> = this.process(id)
-      .catch((err: unknown) => {
-        this.o.log.error({ event: 'queue.item_failed', msgId: id, err: describe(err) }, 'queue item failed');
-        const item = this.o.store.get(id);
-        if (item && !this.stopping)
-          this.o.store.defer(id, this.now() + this.backoff(item.attempts + 1), describe(err));
+      .catch(async (err: unknown) => {
+        this.o.log.error(
+          { event: 'queue.item_failed', msgId: id, err: describeError(err) },
+          'queue item failed',
+        );
+        try {
+          const item = await this.o.store.get(id);
+          if (item && !this.stopping)
+            await this.o.store.defer(id, this.now() + this.backoff(item.attempts + 1), describeError(err));
+        } catch (again) {
+          // Left due as it is: the next look at the queue tries it again.
+          this.o.log.error(
+            { event: 'queue.item_failed', msgId: id, err: describeError(again) },
+            'cannot record the failed attempt',
+          );
+        }
       })
       .finally(() => {
         this.busy.delete(id);
@@ -158,7 +202,7 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
   }
 
   private async process(id: string): Promise<void> {
-    const item = this.o.store.get(id);
+    const item = await this.o.store.get(id);
     if (item === undefined) return;
     const log = this.o.log.child({ msgId: id });
     const scan = item.scan ?? (await this.scan(item, log));
@@ -177,7 +221,7 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
       });
     } catch (err) {
       if (this.stopping) return undefined;
-      await this.deferOrExpire(item, `scan failed: ${describe(err)}`, log);
+      await this.deferOrExpire(item, `scan failed: ${describeError(err)}`, log);
       return undefined;
     }
     const d = ev.decision;
@@ -202,7 +246,7 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
           verdict: d.verdict,
           reason: d.reason,
         };
-        this.o.store.setScan(item.id, scan);
+        await this.o.store.setScan(item.id, scan);
         return scan;
       }
       case 'tempfail':
@@ -236,17 +280,17 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
         });
       } catch (err) {
         // Kept in the queue: tried again later, never dropped.
-        log.error({ event: 'queue.quarantine_failed', err: describe(err) }, 'quarantine write failed');
-        this.o.store.defer(
+        log.error({ event: 'queue.quarantine_failed', err: describeError(err) }, 'quarantine write failed');
+        await this.o.store.defer(
           item.id,
           this.now() + this.backoff(item.attempts + 1),
-          `quarantine: ${describe(err)}`,
+          `quarantine: ${describeError(err)}`,
         );
         this.emit('outcome', { id: item.id, outcome: 'deferred' });
         return;
       }
     }
-    this.o.store.remove(item.id);
+    await this.o.store.remove(item.id);
     log.info(
       {
         event: 'queue.quarantined',
@@ -287,7 +331,7 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
       await sendToNextHop(session, item, pending, scan, this.o.store, attempt);
       healthy = true;
     } catch (err) {
-      attempt.temporary = `${this.o.nextHop}: ${describe(err)}`;
+      attempt.temporary = `${this.o.nextHop}: ${describeError(err)}`;
     } finally {
       if (session !== undefined) {
         this.active.delete(session);
@@ -296,11 +340,11 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
     }
     // Recorded at once: a recipient the next hop took is never sent to again (a crash before this
     // line is the one window in which a message can go out twice).
-    this.o.store.record(item.id, attempt.results, this.now());
+    await this.o.store.record(item.id, attempt.results, this.now());
     const delivered = attempt.results.filter((r) => r.state === 'delivered').length;
     if (delivered > 0)
       log.info({ event: 'queue.delivered', recipients: delivered, nextHop: this.o.nextHop }, 'delivered');
-    const fresh = this.o.store.get(item.id);
+    const fresh = await this.o.store.get(item.id);
     if (fresh === undefined) return; // deleted by an operator meanwhile
     if (fresh.recipients.every((r) => r.state !== 'pending')) return this.finish(fresh, log);
     if (this.stopping && !healthy) return;
@@ -312,7 +356,7 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
     const failed = item.recipients.filter((r) => r.state === 'failed');
     const notify = failed.filter((r) => wantsFailureNotice(r.params));
     if (notify.length === 0 || item.envelope.sender === '') {
-      this.o.store.remove(item.id);
+      await this.o.store.remove(item.id);
       if (failed.length > 0) {
         log.warn(
           {
@@ -339,8 +383,15 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
       log.info({ event: 'queue.dsn', dsnId, recipients: notify.length }, 'DSN queued to the sender');
       this.emit('outcome', { id: item.id, outcome: 'bounced' });
     } catch (err) {
-      log.error({ event: 'queue.dsn_failed', err: describe(err) }, 'could not queue the DSN; retrying later');
-      this.o.store.defer(item.id, this.now() + this.backoff(item.attempts + 1), `dsn: ${describe(err)}`);
+      log.error(
+        { event: 'queue.dsn_failed', err: describeError(err) },
+        'could not queue the DSN; retrying later',
+      );
+      await this.o.store.defer(
+        item.id,
+        this.now() + this.backoff(item.attempts + 1),
+        `dsn: ${describeError(err)}`,
+      );
     }
   }
 
@@ -349,7 +400,7 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
     const now = this.now();
     if (now - item.createdAt < this.o.config.maxLifetime) {
       const at = now + this.backoff(item.attempts + 1);
-      this.o.store.defer(item.id, at, error);
+      await this.o.store.defer(item.id, at, error);
       log.info(
         { event: 'queue.deferred', attempts: item.attempts + 1, retryInMs: at - now, err: error },
         'deferred',
@@ -377,8 +428,8 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
       return;
     }
     log.warn({ event: 'queue.expired', phase: 'delivery', err: error }, 'queue lifetime over; giving up');
-    expirePending(this.o.store, item, error, now);
-    const fresh = this.o.store.get(item.id);
+    await expirePending(this.o.store, item, error, now);
+    const fresh = await this.o.store.get(item.id);
     if (fresh) await this.finish(fresh, log);
   }
 
@@ -387,9 +438,4 @@ export class QueueWorker extends EventEmitter<{ outcome: [{ id: string; outcome:
     const base = Math.min(this.o.config.retryMax, this.o.config.retryMin * 2 ** Math.min(attempt - 1, 30));
     return Math.round(base * (0.9 + Math.random() * 0.2));
   }
-}
-
-function describe(err: unknown): string {
-  if (isSandgateError(err)) return `${err.message} [${err.code}]`;
-  return err instanceof Error ? err.message : String(err);
 }

@@ -47,4 +47,11 @@ describe('modules a front end loads at start', () => {
     expect(withBoth).toContain('undici/index.js');
     expect(withBoth).toContain('nodemailer/dist/esm/nodemailer.js');
   });
+
+  it('the milter loads no SMTP library (smtp-server, nodemailer) and no undici at start', () => {
+    const atStart = loadedFrom([join(DIST, 'cli/commands/milter.js')]);
+    expect(atStart.some((f) => f.startsWith('prom-client/'))).toBe(true);
+    expect(atStart.filter((f) => f.startsWith('smtp-server/') || f.startsWith('nodemailer/'))).toEqual([]);
+    expect(atStart.filter((f) => f.startsWith('undici/'))).toEqual([]);
+  });
 });

@@ -113,6 +113,27 @@ describe('loadConfig', () => {
     };
     expect(shown.a).toEqual({ password: '[redacted]', passwordFile: '/etc/p', tokenEnv: 'X' });
   });
+
+  it('refuses a bad network entry in any network list, naming the key, the file and the line', () => {
+    const dir = tempDir();
+    const file = join(dir, 'sandgate.yaml');
+    writeFileSync(file, 'relay:\n  trustedPeers:\n    - 127.0.0.1\n    - 10.0.0.0/33\n');
+    const f = fails(() => loadConfig({ file, cwd: dir, env: {} }));
+    expect(f.code).toBe('ERR_CONFIG_INVALID');
+    expect(f.message).toContain(`relay.trustedPeers.1: not an address or CIDR block: "10.0.0.0/33"`);
+    expect(f.message).toContain(`${file}:4`);
+    for (const [key, value] of [
+      ['relay.allowedClients', 'mail.example.org'],
+      ['bypass.clientNetworks', '192.0.2.0/24,not-an-ip'],
+    ] as const) {
+      expect(fails(() => loadConfig({ cwd: dir, env: {}, sets: [`${key}=${value}`] })).message).toMatch(
+        new RegExp(`${key.replace('.', '\\.')}\\.\\d: not an address or CIDR block`),
+      );
+    }
+    // CIDR blocks are what these lists are for: they load.
+    const { config } = loadConfig({ cwd: dir, env: {}, sets: ['relay.trustedPeers=10.0.0.0/8,::1/128'] });
+    expect(config.relay.trustedPeers).toEqual(['10.0.0.0/8', '::1/128']);
+  });
 });
 
 describe('paths in the configuration', () => {

@@ -1,4 +1,4 @@
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { createMetrics } from '../../../src/core/metrics.js';
 import type { Finding } from '../../../src/core/outcome.js';
 import type { Scanner } from '../../../src/core/scanner.js';
@@ -58,6 +58,8 @@ describe('ScannerVersions', () => {
     scanner.answer = () => new Promise((r) => (resolve = r));
     const { v } = versions(store().store);
     const asks = Array.from({ length: 200 }, () => v.current(scanner));
+    // The stored version is read first (none here); then the one lookup starts.
+    await vi.waitFor(() => expect(scanner.calls).toBe(1), { timeout: 2000, interval: 5 });
     resolve('5.11.0.12345');
     expect(new Set(await Promise.all(asks))).toEqual(new Set(['5.11.0.12345']));
     expect(scanner.calls).toBe(1);

@@ -5,8 +5,8 @@ import { silentLogger } from '../../../src/core/logger.js';
 import type { Decision } from '../../../src/core/policy.js';
 import { BufferMessage } from '../../../src/mime/spool.js';
 import { RetentionJob } from '../../../src/quarantine/retention.js';
-import { openStateDb, type StateDb } from '../../../src/store/db.js';
-import { QuarantineStore } from '../../../src/store/quarantine-store.js';
+import type { QuarantineStore, StatePorts } from '../../../src/core/ports.js';
+import { openSqliteState } from '../../../src/store/sqlite-state.js';
 import { tempDir } from '../../support/tmp.js';
 
 const decision: Decision = {
@@ -19,14 +19,17 @@ const decision: Decision = {
 };
 const DAY = 86_400_000;
 
-let db: StateDb | undefined;
-afterEach(() => db?.close());
+let state: StatePorts | undefined;
+afterEach(async () => {
+  await state?.close();
+  state = undefined;
+});
 
 function setup() {
   const dir = tempDir();
-  db = openStateDb(dir);
   let now = Date.UTC(2025, 0, 1);
-  const store = new QuarantineStore(db, join(dir, 'quarantine'), () => now);
+  state = openSqliteState(dir, { now: () => now });
+  const store = state.quarantine;
   const put = async (id: string, bytes = 2000) => {
     // Random-ish bytes so gzip keeps them about this size.
     const body = Buffer.from(
@@ -56,39 +59,41 @@ describe('quarantine retention', () => {
     await put('a2');
     advance(DAY);
     await put('a3');
-    const a1 = store.get('a1');
+    const a1 = await store.get('a1');
     advance(DAY);
     const job = new RetentionJob(store, { maxAgeMs: 2.5 * DAY, maxTotalBytes: 1e12 }, silentLogger);
-    expect(job.runOnce()).toEqual(['a1']);
+    expect(await job.runOnce()).toEqual(['a1']);
     expect(existsSync(join(dir, 'quarantine', a1.file))).toBe(false);
-    expect(store.list().map((i) => i.id)).toEqual(['a3', 'a2']);
+    expect((await store.list()).map((i) => i.id)).toEqual(['a3', 'a2']);
     advance(DAY);
-    expect(job.runOnce()).toEqual(['a2']);
+    expect(await job.runOnce()).toEqual(['a2']);
   });
 
-  it('removes the oldest first until the total size fits', async () => {
-    const { store, put, advance } = setup();
-    for (const id of ['b1', 'b2', 'b3', 'b4']) {
-      await put(id);
-      advance(60_000);
-    }
-    const sizes = store.list().map((i) => i.storedSize);
-    const total = store.totalStoredBytes();
-    expect(total).toBe(sizes.reduce((a, b) => a + b, 0));
-    // Room for about two items: the two oldest go, in order.
-    const limit = total - store.get('b1').storedSize - store.get('b2').storedSize;
-    const removed = store.enforceRetention({ maxAgeMs: 365 * DAY, maxTotalBytes: limit });
-    expect(removed).toEqual(['b1', 'b2']);
-    expect(store.totalStoredBytes()).toBeLessThanOrEqual(limit);
-    expect(store.list().map((i) => i.id)).toEqual(['b4', 'b3']);
-    expect(store.enforceRetention({ maxAgeMs: 365 * DAY, maxTotalBytes: limit })).toEqual([]);
-  });
-
-  it('a deleted item does not come back through recovery', async () => {
-    const { store, put } = setup();
-    await put('c1');
-    store.delete('c1');
-    expect(store.recover()).toEqual({ indexed: 0, removed: 0 });
-    expect(store.count()).toBe(0);
+  it('runs one pass at a time: a tick during a slow pass joins it; stop waits for it', async () => {
+    let passes = 0;
+    let finish!: (ids: string[]) => void;
+    const slow = {
+      enforceRetention: () => {
+        passes++;
+        return new Promise<string[]>((resolve) => (finish = resolve));
+      },
+    } as unknown as QuarantineStore;
+    const job = new RetentionJob(slow, { maxAgeMs: DAY, maxTotalBytes: 1e12 }, silentLogger);
+    const first = job.runOnce();
+    const second = job.runOnce();
+    expect(passes).toBe(1);
+    let stopped = false;
+    const stopping = job.stop().then(() => (stopped = true));
+    await new Promise((r) => setImmediate(r));
+    expect(stopped).toBe(false);
+    finish(['x1']);
+    expect(await first).toEqual(['x1']);
+    expect(await second).toEqual(['x1']);
+    await stopping;
+    expect(stopped).toBe(true);
+    // The next pass is a new one.
+    void job.runOnce();
+    expect(passes).toBe(2);
+    finish([]);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { relaySchema } from '../../../src/config/relay.js';
-import { NetworkList } from '../../../src/smtp/networks.js';
+import { NetworkList } from '../../../src/config/networks.js';
 
 describe('relay config', () => {
   it('keeps the documented defaults', () => {

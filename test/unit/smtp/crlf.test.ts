@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { DotStuffer, LineNormaliser, toDataWire } from '../../../src/smtp/crlf.js';
+import { LineNormaliser } from '../../../src/core/line-endings.js';
+import { DotStuffer, toDataWire } from '../../../src/smtp/crlf.js';
 
 async function wire(chunks: string[], options: { crlf?: boolean } = {}): Promise<string> {
   let out = '';

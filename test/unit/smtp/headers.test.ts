@@ -1,19 +1,51 @@
+import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { MAX_HEADER_BLOCK, splitHeaderFields } from '../../../src/core/header-block.js';
-import { countFields, formatField, rewriteHeaders } from '../../../src/smtp/headers.js';
+import {
+  countFields,
+  headerBlockEnd,
+  MAX_HEADER_BLOCK,
+  splitHeaderFields,
+  type ParsedHeader,
+} from '../../../src/core/header-block.js';
+import type { MessageSource } from '../../../src/core/message.js';
+import { formatField, rewriteHeaders } from '../../../src/smtp/headers.js';
 
+/** The header block as the relay's receive parses it (src/smtp/receive.ts). */
+function parsedLikeReceive(bytes: Buffer): ParsedHeader {
+  const end = headerBlockEnd(bytes);
+  if (end >= 0 && end <= MAX_HEADER_BLOCK)
+    return { fields: splitHeaderFields(bytes.subarray(0, end)), bodyStart: end };
+  if (bytes.length >= MAX_HEADER_BLOCK) return { fields: [], bodyStart: 0 };
+  return { fields: splitHeaderFields(bytes), bodyStart: bytes.length };
+}
+
+/** Rewrites a message given in chunks, both ways: parsing the header block here, and with it parsed on receipt. */
 async function run(
   chunks: string[],
   prepend: Array<{ name: string; value: string }>,
   strip: string[],
 ): Promise<string> {
-  let out = '';
-  const src = (async function* () {
-    await Promise.resolve();
-    for (const c of chunks) yield Buffer.from(c, 'latin1');
-  })();
-  for await (const c of rewriteHeaders(src, { prepend, strip })) out += c.toString('latin1');
-  return out;
+  const bytes = Buffer.from(chunks.join(''), 'latin1');
+  const source = (header?: ParsedHeader): MessageSource => ({
+    msgId: 'm',
+    envelope: { sender: '', recipients: [], frontEnd: 'test' },
+    size: bytes.length,
+    open: (range = {}) => Readable.from([bytes.subarray(range.start ?? 0, range.end ?? bytes.length)]),
+    iterate: async function* () {
+      await Promise.resolve();
+      for (const c of chunks) yield Buffer.from(c, 'latin1');
+    },
+    ...(header !== undefined ? { header } : {}),
+  });
+  const collect = async (m: MessageSource) => {
+    let out = '';
+    for await (const c of rewriteHeaders(m, { prepend, strip })) out += c.toString('latin1');
+    return out;
+  };
+  const parsedHere = await collect(source());
+  const parsedOnReceipt = await collect(source(parsedLikeReceive(bytes)));
+  expect(parsedOnReceipt).toBe(parsedHere);
+  return parsedHere;
 }
 
 describe('header handling', () => {

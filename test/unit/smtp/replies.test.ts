@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Evaluation } from '../../../src/core/evaluation.js';
 import type { Action } from '../../../src/core/policy.js';
-import { combineReplies, decisionReply, nextHopReply, toError } from '../../../src/smtp/replies.js';
+import { combineReplies, decisionReply, nextHopReply, passBack, toError } from '../../../src/smtp/replies.js';
 
 const ev = (action: Action, threats: string[] = [], quarantineId?: string): Evaluation => ({
   msgId: 'sg-abc123-0123456789',
@@ -52,6 +52,19 @@ describe('replies', () => {
     expect(nextHopReply({ code: 554, enhanced: '4.1.1', lines: ['mismatch'] }, 'sg-x').enhanced).toBe(
       '5.0.0',
     );
+  });
+  it('passes a refusal of MAIL or RCPT back with an enhanced code of the class it is sent with', () => {
+    expect(passBack({ code: 550, enhanced: '5.1.1', lines: ['no such user'] })).toEqual({
+      code: 550,
+      enhanced: '5.1.1',
+      text: 'no such user',
+    });
+    expect(passBack({ code: 452, enhanced: '5.2.2', lines: ['full'] }).enhanced).toBe('4.0.0');
+    // Not a refusal at all: sent as 451, and with a 4.x.x code, never 451 2.0.0.
+    expect(passBack({ code: 250, enhanced: '2.1.0', lines: ['odd'] })).toMatchObject({
+      code: 451,
+      enhanced: '4.0.0',
+    });
   });
   it('combines LMTP replies so that no refused recipient hides behind a 250', () => {
     const ok = { code: 250, lines: ['ok'] };

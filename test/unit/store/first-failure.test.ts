@@ -1,40 +1,32 @@
 import { describe, expect, it, vi } from 'vitest';
 import { openStateDb } from '../../../src/store/db.js';
 import { SqliteFirstFailureStore } from '../../../src/store/verdict-store.js';
+import { firstFailureContract } from '../../contract/first-failure.js';
 import { tempDir } from '../../support/tmp.js';
+import { sqliteBackend } from './sqlite-backend.js';
+
+firstFailureContract(sqliteBackend);
 
 const rows = (db: ReturnType<typeof openStateDb>) =>
   (db.prepare('SELECT content_key AS k FROM first_failure ORDER BY k').all() as Array<{ k: string }>).map(
     (r) => r.k,
   );
 
-describe('first failures', () => {
-  it('keeps the first failure of a key until a clean verdict clears it', () => {
-    const db = openStateDb(tempDir());
-    const store = new SqliteFirstFailureStore(db, 60_000);
-    expect(store.touch('k1', 1000)).toBe(1000);
-    expect(store.touch('k1', 5000)).toBe(1000);
-    store.clear('k1');
-    // The clear waits for its batch, but a later failure in this process never overtakes it.
-    expect(store.touch('k1', 9000)).toBe(9000);
-    store.close();
-    db.close();
-  });
-
-  it('writes waiting clears on the timer, on close, and for another key’s failure', () => {
+describe('first failures in SQLite: the batched clears', () => {
+  it('writes waiting clears on the timer, on close, and for another key’s failure', async () => {
     vi.useFakeTimers();
     try {
       const db = openStateDb(tempDir());
       const store = new SqliteFirstFailureStore(db, 1000);
-      store.touch('a', 1);
-      store.touch('b', 1);
-      store.touch('c', 1);
+      await store.touch('a', 1);
+      await store.touch('b', 1);
+      await store.touch('c', 1);
       store.clear('a');
       expect(rows(db)).toEqual(['a', 'b', 'c']);
       vi.advanceTimersByTime(1000);
       expect(rows(db)).toEqual(['b', 'c']);
       store.clear('b');
-      store.touch('d', 2);
+      await store.touch('d', 2);
       expect(rows(db)).toEqual(['c', 'd']);
       store.clear('c');
       store.close();

@@ -3,7 +3,7 @@ import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { migrate, openStateDb, schemaVersion, STATE_DB_FILE } from '../../../src/store/db.js';
 import { MIGRATIONS } from '../../../src/store/migrations.js';
-import { QuarantineStore } from '../../../src/store/quarantine-store.js';
+import { SqliteQuarantineStore } from '../../../src/store/quarantine-store.js';
 import { encodeSingleByte, SUBJECT } from '../../support/cyrillic-mail.js';
 import { tempDir } from '../../support/tmp.js';
 
@@ -19,7 +19,7 @@ function insertOld(db: Database.Database, id: string, subject: string | null, cr
 }
 
 describe('the decoded subject in the quarantine index', () => {
-  it('migration 8 fills it for items quarantined before it, and --subject finds them', () => {
+  it('migration 8 fills it for items quarantined before it, and --subject finds them', async () => {
     const dir = tempDir();
     // A state database as the previous version left it: migrations up to 7, items with raw subjects.
     const old = new Database(join(dir, STATE_DB_FILE));
@@ -36,15 +36,15 @@ describe('the decoded subject in the quarantine index', () => {
     const db = openStateDb(dir);
     try {
       expect(schemaVersion(db)).toBeGreaterThanOrEqual(8);
-      const store = new QuarantineStore(db, join(dir, 'quarantine'));
-      expect(store.get('sg-old-1').subjectText).toBe(SUBJECT);
-      expect(store.get('sg-old-1').subject).toBe(KOI8_SUBJECT);
-      expect(store.get('sg-old-2').subjectText).toBe('plain ascii');
-      expect(store.get('sg-old-3').subjectText).toBeUndefined();
+      const store = new SqliteQuarantineStore(db, join(dir, 'quarantine'));
+      expect((await store.get('sg-old-1')).subjectText).toBe(SUBJECT);
+      expect((await store.get('sg-old-1')).subject).toBe(KOI8_SUBJECT);
+      expect((await store.get('sg-old-2')).subjectText).toBe('plain ascii');
+      expect((await store.get('sg-old-3')).subjectText).toBeUndefined();
       // Case-insensitive in Cyrillic, and ё found by е, as operators type it.
-      expect(store.list({ subject: 'СЧЕТ на' }).map((i) => i.id)).toEqual(['sg-old-1']);
-      expect(store.list({ subject: 'ASCII' }).map((i) => i.id)).toEqual(['sg-old-2']);
-      expect(store.list({ subject: '%' })).toEqual([]);
+      expect((await store.list({ subject: 'СЧЕТ на' })).map((i) => i.id)).toEqual(['sg-old-1']);
+      expect((await store.list({ subject: 'ASCII' })).map((i) => i.id)).toEqual(['sg-old-2']);
+      expect(await store.list({ subject: '%' })).toEqual([]);
     } finally {
       db.close();
     }

@@ -37,7 +37,7 @@ describe('clamd protocol', () => {
     ['', { kind: 'garbage', text: '' }],
     ['stream: OK trailing', { kind: 'garbage', text: 'stream: OK trailing' }],
     ['stream:  FOUND', { kind: 'garbage', text: 'stream:  FOUND' }],
-    ['stream: OK\nstream: Eicar FOUND', { kind: 'garbage', text: 'stream: OK?stream: Eicar FOUND' }],
+    ['stream: OK\nstream: Eicar FOUND', { kind: 'garbage', text: 'stream: OK stream: Eicar FOUND' }],
     ['\x01\x02garbage', { kind: 'garbage', text: '??garbage' }],
   ])('parses %j', (raw, expected) => {
     expect(parseInstreamReply(raw)).toEqual(expected);

@@ -3,7 +3,7 @@ import { ptSandboxSchema } from '../../../../src/config/pt-sandbox.js';
 import { withoutNulls } from '../../../../src/sandbox/pt-sandbox/client.js';
 import { renderFileName, subjectForFileName } from '../../../../src/sandbox/pt-sandbox/file-name.js';
 import { buildTaskBody } from '../../../../src/sandbox/pt-sandbox/task-runner.js';
-import { readToken } from '../../../../src/sandbox/pt-sandbox/token.js';
+import { readToken } from '../../../../src/cli/compose/pt-token.js';
 
 describe('withoutNulls / buildTaskBody', () => {
   it('drops null and undefined at every level', () => {

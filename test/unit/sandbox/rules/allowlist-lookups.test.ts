@@ -32,9 +32,9 @@ function recordingList(allowed: readonly string[]) {
     asked,
     has(sha256: string) {
       asked.push(sha256);
-      return allowed.includes(sha256);
+      return Promise.resolve(allowed.includes(sha256));
     },
-    revision: () => '1',
+    revision: () => Promise.resolve('1'),
   };
 }
 

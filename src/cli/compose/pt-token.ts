@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
 import { SandgateError } from '../../core/errors.js';
+import { readSecretFile } from '../config-files.js';
 
 /**
  * The API token: from `tokenFile` when set, else from the environment variable named by
@@ -9,28 +9,8 @@ export function readToken(
   options: { readonly tokenEnv: string; readonly tokenFile?: string | undefined },
   env: Readonly<Record<string, string | undefined>>,
 ): string {
-  if (options.tokenFile !== undefined) {
-    let text: string;
-    try {
-      text = readFileSync(options.tokenFile, 'utf8');
-    } catch (cause) {
-      throw new SandgateError(
-        'ERR_SECRET_FILE',
-        `cannot read the PT Sandbox token file ${options.tokenFile}`,
-        {
-          cause,
-          details: { path: options.tokenFile },
-        },
-      );
-    }
-    const token = text.trim();
-    if (token === '') {
-      throw new SandgateError('ERR_SECRET_FILE', `the PT Sandbox token file ${options.tokenFile} is empty`, {
-        details: { path: options.tokenFile },
-      });
-    }
-    return token;
-  }
+  if (options.tokenFile !== undefined)
+    return readSecretFile(options.tokenFile, 'scanners.ptSandbox.tokenFile');
   const token = env[options.tokenEnv]?.trim() ?? '';
   if (token === '') {
     throw new SandgateError(

@@ -1,0 +1,1 @@
+export { IcapScanner, type IcapScannerOptions } from './scanner.js';

@@ -1,0 +1,18 @@
+-- ABORT drops the message in progress; the next one on the same connection is judged on its own
+-- (here: an EICAR body aborted, then clean mail, which must not be refused).
+dofile(dir .. "/common.lua")
+local conn = connect_and_negotiate()
+envelope(conn, "a@test.local", "b@example.test")
+headers(conn, { { "From", " a@test.local" }, { "Subject", " aborted" } })
+check(mt.bodystring(conn, EICAR .. "\r\n") == nil, "body")
+check(mt.abort(conn) == nil, "abort")
+mt.macro(conn, SMFIC_MAIL, "i", "4ABCD124")
+check(mt.mailfrom(conn, "<a@test.local>") == nil, "mailfrom")
+check(mt.getreply(conn) == SMFIR_CONTINUE, "MAIL answered CONTINUE")
+check(mt.rcptto(conn, "<b@example.test>") == nil, "rcptto")
+headers(conn, { { "From", " a@test.local" }, { "Subject", " after the abort" } })
+check(mt.bodystring(conn, "Just text.\r\n") == nil, "body")
+check(mt.eom(conn) == nil, "eom")
+check(mt.getreply(conn) == SMFIR_ACCEPT, "the second message answered ACCEPT")
+mt.disconnect(conn)
+mt.echo("ok abort")

@@ -1,0 +1,4 @@
+import { scannerVersionsContract } from '../../contract/scanner-versions.js';
+import { sqliteBackend } from './sqlite-backend.js';
+
+scannerVersionsContract(sqliteBackend);

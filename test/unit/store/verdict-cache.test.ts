@@ -1,0 +1,4 @@
+import { verdictCacheContract } from '../../contract/verdict-cache.js';
+import { sqliteBackend } from './sqlite-backend.js';
+
+verdictCacheContract(sqliteBackend);
