@@ -141,6 +141,7 @@ it('first run: page address and created token, a Russian item decoded everywhere
   // Release from the item's own release box: address field, allow-hash box and button together.
   const box = tab.locator('#d-release');
   await box.getByLabel(/To \(optional/).fill('postmaster@example.net');
+  expect(await box.getByLabel(/allow its blocking attachments/).isVisible()).toBe(true);
   await box.getByRole('button', { name: 'Release' }).click();
   await expect.poll(() => tab.textContent('#status')).toContain(`Released ${id}`);
   await expect.poll(() => readdirSync(delivered).length).toBe(2);
