@@ -16,8 +16,9 @@ RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
 FROM node:20-bookworm-slim AS runtime
 # The state directory is the volume. Everything else comes from /etc/sandgate/sandgate.yaml
-# (bundled: the first-run config with absolute paths: rules scanner, clean mail written to
-# /var/lib/sandgate/delivered) and SANDGATE_A__B environment overrides. Production mounts its
+# (bundled: the first-run config with absolute paths: rules scanner, clean and released mail
+# written to /var/lib/sandgate/delivered, the quarantine page's token created in
+# /var/lib/sandgate/admin.token) and SANDGATE_A__B environment overrides. Production mounts its
 # own config file with an SMTP or LMTP next hop.
 ENV NODE_ENV=production \
     SANDGATE_CONFIG=/etc/sandgate/sandgate.yaml \
@@ -31,8 +32,10 @@ RUN groupadd --gid 10001 sandgate \
     && useradd --uid 10001 --gid sandgate --no-log-init --no-create-home --home-dir /var/lib/sandgate \
        --shell /usr/sbin/nologin sandgate \
     && mkdir -p /var/lib/sandgate /etc/sandgate \
-    && sed -e 's#\./\.sandgate#/var/lib/sandgate#g' config/first-run.yaml > /etc/sandgate/sandgate.yaml \
+    && sed -e 's#\.\./\.sandgate#/var/lib/sandgate#g' config/first-run.yaml > /etc/sandgate/sandgate.yaml \
+    && grep -q '^stateDir: /var/lib/sandgate$' /etc/sandgate/sandgate.yaml \
     && grep -q '^  nextHop: directory:/var/lib/sandgate/delivered$' /etc/sandgate/sandgate.yaml \
+    && grep -q '^    target: directory:/var/lib/sandgate/delivered$' /etc/sandgate/sandgate.yaml \
     && chown sandgate:sandgate /var/lib/sandgate && chmod 0750 /var/lib/sandgate
 USER sandgate
 VOLUME ["/etc/sandgate", "/var/lib/sandgate"]

@@ -19,6 +19,7 @@ export const QUARANTINE_PAGE = `<!doctype html>
   #details pre { background: #f6f6f6; padding: .6em; overflow: auto; max-height: 24em; }
   button { margin-right: 4px; }
   fieldset { border: 1px solid #ddd; margin-bottom: 1em; }
+  #d-release label { display: block; margin: .4em 0; }
 </style>
 </head>
 <body>
@@ -28,6 +29,7 @@ export const QUARANTINE_PAGE = `<!doctype html>
   <label>Your name <input id="by" size="16"></label>
   <label>Sender <input id="f-sender" size="16"></label>
   <label>Recipient <input id="f-rcpt" size="16"></label>
+  <label>Subject <input id="f-subject" size="16"></label>
   <label>Verdict <select id="f-verdict"><option value="">any</option><option>malicious</option><option>suspicious</option><option>unscanned</option></select></label>
   <button id="load" type="button">Load</button>
 </fieldset>
@@ -38,9 +40,15 @@ export const QUARANTINE_PAGE = `<!doctype html>
 </table>
 <section id="details" hidden>
   <h2>Item <span id="d-id"></span></h2>
-  <label><input id="d-allow" type="checkbox"> also allow the blocking attachments (their SHA-256) from now on</label>
-  <label>Release to (optional, comma-separated) <input id="d-to" size="30"></label>
   <pre id="d-body"></pre>
+  <h3>Text of the message (first lines, shown as plain text)</h3>
+  <pre id="d-preview"></pre>
+  <fieldset id="d-release">
+    <legend>Release this item</legend>
+    <label>To (optional, comma-separated; empty: its original recipients) <input id="d-to" size="40"></label>
+    <label><input id="d-allow" type="checkbox"> also allow its blocking attachments (their SHA-256) from now on</label>
+    <button id="d-release-button" type="button">Release</button>
+  </fieldset>
 </section>
 <script>
 (() => {
@@ -59,12 +67,20 @@ export const QUARANTINE_PAGE = `<!doctype html>
     if (!res.ok) throw new Error((data.error || res.statusText) + (data.code ? ' [' + data.code + ']' : ''));
     return data;
   }
+  const two = (n) => String(n).padStart(2, '0');
+  function when(iso) {
+    const d = new Date(iso);
+    const o = -d.getTimezoneOffset();
+    const a = Math.abs(o);
+    return d.getFullYear() + '-' + two(d.getMonth() + 1) + '-' + two(d.getDate()) + ' ' + two(d.getHours()) + ':' + two(d.getMinutes()) + ':' + two(d.getSeconds()) + ' ' + (o < 0 ? '-' : '+') + two(Math.floor(a / 60)) + ':' + two(a % 60);
+  }
   function cell(tr, text) { const td = document.createElement('td'); td.textContent = text; tr.appendChild(td); return td; }
   function button(td, label, onClick) { const b = document.createElement('button'); b.type = 'button'; b.textContent = label; b.addEventListener('click', onClick); td.appendChild(b); }
   async function load() {
     const q = new URLSearchParams();
     if ($('f-sender').value) q.set('sender', $('f-sender').value);
     if ($('f-rcpt').value) q.set('rcpt', $('f-rcpt').value);
+    if ($('f-subject').value) q.set('subject', $('f-subject').value);
     if ($('f-verdict').value) q.set('verdict', $('f-verdict').value);
     try {
       const { items } = await api('GET', '/api/quarantine?' + q.toString());
@@ -74,7 +90,7 @@ export const QUARANTINE_PAGE = `<!doctype html>
         const tr = document.createElement('tr');
         tr.dataset.id = it.id;
         if (it.releasedAt) tr.className = 'released';
-        cell(tr, it.createdAt.replace('T', ' ').slice(0, 19));
+        cell(tr, when(it.createdAt));
         cell(tr, it.id);
         cell(tr, it.sender || '<>');
         cell(tr, it.recipients.join(', '));
@@ -82,7 +98,7 @@ export const QUARANTINE_PAGE = `<!doctype html>
         cell(tr, it.verdict + ' (' + it.reason + ')');
         cell(tr, it.threats.join(', '));
         cell(tr, String(it.size));
-        const actions = cell(tr, it.releasedAt ? 'released ' + it.releasedAt.slice(0, 19) + ' by ' + it.releasedBy + ' ' : '');
+        const actions = cell(tr, it.releasedAt ? 'released ' + when(it.releasedAt) + ' by ' + it.releasedBy + ' ' : '');
         button(actions, 'Show', () => show(it.id));
         button(actions, 'Release', () => release(it.id));
         button(actions, 'Delete', () => remove(it.id));
@@ -97,6 +113,10 @@ export const QUARANTINE_PAGE = `<!doctype html>
       $('details').hidden = false;
       $('d-id').textContent = id;
       const lines = [];
+      const header = (name) => (d.headers.find((h) => h.name.toLowerCase() === name) || {}).value;
+      if (header('from') !== undefined) lines.push('From: ' + header('from'));
+      lines.push('Subject: ' + (d.item.subjectText || ''));
+      lines.push('Received: ' + when(new Date(d.item.createdAt).toISOString()));
       lines.push('Verdict: ' + d.item.verdict + ' (' + d.item.reason + '), threats: ' + (d.item.threats.join(', ') || '-'));
       for (const o of d.item.outcomes) lines.push('  ' + o.scanner + ': ' + o.kind + (o.threats ? ' ' + o.threats.join(',') : '') + (o.version ? ' (version ' + o.version + ')' : '') + (o.details && o.details.taskUrl ? ' ' + o.details.taskUrl : ''));
       lines.push('', 'Attachments:');
@@ -105,6 +125,7 @@ export const QUARANTINE_PAGE = `<!doctype html>
       lines.push('', 'Headers:');
       for (const h of d.headers) lines.push(h.name + ': ' + h.value);
       $('d-body').textContent = lines.join('\\n');
+      $('d-preview').textContent = (d.preview.text || '(no text)') + (d.preview.truncated ? '\\n…' : '') + (d.preview.problem ? '\\n(' + d.preview.problem + ')' : '');
     } catch (e) { status('Cannot show ' + id + ': ' + e.message, true); }
   }
   async function release(id) {
@@ -124,6 +145,7 @@ export const QUARANTINE_PAGE = `<!doctype html>
     catch (e) { status('Delete of ' + id + ' failed: ' + e.message, true); }
   }
   $('load').addEventListener('click', load);
+  $('d-release-button').addEventListener('click', () => release($('d-id').textContent));
   if ($('token').value) load();
 })();
 </script>

@@ -3,7 +3,9 @@ import { isSandgateError, SandgateError } from '../core/errors.js';
 import { parseSince } from '../config/durations.js';
 import type { Logger } from '../core/logger.js';
 import type { QuarantineFilter, QuarantineItem } from '../core/state-records.js';
+import { cleanText } from '../quarantine/display.js';
 import type { QuarantineService } from '../quarantine/service.js';
+import { headerBytesToText } from '../mime/header-text.js';
 import { QUARANTINE_PAGE } from './quarantine-page.js';
 import type { AdminHandler, AdminRequest, AdminResponse, AdminRoute } from './server.js';
 
@@ -29,7 +31,7 @@ const PAGE_SCRIPT_HASH = `sha256-${createHash('sha256')
 /**
  * The quarantine API (JSON, bearer token required) and the operator page:
  *   GET    /quarantine                       the page (static; it asks for the token and calls the API)
- *   GET    /api/quarantine?since&verdict&sender&rcpt&released&limit   list
+ *   GET    /api/quarantine?since&verdict&sender&rcpt&subject&released&limit   list
  *   GET    /api/quarantine/item?id=ID        show (headers, verdict, attachments)
  *   DELETE /api/quarantine/item?id=ID        delete
  *   POST   /api/quarantine/release           {"id", "to"?: [addresses], "allowHash"?: bool, "by"?: name}
@@ -127,7 +129,10 @@ export function summary(item: QuarantineItem) {
     frontEnd: item.envelope.frontEnd,
     sender: item.envelope.sender,
     recipients: item.envelope.recipients,
-    subject: item.subject ?? '',
+    /** Decoded for display (RFC 2047 words in their charsets); subjectRaw is the header as written. */
+    subject: cleanText(item.subjectText ?? ''),
+    subjectRaw:
+      item.subject !== undefined ? cleanText(headerBytesToText(Buffer.from(item.subject, 'latin1'))) : '',
     verdict: item.verdict,
     action: item.action,
     reason: item.reason,
@@ -199,6 +204,7 @@ function filterFrom(q: URLSearchParams): QuarantineFilter {
   if (q.get('verdict')) filter.verdict = q.get('verdict')!;
   if (q.get('sender')) filter.sender = q.get('sender')!;
   if (q.get('rcpt')) filter.recipient = q.get('rcpt')!;
+  if (q.get('subject')) filter.subject = q.get('subject')!;
   if (released === 'true' || released === 'false') filter.released = released === 'true';
   if (limit && /^\d+$/.test(limit)) filter.limit = Number(limit);
   return filter;

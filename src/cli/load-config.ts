@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { LineCounter, parseDocument, isMap, isPair, isScalar, isSeq, type Document } from 'yaml';
 import { z } from 'zod';
 import { SandgateError } from '../core/errors.js';
+import { configPaths, relativePart, resolvePathValue, type PathKind } from '../config/paths.js';
 import { configSchema, type Config } from '../config/schema.js';
 
 export interface LoadConfigInput {
@@ -18,6 +19,19 @@ export interface LoadedConfig {
   readonly config: Config;
   /** Absolute path of the YAML file read, if any. */
   readonly file?: string;
+  /** Relative paths the file gave, each resolved against the file's directory (check-config warns). */
+  readonly relativePaths: readonly RelativePath[];
+}
+
+/** A path-valued key that the configuration file gave as a relative path. */
+export interface RelativePath {
+  /** The key path, e.g. `stateDir` or `relay.nextHop`. */
+  readonly key: string;
+  /** As written in the file. */
+  readonly value: string;
+  /** What it means: resolved against the file's directory. */
+  readonly resolved: string;
+  readonly line?: number;
 }
 
 export const ENV_PREFIX = 'SANDGATE_';
@@ -27,7 +41,9 @@ const RESERVED_ENV = new Set(['SANDGATE_CONFIG']);
 /**
  * Builds the effective configuration: schema defaults, then the YAML file, then SANDGATE_A__B
  * environment overrides, then --set flags. Errors name the key path, and the file and line when
- * the key came from the file.
+ * the key came from the file. Every path-valued key (marked in the schema: src/config/paths.ts)
+ * comes out absolute: a relative path in the file is relative to the file's directory (as
+ * Prometheus reads its rule files), one from the environment or --set to the working directory.
  */
 export function loadConfig(input: LoadConfigInput): LoadedConfig {
   const fileArg = input.file ?? input.env.SANDGATE_CONFIG;
@@ -69,6 +85,13 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
       raw = value as Record<string, unknown>;
     }
   }
+  const relativePaths: RelativePath[] = [];
+  if (file !== undefined) {
+    resolveFilePaths(raw, configSchema, [], dirname(file), (key, value, resolved, path) => {
+      const line = doc ? lineOf(doc, lines, path) : undefined;
+      relativePaths.push({ key, value, resolved, ...(line !== undefined ? { line } : {}) });
+    });
+  }
 
   const fromEnv: Array<{ path: string[]; value: string; origin: string }> = [];
   for (const [name, value] of Object.entries(input.env)) {
@@ -76,7 +99,7 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
     const path = resolveEnvPath(name.slice(ENV_PREFIX.length).split('__'));
     if (path !== undefined) fromEnv.push({ path, value, origin: `environment variable ${name}` });
   }
-  for (const o of fromEnv) setPath(raw, o.path, o.value);
+  for (const o of fromEnv) setPath(raw, o.path, fromCwd(o.path, o.value, input.cwd));
   for (const set of input.sets ?? []) {
     const eq = set.indexOf('=');
     if (eq <= 0) {
@@ -84,7 +107,8 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
         details: { flag: set },
       });
     }
-    setPath(raw, set.slice(0, eq).split('.'), set.slice(eq + 1));
+    const path = set.slice(0, eq).split('.');
+    setPath(raw, path, fromCwd(path, set.slice(eq + 1), input.cwd));
   }
 
   const parsed = configSchema.safeParse(raw);
@@ -96,7 +120,58 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
       details: { file: file ?? null, problems: problems.length },
     });
   }
-  return { config: deepFreeze(parsed.data), ...(file !== undefined ? { file } : {}) };
+  return { config: deepFreeze(parsed.data), ...(file !== undefined ? { file } : {}), relativePaths };
+}
+
+/** The path kind of a schema node, looking through optional/default/prefault wrappers. */
+function pathKindOf(schema: z.ZodType | undefined): PathKind | undefined {
+  let s: unknown = schema;
+  for (let depth = 0; depth < 10 && s !== undefined; depth++) {
+    const meta = configPaths.get(s as z.ZodType);
+    if (meta !== undefined) return meta.kind;
+    const def = (s as { _zod?: { def?: { innerType?: unknown } } })._zod?.def;
+    s = def?.innerType;
+  }
+  return undefined;
+}
+
+/** The schema node of a key path, if the schema has it. */
+function schemaAt(path: readonly string[]): z.ZodType | undefined {
+  let schema: z.ZodType | undefined = configSchema;
+  for (const key of path) schema = schema !== undefined ? objectShape(schema)?.[key] : undefined;
+  return schema;
+}
+
+/** An override from the environment or --set: a relative path is relative to the working directory. */
+function fromCwd(path: readonly string[], value: string, cwd: string): string {
+  const kind = pathKindOf(schemaAt(path));
+  return kind === undefined ? value : resolvePathValue(kind, value, cwd);
+}
+
+/** Resolves, in place, every relative path the file gave against the file's directory. */
+function resolveFilePaths(
+  node: Record<string, unknown>,
+  schema: z.ZodType,
+  path: readonly string[],
+  base: string,
+  found: (key: string, value: string, resolved: string, path: readonly string[]) => void,
+): void {
+  const shape = objectShape(schema);
+  if (shape === undefined) return;
+  for (const [key, value] of Object.entries(node)) {
+    const child = shape[key];
+    if (child === undefined) continue; // an unknown key: the schema names it
+    const here = [...path, key];
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+      resolveFilePaths(value as Record<string, unknown>, child, here, base, found);
+      continue;
+    }
+    const kind = pathKindOf(child);
+    if (kind === undefined || typeof value !== 'string' || relativePart(kind, value) === undefined) continue;
+    const resolved = resolvePathValue(kind, value, base);
+    node[key] = resolved;
+    found(here.join('.'), value, resolved, here);
+  }
 }
 
 function describeIssue(

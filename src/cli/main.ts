@@ -61,7 +61,8 @@ ${Object.entries(COMMANDS)
 common options:
   --config FILE   YAML configuration (or SANDGATE_CONFIG)
   --set KEY=VALUE override one key, e.g. --set scan.chain=rules,clamd
-  --help          this text`;
+  --help          this text (sandgate <command> --help: the command's own)
+  --version       print sandgate's version`;
 
 export async function main(argv: string[], io: CliIo): Promise<number> {
   const [name, ...rest] = argv;

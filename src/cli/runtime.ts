@@ -44,6 +44,8 @@ export interface RuntimeOptions {
   readonly frontEndSummary?: boolean;
   /** Long-running front ends (relay, helper, admin) also run the quarantine retention job. */
   readonly jobs?: boolean;
+  /** The command shows each inbound mark's check itself (sandgate scan): no mark.invalid log line. */
+  readonly reportMarks?: boolean;
   /** Replaces the configured chain (tests, benchmarks). */
   readonly scanners?: readonly Scanner[];
   readonly metrics?: Metrics;
@@ -133,6 +135,7 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
       metrics,
       log,
       logSummary: options.frontEndSummary !== true,
+      ...(options.reportMarks ? { reportMarks: true } : {}),
       ...(options.now ? { now: options.now } : {}),
     });
     let closed = false;

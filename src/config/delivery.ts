@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { configPaths, pathValue } from './paths.js';
 import { hostPort } from './primitives.js';
 
 /**
@@ -16,33 +17,36 @@ export type NextHop =
  * `smtp://host:port`, `lmtp://host:port`, `host:port` (SMTP), `submitted:PATH`, or a directory
  * written as `directory:PATH`, an absolute path, or a path starting with `./` or `../`.
  */
-export const nextHop = z.string().transform((value, ctx): NextHop => {
-  const v = value.trim();
-  const submitted = /^submitted:(.+)$/.exec(v)?.[1];
-  if (submitted !== undefined) return { kind: 'submitted', path: submitted };
-  const dir = /^directory:(.+)$/.exec(v)?.[1] ?? (/^(\/|\.\.?\/)/.test(v) ? v : undefined);
-  if (dir !== undefined) return { kind: 'directory', path: dir };
-  const m = /^(?:(smtp|lmtp):\/\/)?(.+)$/.exec(v);
-  const hp = hostPort.safeParse(m?.[2] ?? '');
-  if (!m || !hp.success) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `not a delivery target: "${value}" (use smtp://host:port, lmtp://host:port, directory:PATH or submitted:PATH)`,
-    });
-    return z.NEVER;
-  }
-  return { kind: (m[1] ?? 'smtp') as 'smtp' | 'lmtp', host: hp.data.host, port: hp.data.port };
-});
+export const nextHop = z
+  .string()
+  .transform((value, ctx): NextHop => {
+    const v = value.trim();
+    const submitted = /^submitted:(.+)$/.exec(v)?.[1];
+    if (submitted !== undefined) return { kind: 'submitted', path: submitted };
+    const dir = /^directory:(.+)$/.exec(v)?.[1] ?? (/^(\/|\.\.?\/)/.test(v) ? v : undefined);
+    if (dir !== undefined) return { kind: 'directory', path: dir };
+    const m = /^(?:(smtp|lmtp):\/\/)?(.+)$/.exec(v);
+    const hp = hostPort.safeParse(m?.[2] ?? '');
+    if (!m || !hp.success) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `not a delivery target: "${value}" (use smtp://host:port, lmtp://host:port, directory:PATH or submitted:PATH)`,
+      });
+      return z.NEVER;
+    }
+    return { kind: (m[1] ?? 'smtp') as 'smtp' | 'lmtp', host: hp.data.host, port: hp.data.port };
+  })
+  .register(configPaths, { kind: 'target' });
 
 /** How sandgate speaks SMTP or LMTP to a target: the same keys for the next hop and for releases. */
 export const smtpDeliveryOptions = {
   /** none: never STARTTLS. opportunistic: when offered, certificate not verified unless caFile is set. required: verified TLS or nothing. */
   tls: z.enum(['none', 'opportunistic', 'required']).prefault('opportunistic'),
   /** CA bundle that verifies the target's certificate (required mode verifies; opportunistic verifies only with this). */
-  caFile: z.string().optional(),
+  caFile: pathValue().optional(),
   /** Name checked against the target's certificate (default: its host). */
   servername: z.string().optional(),
   /** AUTH to the target; the password comes from a file, never from this file. */
   authUser: z.string().optional(),
-  authPasswordFile: z.string().optional(),
+  authPasswordFile: pathValue().optional(),
 };

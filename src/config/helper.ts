@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { byteSize, duration } from './durations.js';
+import { pathValue } from './paths.js';
 import { bool, int } from './primitives.js';
 
 /** The CommuniGate Pro helper (`sandgate helper`). */
@@ -9,7 +10,7 @@ export const helperSchema = z
      * CommuniGate's base directory, against which FILE paths are resolved. Default: the helper's
      * working directory (CommuniGate starts helpers there).
      */
-    baseDirectory: z.string().min(1).optional(),
+    baseDirectory: pathValue().optional(),
     /** Highest Helper protocol version we answer to INTF (we answer min(server's, this)). */
     maxProtocolVersion: int.pipe(z.number().int().min(1).max(99)).default(4),
     /**

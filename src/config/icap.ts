@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { byteSize, duration } from './durations.js';
 import { bool, int, list } from './primitives.js';
+import { pathValue } from './paths.js';
 
 /** One ICAP service: where it listens and the service path in its request URI. */
 export interface IcapServiceUrl {
@@ -103,7 +104,7 @@ export const icapSchema = z
     tls: z
       .object({
         /** PEM file with the CA (or the self-signed certificate) of icaps:// servers; default: the system CAs. */
-        caFile: z.string().optional(),
+        caFile: pathValue().optional(),
         /** Skip certificate verification (logs a warning). Prefer caFile. */
         insecureSkipVerify: bool.default(false),
       })

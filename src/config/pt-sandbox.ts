@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { byteSize, duration } from './durations.js';
+import { pathValue } from './paths.js';
 import { bool, int, list } from './primitives.js';
 import { EXECUTABLE_EXTENSIONS } from './extensions.js';
 
@@ -126,9 +127,9 @@ export const ptSandboxSchema = z
     /** Name of the environment variable holding the API token. */
     tokenEnv: z.string().prefault('SANDGATE_PT_SANDBOX_TOKEN'),
     /** A file holding the API token (wins over tokenEnv when set). */
-    tokenFile: z.string().optional(),
+    tokenFile: pathValue().optional(),
     /** PEM file with the CA (or the self-signed certificate) of the appliance. */
-    caFile: z.string().optional(),
+    caFile: pathValue().optional(),
     /** Skip TLS verification (logs a warning at start). Prefer caFile. */
     insecureSkipVerify: bool.default(false),
     /** analysis: /analysis/* with our options; source: /scan/checkFile with the token's source settings. */

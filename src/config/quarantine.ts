@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { byteSize, duration } from './durations.js';
 import { nextHop, smtpDeliveryOptions, type NextHop } from './delivery.js';
+import { pathValue } from './paths.js';
 import { bool, list } from './primitives.js';
 
 /** Where a released message (or an administrator notice) goes: any next-hop kind. */
@@ -10,7 +11,7 @@ export type ReleaseTarget = NextHop;
 export const quarantineSchema = z
   .object({
     /** Default: <stateDir>/quarantine */
-    dir: z.string().optional(),
+    dir: pathValue().optional(),
     /** Items older than this are removed by the retention job. */
     maxAge: duration.prefault('30d'),
     /** When the stored items together pass this size, the oldest are removed first. */

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { byteSize, duration } from './durations.js';
 import { nextHop, smtpDeliveryOptions } from './delivery.js';
+import { pathValue } from './paths.js';
 import { networks } from './networks.js';
 import { bool, hostPort, int } from './primitives.js';
 
@@ -10,7 +11,7 @@ export type { NextHop } from './delivery.js';
 export const relayQueueSchema = z
   .object({
     /** Queue directory (message files). Default: <stateDir>/queue. One relay per directory. */
-    dir: z.string().optional(),
+    dir: pathValue().optional(),
     /** Budget for scanning one queued message (behavioural analysis takes minutes). */
     scanDeadline: duration.prefault('30m'),
     /** Mail not delivered within this time after acceptance gets a DSN to its sender. */
@@ -66,8 +67,8 @@ export const relaySchema = z
     /** Inbound STARTTLS: offered when both files are set. */
     tls: z
       .object({
-        certFile: z.string().optional(),
-        keyFile: z.string().optional(),
+        certFile: pathValue().optional(),
+        keyFile: pathValue().optional(),
       })
       .strict()
       .prefault({}),

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { byteSize, duration } from './durations.js';
+import { pathValue } from './paths.js';
 import { networks } from './networks.js';
 import { bool, hostPort, int, list } from './primitives.js';
 import { SCANNER_NAMES, scannersSchema } from './scanners.js';
@@ -36,12 +37,12 @@ const policySchema = z
 export const configSchema = z
   .object({
     /** Where the state database, quarantine, spool and mark key live. */
-    stateDir: z.string().min(1).prefault('/var/lib/sandgate'),
+    stateDir: pathValue().prefault('/var/lib/sandgate'),
     log: z
       .object({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).prefault('info'),
         /** A file to log to. Unset: stdout for the relay and CLI; the helper requires a file (or logs nowhere). */
-        file: z.string().optional(),
+        file: pathValue().optional(),
       })
       .strict()
       .prefault({}),
@@ -86,7 +87,7 @@ export const configSchema = z
         /** Add X-Sandgate-Verdict and X-Sandgate-Mark to delivered mail. */
         enabled: bool.default(true),
         /** The per-installation HMAC key for X-Sandgate-Mark. Default: <stateDir>/mark.key, created on first use. */
-        markKeyFile: z.string().optional(),
+        markKeyFile: pathValue().optional(),
         /** A mark older than this is ignored (a replayed copy buys nothing). */
         markMaxAge: duration.prefault('30d'),
       })

@@ -1,3 +1,4 @@
+import type { MarkCheck } from './mark.js';
 import type { MessageSource } from './message.js';
 import type { Outcome } from './outcome.js';
 import type { Decision } from './policy.js';
@@ -32,6 +33,8 @@ export interface Evaluation {
   readonly stripHeaders: readonly string[];
   /** The message carried a valid mark of this installation and was not scanned again. */
   readonly alreadyJudged: boolean;
+  /** Each X-Sandgate-Mark the message carried, as checked, in order (absent when it had none). */
+  readonly marks?: readonly MarkCheck[];
   readonly ms: number;
 }
 

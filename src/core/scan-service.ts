@@ -2,7 +2,7 @@ import { analyseMessage, OUR_HEADER_PREFIX, type HeaderLine } from './content-ke
 import { DeadlineSignals } from './deadline-signals.js';
 import type { EvaluateOptions, Evaluation, Evaluator } from './evaluation.js';
 import { lazyChild, type Logger } from './logger.js';
-import { findValidMark, MARK_HEADER, verdictHeaders, type MarkKind } from './mark.js';
+import { findValidMark, MARK_HEADER, verdictHeaders, type MarkCheck, type MarkKind } from './mark.js';
 import type { MessageSource } from './message.js';
 import type { Metrics } from './metrics.js';
 import { describeFinding, describeOutcomes, type Outcome } from './outcome.js';
@@ -49,6 +49,11 @@ export interface ScanServiceOptions {
    * each message has one summary line.
    */
   readonly logSummary?: boolean;
+  /**
+   * The caller shows the check of every inbound X-Sandgate-Mark itself (Evaluation.marks; `sandgate
+   * scan` prints it): a mark that does not verify is not logged as mark.invalid.
+   */
+  readonly reportMarks?: boolean;
   readonly now?: () => number;
 }
 
@@ -92,7 +97,8 @@ export class ScanService implements Evaluator {
       headers.filter((h) => h.name.startsWith(OUR_HEADER_PREFIX)).map((h) => canonicalName(h.name)),
     );
 
-    const mark = this.checkMarks(headers, contentKey, log);
+    const marks: MarkCheck[] = [];
+    const mark = this.checkMarks(headers, contentKey, log, marks);
     if (mark !== undefined) {
       const decision = deliverUnscanned('clean', mark === 'released' ? 'released' : 'marked');
       return this.finish(message, started, {
@@ -101,6 +107,7 @@ export class ScanService implements Evaluator {
         contentKey,
         stripHeaders,
         alreadyJudged: true,
+        marks,
       });
     }
 
@@ -121,6 +128,7 @@ export class ScanService implements Evaluator {
         contentKey,
         stripHeaders,
         alreadyJudged: false,
+        marks,
       });
     }
 
@@ -133,6 +141,7 @@ export class ScanService implements Evaluator {
         contentKey,
         stripHeaders,
         alreadyJudged: false,
+        marks,
       });
     }
 
@@ -165,6 +174,7 @@ export class ScanService implements Evaluator {
       contentKey,
       stripHeaders,
       alreadyJudged: false,
+      marks,
       ...(quarantineId !== undefined ? { quarantineId } : {}),
     });
   }
@@ -256,11 +266,17 @@ export class ScanService implements Evaluator {
     void task.finally(() => this.background.delete(task));
   }
 
-  private checkMarks(headers: readonly HeaderLine[], contentKey: string, log: Logger): MarkKind | undefined {
+  private checkMarks(
+    headers: readonly HeaderLine[],
+    contentKey: string,
+    log: Logger,
+    checks: MarkCheck[],
+  ): MarkKind | undefined {
     const values = headers.filter((h) => h.name === MARK_HEADER.toLowerCase()).map((h) => h.value);
     return findValidMark(values, this.o.markKey, contentKey, this.now(), this.o.markMaxAgeMs, (check) => {
+      checks.push(check);
       this.o.metrics.marks.inc({ result: check.ok ? 'ok' : check.reason });
-      if (!check.ok) {
+      if (!check.ok && this.o.reportMarks !== true) {
         log.warn(
           { event: 'mark.invalid', reason: check.reason },
           'ignoring an X-Sandgate-Mark that does not verify',
@@ -278,6 +294,7 @@ export class ScanService implements Evaluator {
       contentKey: string;
       stripHeaders: readonly string[];
       alreadyJudged: boolean;
+      marks?: readonly MarkCheck[];
       quarantineId?: string;
     },
   ): Evaluation {
@@ -329,6 +346,7 @@ export class ScanService implements Evaluator {
           : [],
       stripHeaders: parts.stripHeaders,
       alreadyJudged: parts.alreadyJudged,
+      ...(parts.marks !== undefined && parts.marks.length > 0 ? { marks: parts.marks } : {}),
       ms,
       ...(parts.quarantineId !== undefined ? { quarantineId: parts.quarantineId } : {}),
     };

@@ -106,6 +106,8 @@ export interface QuarantineRecord {
 
 /** An indexed item as operators see it. */
 export interface QuarantineItem extends QuarantineRecord {
+  /** The Subject decoded for display (RFC 2047 words, 8-bit UTF-8); `subject` is the raw value. */
+  readonly subjectText?: string;
   readonly releasedAt?: number;
   readonly releasedBy?: string;
   readonly releasedTo?: string;
@@ -120,6 +122,8 @@ export interface QuarantineFilter {
   readonly sender?: string;
   /** Substring of any envelope recipient (case-insensitive). */
   readonly recipient?: string;
+  /** Substring of the decoded subject (case-insensitive in every script; ё matches е). */
+  readonly subject?: string;
   readonly released?: boolean;
   readonly limit?: number;
 }

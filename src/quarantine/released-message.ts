@@ -1,10 +1,5 @@
 import { OUR_HEADER_PREFIX, TRACE_FIELDS } from '../core/content-key.js';
-import {
-  headerFieldValue,
-  mapHeaderBlock,
-  readHeaderFields,
-  type RawHeaderField,
-} from '../core/header-block.js';
+import { mapHeaderBlock, type RawHeaderField } from '../core/header-block.js';
 
 export interface ReleasedMessageOptions {
   /** The value of the fresh X-Sandgate-Mark. */
@@ -45,18 +40,4 @@ function rewriteHeader(fields: readonly RawHeaderField[], options: ReleasedMessa
       .filter(keep)
       .map((f) => f.raw),
   ]);
-}
-
-/** Parses the header block of a message (for `show`): names and unfolded values, in order. */
-export async function readHeaders(
-  original: AsyncIterable<Buffer>,
-): Promise<Array<{ name: string; value: string }>> {
-  return (await readHeaderFields(original)).map((f) => {
-    const text = f.raw.toString('utf8');
-    const colon = text.indexOf(':');
-    return {
-      name: colon > 0 ? text.slice(0, colon).trim() : text.trim(),
-      value: colon > 0 ? headerFieldValue(f, 'utf8') : '',
-    };
-  });
 }

@@ -7,7 +7,8 @@ import type { AllowList, DeliveryReceipt, MailDelivery, QuarantineStore } from '
 import type { QuarantineFilter, QuarantineItem } from '../core/state-records.js';
 import { walkMessage } from '../mime/walker.js';
 import type { WalkLimits } from '../mime/types.js';
-import { readHeaders, releasedMessage } from './released-message.js';
+import { bodyPreview, readDisplayHeaders, type BodyPreview, type DisplayHeader } from './display.js';
+import { releasedMessage } from './released-message.js';
 
 export interface AttachmentInfo {
   /** IMAP-style part path; archive members append /name. */
@@ -23,7 +24,10 @@ export interface AttachmentInfo {
 
 export interface ItemDetails {
   readonly item: QuarantineItem;
-  readonly headers: ReadonlyArray<{ name: string; value: string }>;
+  /** Every header field, decoded for display (`value`) and as written (`raw`). */
+  readonly headers: readonly DisplayHeader[];
+  /** The first lines of the text body (never rendered as HTML). */
+  readonly preview: BodyPreview;
   readonly attachments: readonly AttachmentInfo[];
   /** Set when the walk could not finish (malformed MIME, a limit): the list may be incomplete. */
   readonly walkProblem?: string;
@@ -54,6 +58,8 @@ export interface QuarantineServiceOptions {
   /** Where releases go (quarantine.release.target, built by the composition root); unset: release is refused. */
   readonly delivery?: MailDelivery;
   readonly walk: { readonly spoolDir: string; readonly limits: WalkLimits; readonly memoryThreshold: number };
+  /** The body preview parses messages up to this size (scan.maxMessageSize); larger ones get none. */
+  readonly previewMaxBytes?: number;
   readonly log: Logger;
   readonly now?: () => number;
 }
@@ -92,7 +98,10 @@ export class QuarantineService {
   /** Headers, verdict and every attachment with name, type and hash. */
   async show(id: string): Promise<ItemDetails> {
     const item = await this.o.store.get(id);
-    const headers = await readHeaders(this.o.store.openOriginal(item));
+    const headers = await readDisplayHeaders(this.o.store.openOriginal(item));
+    const preview = await bodyPreview(() => this.o.store.openOriginal(item), item.size, {
+      maxBytes: this.o.previewMaxBytes ?? Number.POSITIVE_INFINITY,
+    });
     const attachments: AttachmentInfo[] = [];
     const blockingPaths = blockingPartPaths(item);
     let walkProblem: string | undefined;
@@ -116,7 +125,7 @@ export class QuarantineService {
     } catch (err) {
       walkProblem = isSandgateError(err) ? `${err.code}: ${err.message}` : String(err);
     }
-    return { item, headers, attachments, ...(walkProblem !== undefined ? { walkProblem } : {}) };
+    return { item, headers, preview, attachments, ...(walkProblem !== undefined ? { walkProblem } : {}) };
   }
 
   /**

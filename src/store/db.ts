@@ -69,6 +69,7 @@ export function migrate(db: StateDb, migrations: readonly Migration[]): void {
       // Re-read inside the write transaction: another process may have migrated meanwhile.
       if (schemaVersion(db) >= m.version) return;
       db.exec(m.sql);
+      m.backfill?.(db);
       db.pragma(`user_version = ${m.version}`);
     });
     apply.immediate();

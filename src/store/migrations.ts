@@ -1,3 +1,6 @@
+import type Database from 'better-sqlite3';
+import { decodeHeaderText } from '../mime/header-text.js';
+
 /**
  * Versioned schema migrations of the state database, applied in order, each once, inside a
  * transaction. Append new entries; never edit or reorder one that has shipped.
@@ -6,6 +9,8 @@ export interface Migration {
   readonly version: number;
   readonly name: string;
   readonly sql: string;
+  /** Fills what SQL cannot compute for existing rows; runs after `sql`, in the same transaction. */
+  readonly backfill?: (db: Database.Database) => void;
 }
 
 export const MIGRATIONS: readonly Migration[] = [
@@ -169,5 +174,19 @@ export const MIGRATIONS: readonly Migration[] = [
         updated_at      INTEGER NOT NULL
       );
     `,
+  },
+  {
+    version: 8,
+    name: 'quarantine: the decoded subject (display and search), filled for existing items',
+    sql: `ALTER TABLE quarantine ADD COLUMN subject_text TEXT;`,
+    backfill(db) {
+      const update = db.prepare('UPDATE quarantine SET subject_text = ? WHERE id = ?');
+      const rows = db
+        .prepare<[], { id: string; subject: string }>(
+          'SELECT id, subject FROM quarantine WHERE subject IS NOT NULL',
+        )
+        .all();
+      for (const r of rows) update.run(decodeHeaderText(r.subject), r.id);
+    },
   },
 ];

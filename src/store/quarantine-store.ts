@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import { SandgateError } from '../core/errors.js';
+import { decodeHeaderText, searchFold } from '../mime/header-text.js';
 import type { QuarantineEntry, QuarantineStore } from '../core/ports.js';
 import type { QuarantineFilter, QuarantineItem, QuarantineRecord } from '../core/state-records.js';
 import type { StateDb } from './db.js';
@@ -23,6 +24,7 @@ interface QuarantineRow {
   client: string | null;
   helo: string | null;
   subject: string | null;
+  subject_text: string | null;
   verdict: string;
   action: string;
   reason: string;
@@ -50,6 +52,7 @@ function fromRow(r: QuarantineRow): QuarantineItem {
       ...(r.helo !== null ? { heloName: r.helo } : {}),
     },
     ...(r.subject !== null ? { subject: r.subject } : {}),
+    ...(r.subject_text !== null ? { subjectText: r.subject_text } : {}),
     verdict: r.verdict,
     action: r.action,
     reason: r.reason,
@@ -84,11 +87,14 @@ export class SqliteQuarantineStore implements QuarantineStore {
     private readonly now: () => number = Date.now,
   ) {
     mkdirSync(dir, { recursive: true, mode: 0o750 });
+    db.function('sg_fold', { deterministic: true }, (v: unknown) =>
+      typeof v === 'string' ? searchFold(v) : null,
+    );
     this.insertStmt = db.prepare(
       `INSERT OR IGNORE INTO quarantine (id, msg_id, created_at, front_end, sender, recipients, client, helo, subject,
-         verdict, action, reason, threats, outcomes, content_key, size, stored_size, file)
+         subject_text, verdict, action, reason, threats, outcomes, content_key, size, stored_size, file)
        VALUES (@id, @msgId, @createdAt, @frontEnd, @sender, @recipients, @client, @helo, @subject,
-         @verdict, @action, @reason, @threats, @outcomes, @contentKey, @size, @storedSize, @file)`,
+         @subjectText, @verdict, @action, @reason, @threats, @outcomes, @contentKey, @size, @storedSize, @file)`,
     );
   }
 
@@ -169,6 +175,10 @@ export class SqliteQuarantineStore implements QuarantineStore {
     if (filter.recipient !== undefined) {
       where.push("lower(recipients) LIKE @rcpt ESCAPE '\\'");
       params.rcpt = `%${likeEscape(filter.recipient.toLowerCase())}%`;
+    }
+    if (filter.subject !== undefined) {
+      where.push("sg_fold(subject_text) LIKE @subject ESCAPE '\\'");
+      params.subject = `%${likeEscape(searchFold(filter.subject))}%`;
     }
     if (filter.released !== undefined)
       where.push(filter.released ? 'released_at IS NOT NULL' : 'released_at IS NULL');
@@ -287,6 +297,7 @@ export class SqliteQuarantineStore implements QuarantineStore {
       client: r.envelope.clientAddress ?? null,
       helo: r.envelope.heloName ?? null,
       subject: r.subject ?? null,
+      subjectText: r.subject !== undefined ? decodeHeaderText(r.subject) : null,
       verdict: r.verdict,
       action: r.action,
       reason: r.reason,

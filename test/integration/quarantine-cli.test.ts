@@ -2,6 +2,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
 import { startSmtpSink, type SmtpSink } from '../fakes/smtp-sink.js';
 import { tempDir } from '../support/tmp.js';
+import {
+  ATTACHMENT_NAME,
+  BODY_LINES,
+  cyrillicMail,
+  FROM_ADDRESS,
+  FROM_NAME,
+  SUBJECT,
+} from '../support/cyrillic-mail.js';
 import { blockedMail, ENVELOPE, memoryIo, startHarness, type Harness } from './quarantine-harness.js';
 
 let harness: Harness | undefined;
@@ -108,5 +116,61 @@ describe('sandgate quarantine', () => {
     expect((await cli(dir, ['frobnicate'])).code).toBe(2);
     expect((await cli(dir, ['show'])).code).toBe(2);
     expect((await cli(dir, ['list', '--since', 'yesterday-ish'])).stderr).toContain('[ERR_BAD_REQUEST]');
+  });
+});
+
+describe('sandgate quarantine with Russian mail', () => {
+  it('list, show and --json decode koi8-r and windows-1251 headers; --subject finds them; nothing unprintable is printed', async () => {
+    const dir = tempDir();
+    harness = await startHarness(dir);
+    const mail = cyrillicMail({
+      attachment: Buffer.from('harmless tool\n'),
+      bodyExtra: 'строка с \u001b[31mцветом\u001b[0m и \u001b]0;title\u0007заголовком',
+    });
+    // The attachment name ends in .com: the rules engine blocks it, so the message is quarantined.
+    const id = (await harness.evaluate(mail)).quarantineId!;
+    expect(id).toBeDefined();
+
+    const table = await cli(dir, ['list']);
+    expect(table.code).toBe(0);
+    const text = table.stdout.toString('utf8');
+    expect(text).toContain(SUBJECT);
+    expect(text).not.toContain('=?koi8-r?');
+    // The time says its zone: an offset from UTC after the seconds.
+    expect(text).toMatch(
+      new RegExp(`${id}\\s+\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2} [+-]\\d{2}:\\d{2}\\s`),
+    );
+
+    const found = await cli(dir, ['list', '--json', '--subject', 'СЧЕТ НА оплату']);
+    const items = JSON.parse(found.stdout.toString()) as Array<{
+      id: string;
+      subject: string;
+      subjectRaw: string;
+    }>;
+    expect(items.map((i) => [i.id, i.subject])).toEqual([[id, SUBJECT]]);
+    expect(items[0]!.subjectRaw).toMatch(/^=\?koi8-r\?B\?/);
+    expect(
+      JSON.parse((await cli(dir, ['list', '--json', '--subject', 'накладная'])).stdout.toString()),
+    ).toEqual([]);
+
+    const show = await cli(dir, ['show', id]);
+    const out = show.stdout.toString('utf8');
+    expect(show.code).toBe(0);
+    expect(out).toContain(`from:        ${FROM_NAME} <${FROM_ADDRESS}>`);
+    expect(out).toContain(`subject:     ${SUBJECT}`);
+    expect(out).toContain(`  Subject: ${SUBJECT}`);
+    expect(out).toContain(ATTACHMENT_NAME);
+    for (const line of BODY_LINES) expect(out).toContain(`  | ${line}`);
+    expect(out).toContain('  | строка с цветом и заголовком');
+    // No escape sequence or other control character reaches the terminal.
+    // eslint-disable-next-line no-control-regex
+    expect(out).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+
+    const json = JSON.parse((await cli(dir, ['show', id, '--json'])).stdout.toString()) as {
+      headers: Array<{ name: string; value: string; raw: string }>;
+      preview: { text: string };
+    };
+    expect(json.headers.find((h) => h.name === 'From')?.value).toBe(`${FROM_NAME} <${FROM_ADDRESS}>`);
+    expect(json.preview.text.split('\n')[0]).toBe(BODY_LINES[0]);
   });
 });

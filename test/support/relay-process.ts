@@ -17,11 +17,18 @@ export interface RelayProcess {
 
 /**
  * Starts the built `sandgate relay --config FILE` and resolves once it listens (and its admin port
- * too, when `withAdmin`), with the ports it logged: the config can ask for port 0.
+ * too, when `withAdmin`), with the ports it logged: the config can ask for port 0. `env` adds to
+ * (or overrides) this process's environment for the child only.
  */
-export async function startRelayProcess(configFile: string, withAdmin = false): Promise<RelayProcess> {
+export async function startRelayProcess(
+  configFile: string,
+  withAdmin = false,
+  options: { readonly cwd?: string; readonly env?: Readonly<Record<string, string>> } = {},
+): Promise<RelayProcess> {
   const child = spawn(process.execPath, [SANDGATE_BIN, 'relay', '--config', configFile], {
     stdio: ['ignore', 'pipe', 'inherit'],
+    ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+    ...(options.env !== undefined ? { env: { ...process.env, ...options.env } } : {}),
   });
   const records: Array<Record<string, unknown>> = [];
   const watchers: Array<() => void> = [];

@@ -4,6 +4,7 @@ import { startAdminServer } from '../compose/admin.js';
 import { describeError, SandgateError } from '../../core/errors.js';
 import { createMetrics } from '../../core/metrics.js';
 import { createRetentionJob } from '../compose/quarantine.js';
+import { adminTokenFile } from '../admin-token.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
@@ -33,13 +34,14 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
       return EXIT.ok;
     }
     const config = loadConfigFromArgs(values, io).config;
-    if (config.admin.tokenFile === undefined) {
+    const tokenFile = adminTokenFile(config);
+    if (tokenFile === undefined) {
       throw new SandgateError(
         'ERR_CONFIG_INVALID',
         'admin.tokenFile: required for sandgate admin (the quarantine API needs a token)',
       );
     }
-    const tokenFile = resolve(io.cwd, config.admin.tokenFile);
+    const tokenPath = resolve(io.cwd, tokenFile.path);
     const log = createLogger(config, 'stderr');
     ctx = await openQuarantine(config, log);
     const quarantine = ctx;
@@ -53,7 +55,7 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
       log,
       ready: () => !stopping,
       quarantine: () => quarantine.service,
-      tokenFile,
+      tokenFile: tokenPath,
     });
     admin = started.server;
     const host = started.host.includes(':') ? `[${started.host}]` : started.host;

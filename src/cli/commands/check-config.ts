@@ -8,7 +8,10 @@ const HELP = `usage: sandgate check-config [--config FILE] [--set KEY=VALUE] [--
 
 Validates the configuration (defaults, the YAML file, SANDGATE_* environment overrides, --set flags)
 and prints the effective configuration with secrets redacted. Exit 0 when valid, 2 when not; errors
-name the key path and, for keys from the file, the file and line.`;
+name the key path and, for keys from the file, the file and line.
+
+A relative path in the file is read against the file's directory (from the environment or --set,
+against the working directory); each one the file uses is named in a warning on stderr.`;
 
 export function run(argv: string[], io: CliIo): Promise<number> {
   try {
@@ -22,7 +25,14 @@ export function run(argv: string[], io: CliIo): Promise<number> {
       writeLine(io.stdout, HELP);
       return Promise.resolve(EXIT.ok);
     }
-    const { config, file } = loadConfigFromArgs(values, io);
+    const { config, file, relativePaths } = loadConfigFromArgs(values, io);
+    for (const r of relativePaths) {
+      writeLine(
+        io.stderr,
+        `sandgate check-config: warning: ${r.key}: relative path "${r.value}" (${file ?? ''}${r.line !== undefined ? `:${r.line}` : ''}) ` +
+          `is read against the file's directory: ${r.resolved}`,
+      );
+    }
     const shown = redactConfig(config);
     if (values.json) writeLine(io.stdout, JSON.stringify(shown, null, 2));
     else

@@ -3,6 +3,7 @@ import { Counter, Gauge } from 'prom-client';
 import type { AdminServer } from '../../admin/server.js';
 import { describeError, isSandgateError } from '../../core/errors.js';
 import { startAdminServer } from '../compose/admin.js';
+import { adminTokenFile } from '../admin-token.js';
 import { createQuarantineService } from '../compose/quarantine.js';
 import { MilterServer } from '../../milter/server.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
@@ -77,7 +78,8 @@ export async function run(argv: string[], io: CliIo, options: MilterRunOptions =
     milter.on('message', (m) => replies.inc({ code: String(m.code), action: m.action }));
     await milter.listen();
     if (config.admin.enabled) {
-      // The quarantine API and page need a token; without admin.tokenFile only health and metrics are served.
+      // The quarantine API and page need a token; without one only health and metrics are served.
+      const tokenFile = adminTokenFile(config);
       admin = (
         await startAdminServer({
           config,
@@ -85,9 +87,7 @@ export async function run(argv: string[], io: CliIo, options: MilterRunOptions =
           log,
           ready: () => !stopping,
           quarantine: () => createQuarantineService(runtime),
-          ...(config.admin.tokenFile !== undefined
-            ? { tokenFile: resolve(io.cwd, config.admin.tokenFile) }
-            : {}),
+          ...(tokenFile !== undefined ? { tokenFile: resolve(io.cwd, tokenFile.path) } : {}),
         })
       ).server;
     }

@@ -6,6 +6,7 @@ import type { Logger } from '../../core/logger.js';
 import { summary } from '../../admin/quarantine-routes.js';
 import { parseSince } from '../../config/durations.js';
 import type { QuarantineService } from '../../quarantine/index.js';
+import { cleanText, formatLocalTime } from '../../quarantine/display.js';
 import { createQuarantineService } from '../compose/quarantine.js';
 import { openState } from '../compose/state.js';
 import type { QuarantineItem } from '../../core/state-records.js';
@@ -19,8 +20,10 @@ import { sweepSpool } from '../spool-sweep.js';
 
 const HELP = `usage: sandgate quarantine <subcommand> [--config FILE] [--set KEY=VALUE]
 
-  list [--since 2h|7d|DATE] [--verdict V] [--sender S] [--rcpt R] [--limit N] [--json]
-  show ID [--json]            headers, verdict, attachments with names, types and SHA-256
+  list [--since 2h|7d|DATE] [--verdict V] [--sender S] [--rcpt R] [--subject S] [--limit N] [--json]
+                              newest first; times in the local zone, with its offset
+  show ID [--json]            headers (decoded), verdict, the first lines of the text body,
+                              attachments with names, types and SHA-256
   export ID                   the original message (.eml) to stdout
   release ID [--to ADDRESS]... [--allow-hash] [--by NAME]
                               hand the message on to quarantine.release.target with its
@@ -37,6 +40,7 @@ const OPTIONS = {
   verdict: { type: 'string' },
   sender: { type: 'string' },
   rcpt: { type: 'string' },
+  subject: { type: 'string' },
   limit: { type: 'string' },
   to: { type: 'string', multiple: true },
   'allow-hash': { type: 'boolean' },
@@ -113,6 +117,7 @@ async function quarantine(argv: string[], io: CliIo): Promise<number> {
           ...(values.verdict !== undefined ? { verdict: values.verdict } : {}),
           ...(values.sender !== undefined ? { sender: values.sender } : {}),
           ...(values.rcpt !== undefined ? { recipient: values.rcpt } : {}),
+          ...(values.subject !== undefined ? { subject: values.subject } : {}),
           ...(values.limit !== undefined ? { limit: positiveInt(values.limit, '--limit') } : {}),
         });
         if (values.json) writeLine(io.stdout, JSON.stringify(items.map(summary), null, 2));
@@ -170,23 +175,23 @@ function positiveInt(v: string, name: string): number {
 function listTable(items: readonly QuarantineItem[]): string {
   const rows = [['ID', 'TIME', 'VERDICT', 'SENDER', 'RECIPIENTS', 'SUBJECT', 'RELEASED']];
   for (const i of items) {
-    rows.push([
-      i.id,
-      new Date(i.createdAt).toISOString().slice(0, 19).replace('T', ' '),
-      `${i.verdict}${i.threats.length ? `(${i.threats.join(',')})` : ''}`,
-      i.envelope.sender || '<>',
-      i.envelope.recipients.join(','),
-      clip(i.subject ?? '', 40),
-      i.releasedAt !== undefined
-        ? `${new Date(i.releasedAt).toISOString().slice(0, 19)} by ${i.releasedBy ?? '?'}`
-        : '',
-    ]);
+    rows.push(
+      [
+        i.id,
+        formatLocalTime(i.createdAt),
+        `${i.verdict}${i.threats.length ? `(${i.threats.join(',')})` : ''}`,
+        i.envelope.sender || '<>',
+        i.envelope.recipients.join(','),
+        clip(i.subjectText ?? '', 40),
+        i.releasedAt !== undefined ? `${formatLocalTime(i.releasedAt)} by ${i.releasedBy ?? '?'}` : '',
+      ].map((v) => cleanText(v)),
+    );
   }
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => [...r[c]!].length)));
   return rows
     .map((r) =>
       r
-        .map((v, c) => v.padEnd(widths[c]!))
+        .map((v, c) => v + ' '.repeat(widths[c]! - [...v].length))
         .join('  ')
         .trimEnd(),
     )
@@ -195,20 +200,22 @@ function listTable(items: readonly QuarantineItem[]): string {
 
 function showText(d: Awaited<ReturnType<QuarantineService['show']>>): string {
   const i = d.item;
+  const header = (name: string) => d.headers.find((h) => h.name.toLowerCase() === name)?.value;
+  const from = header('from');
   const lines = [
     `id:          ${i.id}`,
-    `time:        ${new Date(i.createdAt).toISOString()}`,
+    `time:        ${formatLocalTime(i.createdAt)}`,
     `front end:   ${i.envelope.frontEnd}`,
     `sender:      <${i.envelope.sender}>`,
     `recipients:  ${i.envelope.recipients.join(', ')}`,
     ...(i.envelope.clientAddress !== undefined ? [`client:      ${i.envelope.clientAddress}`] : []),
+    ...(from !== undefined ? [`from:        ${from}`] : []),
+    `subject:     ${i.subjectText ?? ''}`,
     `size:        ${i.size} bytes`,
     `verdict:     ${i.verdict} (${i.reason}), action ${i.action}`,
     `threats:     ${i.threats.join(', ') || '-'}`,
     ...(i.releasedAt !== undefined
-      ? [
-          `released:    ${new Date(i.releasedAt).toISOString()} by ${i.releasedBy ?? '?'} to ${i.releasedTo ?? '?'}`,
-        ]
+      ? [`released:    ${formatLocalTime(i.releasedAt)} by ${i.releasedBy ?? '?'} to ${i.releasedTo ?? '?'}`]
       : []),
     'scanners:',
     ...(i.outcomes as Array<Record<string, unknown>>).map((o) => {
@@ -230,11 +237,17 @@ function showText(d: Awaited<ReturnType<QuarantineService['show']>>): string {
     ...(d.walkProblem !== undefined ? [`  (${d.walkProblem})`] : []),
     'headers:',
     ...d.headers.map((h) => `  ${h.name}: ${clip(h.value, 200)}`),
+  ].map((l) => cleanText(l));
+  const preview = [
+    'preview (text body, first lines):',
+    ...(d.preview.text === '' ? ['  (no text)'] : d.preview.text.split('\n').map((l) => `  | ${l}`)),
+    ...(d.preview.truncated ? ['  | …'] : []),
+    ...(d.preview.problem !== undefined ? [`  (${cleanText(d.preview.problem)})`] : []),
   ];
-  return lines.join('\n');
+  return [...lines, ...preview].join('\n');
 }
 
 function clip(s: string, n: number): string {
-  const clean = [...s].map((c) => (c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f ? ' ' : c)).join('');
-  return clean.length > n ? `${clean.slice(0, n - 1)}…` : clean;
+  const chars = [...cleanText(s)];
+  return chars.length > n ? `${chars.slice(0, n - 1).join('')}…` : chars.join('');
 }

@@ -3,6 +3,7 @@ import { Counter } from 'prom-client';
 import type { AdminServer } from '../../admin/server.js';
 import { startAdminServer } from '../compose/admin.js';
 import { createQuarantineService } from '../compose/quarantine.js';
+import { adminTokenFile } from '../admin-token.js';
 import { describeError, isSandgateError } from '../../core/errors.js';
 import type { NextHop } from '../../config/relay.js';
 import type { RelayServer } from '../../smtp/server.js';
@@ -80,19 +81,25 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
     relay.on('message', (m) => replies.inc({ code: String(m.code), action: m.action }));
     await relay.listen();
     if (config.admin.enabled) {
-      // The quarantine API and page need a token; without admin.tokenFile only health and metrics are served.
-      admin = (
-        await startAdminServer({
-          config,
-          registry: runtime.metrics.registry,
-          log,
-          ready: () => !stopping,
-          quarantine: () => createQuarantineService(runtime),
-          ...(config.admin.tokenFile !== undefined
-            ? { tokenFile: resolve(io.cwd, config.admin.tokenFile) }
-            : {}),
-        })
-      ).server;
+      // The quarantine API and page need a token; without one only health and metrics are served.
+      const tokenFile = adminTokenFile(config);
+      const started = await startAdminServer({
+        config,
+        registry: runtime.metrics.registry,
+        log,
+        ready: () => !stopping,
+        quarantine: () => createQuarantineService(runtime),
+        ...(tokenFile !== undefined ? { tokenFile: resolve(io.cwd, tokenFile.path) } : {}),
+      });
+      admin = started.server;
+      if (tokenFile !== undefined) {
+        const host = started.host.includes(':') ? `[${started.host}]` : started.host;
+        const url = `http://${host}:${started.port}/quarantine`;
+        log.info(
+          { event: 'admin.page', url, tokenFile: tokenFile.path, tokenCreated: tokenFile.created },
+          `quarantine page: ${url} (token in ${tokenFile.path}${tokenFile.created ? ', created now' : ''})`,
+        );
+      }
     }
     await (options.stop ?? stopSignal());
     stopping = true;

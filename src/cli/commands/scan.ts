@@ -4,6 +4,7 @@ import { describeError, isSandgateError, SandgateError } from '../../core/errors
 import type { Evaluation } from '../../core/evaluation.js';
 import { newMsgId } from '../../core/ids.js';
 import type { Envelope, MessageSource } from '../../core/message.js';
+import type { MarkCheck } from '../../core/mark.js';
 import { describeFinding } from '../../core/outcome.js';
 import { FileMessage, Spool } from '../../mime/spool.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
@@ -16,6 +17,9 @@ const HELP = `usage: sandgate scan [--config FILE] [--set KEY=VALUE] [--json] FI
 
 Scans one message with the configured scanner chain and prints the verdict.
 Nothing is quarantined or delivered: this command only reports.
+
+A message that carries an X-Sandgate-Mark gets a "mark" line: valid (judged by this installation
+before, not scanned again) or invalid and why (scanned as usual).
 
 A message larger than scan.maxMessageSize is not scanned: exit 2, ERR_MESSAGE_TOO_LARGE (stdin is
 read up to the limit and no further).
@@ -65,7 +69,7 @@ async function scan(argv: string[], io: CliIo): Promise<number> {
     config.log.file !== undefined ? config : { log: { ...config.log, level: 'warn' } },
     'stderr',
   );
-  const runtime = await createRuntime(config, { log, frontEnd: 'cli', reportOnly: true });
+  const runtime = await createRuntime(config, { log, frontEnd: 'cli', reportOnly: true, reportMarks: true });
   const envelope: Envelope = { sender: '', recipients: [], frontEnd: 'cli' };
   const msgId = newMsgId();
   let message: MessageSource;
@@ -155,6 +159,7 @@ function printTable(io: CliIo, input: string, e: Evaluation): void {
     ['action', `${e.decision.action} (policy: ${e.decision.reason})`],
   ];
   if (e.decision.threats.length > 0) rows.push(['threats', e.decision.threats.join(', ')]);
+  for (const m of e.marks ?? []) rows.push(['mark', describeMark(m)]);
   rows.push(['msgId', e.msgId], ['time', `${e.ms} ms`]);
   for (const [k, v] of rows) writeLine(io.stdout, `${k.padEnd(9)}${v}`);
   writeLine(io.stdout, '');
@@ -174,6 +179,23 @@ function printTable(io: CliIo, input: string, e: Evaluation): void {
         .join('  ')
         .trimEnd(),
     );
+  }
+}
+
+/** An inbound X-Sandgate-Mark's check, for the report (instead of a warning on stderr). */
+function describeMark(m: MarkCheck): string {
+  if (m.ok) {
+    return `valid (${m.claims.kind}, ${m.claims.msgId}, ${new Date(m.claims.at * 1000).toISOString()}): judged here before, not scanned again`;
+  }
+  switch (m.reason) {
+    case 'mac':
+      return "invalid (mac): made with another installation's key (headers.markKeyFile), or the message changed after it was marked (a directory next hop's envelope lines are a change); scanned as usual";
+    case 'expired':
+      return 'invalid (expired): older than headers.markMaxAge; scanned as usual';
+    case 'future':
+      return 'invalid (future): dated ahead of this clock; scanned as usual';
+    case 'syntax':
+      return 'invalid (syntax): not a mark sandgate wrote; scanned as usual';
   }
 }
 

@@ -37,6 +37,7 @@ export function createQuarantineService(deps: QuarantineDeps): QuarantineService
       limits: deps.config.scanners.rules.limits,
       memoryThreshold: deps.config.scanners.rules.memorySpoolThreshold,
     },
+    previewMaxBytes: deps.config.scan.maxMessageSize,
     log: deps.log,
     ...(deps.now ? { now: deps.now } : {}),
   });

@@ -1,6 +1,9 @@
+import { decodeHeaderText } from '../../mime/header-text.js';
+
 /** Fields a fileNameTemplate may use. */
 export interface FileNameFields {
   readonly msgId: string;
+  /** The decoded Subject (subjectForFileName). */
   readonly subject?: string | undefined;
   /** The attachment's own name (attachments mode). */
   readonly filename?: string | undefined;
@@ -11,6 +14,15 @@ const MAX_NAME = 120;
 /** Whether the template needs the message's Subject (read from the header block only then). */
 export function templateNeedsSubject(template: string): boolean {
   return template.includes('{subject}');
+}
+
+/**
+ * The Subject as the sandbox UI should show it: the raw header value (its bytes as a latin1 string,
+ * as the header parser gives it) with 8-bit UTF-8 read as UTF-8 and RFC 2047 encoded words decoded
+ * in their charsets (libmime, mailparser's decoder).
+ */
+export function subjectForFileName(raw: string): string {
+  return decodeHeaderText(raw);
 }
 
 /**
@@ -40,26 +52,4 @@ export function renderFileName(template: string, fields: FileNameFields): string
   }
   if (name === '' || /^\.[^.]*$/.test(name)) name = `${fields.msgId}${name}`;
   return name;
-}
-
-/** Decodes RFC 2047 encoded words (=?charset?B|Q?...?=) in a header value; undecodable words stay as they are. */
-export function decodeEncodedWords(value: string): string {
-  return value
-    .replace(/(=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)\s+(?==\?)/g, '$1')
-    .replace(/=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=/g, (word, charset: string, enc: string, text: string) => {
-      try {
-        const bytes =
-          enc.toUpperCase() === 'B'
-            ? Buffer.from(text, 'base64')
-            : Buffer.from(
-                text
-                  .replace(/_/g, ' ')
-                  .replace(/=([0-9a-fA-F]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))),
-                'latin1',
-              );
-        return new TextDecoder(charset.replace(/\*.*$/, '')).decode(bytes);
-      } catch {
-        return word;
-      }
-    });
 }

@@ -10,7 +10,7 @@ import { cpuOf, type ScanContext, type Scanner } from '../../core/scanner.js';
 import { failureFromError } from '../../core/verdict-memo.js';
 import type { PtSandboxClient } from './client.js';
 import { surveyMessage, withAttachment, type AttachmentInfo, type MessageSurvey } from './content-scan.js';
-import { decodeEncodedWords, renderFileName, templateNeedsSubject } from './file-name.js';
+import { renderFileName, subjectForFileName, templateNeedsSubject } from './file-name.js';
 import { normaliseMessage } from './normalise.js';
 import type { PtTaskStore } from '../../core/ports.js';
 import { TaskRunner, type LoadPort, type TaskItem } from './task-runner.js';
@@ -199,7 +199,7 @@ export class PtSandboxScanner implements Scanner {
     }
     const analysis = await cpuOf(ctx).run(() => analyseMessage(message));
     const subject = templateNeedsSubject(cfg.fileNameTemplate)
-      ? decodeEncodedWords(utf8IfValid(analysis.headers.find((h) => h.name === 'subject')?.value ?? ''))
+      ? subjectForFileName(analysis.headers.find((h) => h.name === 'subject')?.value ?? '')
       : undefined;
     const item: TaskItem = {
       key: `msg:${analysis.contentKey}`,
@@ -228,7 +228,7 @@ export class PtSandboxScanner implements Scanner {
     }
     const subject =
       templateNeedsSubject(cfg.fileNameTemplate) && normalised.subject !== undefined
-        ? decodeEncodedWords(utf8IfValid(normalised.subject))
+        ? subjectForFileName(normalised.subject)
         : undefined;
     const item: TaskItem = {
       key: `nmsg:${normalised.key}`,
@@ -322,15 +322,5 @@ export class PtSandboxScanner implements Scanner {
       },
     };
     return this.runner.run(item, ctx.signal, ctx.deadline, ctx.log.child({ part: a.path }));
-  }
-}
-
-/** Header values arrive as latin1 text; raw 8-bit UTF-8 subjects are decoded as UTF-8 when valid. */
-function utf8IfValid(latin1: string): string {
-  const bytes = Buffer.from(latin1, 'latin1');
-  try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-  } catch {
-    return latin1;
   }
 }

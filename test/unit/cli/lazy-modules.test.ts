@@ -34,13 +34,14 @@ function loadedFrom(modules: readonly string[]): string[] {
 }
 
 describe('modules a front end loads at start', () => {
-  it('the relay and the helper load neither undici (PT Sandbox client) nor the nodemailer transport (release) until used', () => {
+  it('the relay and the helper load neither undici (PT Sandbox client), the nodemailer transport (release) nor mailparser (previews) until used', () => {
     const commands = [join(DIST, 'cli/commands/relay.js'), join(DIST, 'cli/commands/helper.js')];
     const atStart = loadedFrom(commands);
     // The probe sees what the commands do load.
     expect(atStart.some((f) => f.startsWith('smtp-server/'))).toBe(true);
     expect(atStart.filter((f) => f.startsWith('undici/'))).toEqual([]);
     expect(atStart).not.toContain('nodemailer/dist/esm/nodemailer.js');
+    expect(atStart.filter((f) => f.startsWith('mailparser/'))).toEqual([]);
     // And it would see these two if they were imported.
     const withBoth = loadedFrom([...commands, 'undici', 'nodemailer']);
     expect(withBoth).toContain('undici/index.js');

@@ -1,8 +1,13 @@
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { stringify } from 'yaml';
 import { describe, expect, it } from 'vitest';
+import type { z } from 'zod';
+import { main } from '../../../src/cli/main.js';
+import { configSchema } from '../../../src/config/schema.js';
 import { isSandgateError } from '../../../src/core/errors.js';
-import { loadConfig, redactConfig } from '../../../src/cli/load-config.js';
+import { loadConfig, objectShape, redactConfig } from '../../../src/cli/load-config.js';
+import { memoryIo } from '../../integration/quarantine-harness.js';
 import { tempDir } from '../../support/tmp.js';
 
 function fails(fn: () => unknown): { code: string; message: string } {
@@ -59,7 +64,7 @@ describe('loadConfig', () => {
     writeFileSync(join(dir, 'c.yaml'), 'stateDir: ./state\n');
     const loaded = loadConfig({ env: { SANDGATE_CONFIG: 'c.yaml' }, cwd: dir });
     expect(loaded.file).toBe(join(dir, 'c.yaml'));
-    expect(loaded.config.stateDir).toBe('./state');
+    expect(loaded.config.stateDir).toBe(join(dir, 'state'));
   });
 
   it('names the path, file and line of a bad or unknown key', () => {
@@ -128,5 +133,117 @@ describe('loadConfig', () => {
     // CIDR blocks are what these lists are for: they load.
     const { config } = loadConfig({ cwd: dir, env: {}, sets: ['relay.trustedPeers=10.0.0.0/8,::1/128'] });
     expect(config.relay.trustedPeers).toEqual(['10.0.0.0/8', '::1/128']);
+  });
+});
+
+describe('paths in the configuration', () => {
+  it('a relative path in the file is relative to the file, from any working directory', () => {
+    const root = tempDir();
+    const conf = join(root, 'etc', 'sg');
+    mkdirSync(conf, { recursive: true });
+    const file = join(conf, 'sandgate.yaml');
+    writeFileSync(
+      file,
+      [
+        'stateDir: ../../state',
+        'log:',
+        '  file: logs/sandgate.log',
+        'relay:',
+        '  nextHop: directory:../out',
+        '  queue:',
+        '    dir: ./queue',
+        'quarantine:',
+        '  release:',
+        '    target: submitted:Submitted',
+        '    caFile: /etc/ssl/ca.pem',
+        '  notify:',
+        '    target: smtp://127.0.0.1:25',
+        'admin:',
+        '  tokenFile: admin.token',
+        '',
+      ].join('\n'),
+    );
+    const elsewhere = tempDir();
+    const loaded = loadConfig({ file, env: {}, cwd: elsewhere });
+    const c = loaded.config;
+    expect(c.stateDir).toBe(join(root, 'state'));
+    expect(c.log.file).toBe(join(conf, 'logs', 'sandgate.log'));
+    expect(c.relay.nextHop).toEqual({ kind: 'directory', path: join(conf, '..', 'out') });
+    expect(c.relay.queue.dir).toBe(join(conf, 'queue'));
+    expect(c.quarantine.release.target).toEqual({ kind: 'submitted', path: join(conf, 'Submitted') });
+    expect(c.quarantine.release.caFile).toBe('/etc/ssl/ca.pem');
+    expect(c.quarantine.notify.target).toEqual({ kind: 'smtp', host: '127.0.0.1', port: 25 });
+    expect(c.admin.tokenFile).toBe(join(conf, 'admin.token'));
+    // Each relative path the file used is reported with its line, for check-config's warning.
+    expect(loaded.relativePaths.map((r) => [r.key, r.value, r.line])).toEqual([
+      ['stateDir', '../../state', 1],
+      ['log.file', 'logs/sandgate.log', 3],
+      ['relay.nextHop', 'directory:../out', 5],
+      ['relay.queue.dir', './queue', 7],
+      ['quarantine.release.target', 'submitted:Submitted', 10],
+      ['admin.tokenFile', 'admin.token', 15],
+    ]);
+  });
+
+  it('paths from the environment and --set stay relative to the working directory', () => {
+    const root = tempDir();
+    const file = join(root, 'c.yaml');
+    writeFileSync(file, 'stateDir: ./from-file\n');
+    const cwd = tempDir();
+    const { config, relativePaths } = loadConfig({
+      file,
+      cwd,
+      env: { SANDGATE_STATEDIR: 'from-env', SANDGATE_RELAY__NEXTHOP: './delivered' },
+      sets: ['admin.tokenFile=tok', 'quarantine.release.target=directory:rel'],
+    });
+    expect(config.stateDir).toBe(join(cwd, 'from-env'));
+    expect(config.relay.nextHop).toEqual({ kind: 'directory', path: join(cwd, 'delivered') });
+    expect(config.admin.tokenFile).toBe(join(cwd, 'tok'));
+    expect(config.quarantine.release.target).toEqual({ kind: 'directory', path: join(cwd, 'rel') });
+    expect(relativePaths.map((r) => r.key)).toEqual(['stateDir']);
+  });
+
+  it('every key that names a file or directory is marked as a path in the schema', () => {
+    const leaves = (schema: z.ZodType, prefix: string[] = []): string[][] => {
+      const shape = objectShape(schema);
+      if (shape === undefined) return [prefix];
+      return Object.entries(shape).flatMap(([k, child]) => leaves(child, [...prefix, k]));
+    };
+    const pathLike = leaves(configSchema).filter((p) =>
+      /^(?!create).*(?:File|Dir|dir|Directory|nextHop|target)$/.test(p.at(-1)!),
+    );
+    expect(pathLike.length).toBeGreaterThanOrEqual(15);
+    const dir = tempDir();
+    const file = join(dir, 'one.yaml');
+    const unresolved: string[] = [];
+    for (const path of pathLike) {
+      const target = /(?:nextHop|target)$/.test(path.at(-1)!);
+      const doc: Record<string, unknown> = {};
+      let node = doc;
+      for (const key of path.slice(0, -1)) {
+        const child: Record<string, unknown> = {};
+        node[key] = child;
+        node = child;
+      }
+      node[path.at(-1)!] = target ? 'directory:rel/x' : 'rel/x';
+      writeFileSync(file, stringify(doc));
+      let value: unknown = loadConfig({ file, env: {}, cwd: '/' }).config;
+      for (const key of path) value = (value as Record<string, unknown>)[key];
+      const got = target ? (value as { path: string }).path : (value as string);
+      if (got !== join(dir, 'rel/x')) unresolved.push(path.join('.'));
+    }
+    expect(unresolved).toEqual([]);
+  });
+
+  it('check-config warns about each relative path, naming the file and line', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'c.yaml');
+    writeFileSync(file, 'scan:\n  chain: [rules]\nstateDir: ./state\n');
+    const mem = memoryIo(tempDir());
+    const code = await main(['check-config', '--config', file], mem.io);
+    expect(code).toBe(0);
+    expect(mem.stderr()).toContain(`warning: stateDir: relative path "./state" (${file}:3)`);
+    expect(mem.stderr()).toContain(join(dir, 'state'));
+    expect(mem.stdout().toString()).toContain(`stateDir: ${join(dir, 'state')}`);
   });
 });

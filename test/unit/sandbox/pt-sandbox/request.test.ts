@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ptSandboxSchema } from '../../../../src/config/pt-sandbox.js';
 import { withoutNulls } from '../../../../src/sandbox/pt-sandbox/client.js';
-import { decodeEncodedWords, renderFileName } from '../../../../src/sandbox/pt-sandbox/file-name.js';
+import { renderFileName, subjectForFileName } from '../../../../src/sandbox/pt-sandbox/file-name.js';
 import { buildTaskBody } from '../../../../src/sandbox/pt-sandbox/task-runner.js';
 import { readToken } from '../../../../src/cli/compose/pt-token.js';
 
@@ -74,12 +74,21 @@ describe('file names', () => {
     ).toBe(true);
   });
 
-  it('decodes RFC 2047 words', () => {
-    expect(decodeEncodedWords('=?UTF-8?B?0KHRh9GR0YI=?= =?utf-8?Q?_=D0=BC=D0=B0=D1=80=D1=82?=')).toBe(
+  it('decodes the Subject with libmime: RFC 2047 words in their charsets, raw UTF-8', () => {
+    expect(subjectForFileName('=?UTF-8?B?0KHRh9GR0YI=?= =?utf-8?Q?_=D0=BC=D0=B0=D1=80=D1=82?=')).toBe(
       'Счёт март',
     );
-    expect(decodeEncodedWords('=?koi8-r?B?88/Tz9c=?=')).toBe('Сосов');
-    expect(decodeEncodedWords('=?bogus-charset?B?AAAA?=')).toBe('=?bogus-charset?B?AAAA?=');
+    expect(subjectForFileName('=?koi8-r?B?88/Tz9c=?=')).toBe('Сосов');
+    // windows-1251, split into two words: joined without the space between them (RFC 2047, 6.2)
+    expect(subjectForFileName('=?windows-1251?B?0ffl8g==?= =?windows-1251?B?IO3gIO7v6+Dy8w==?=')).toBe(
+      'Счет на оплату',
+    );
+    // 8-bit UTF-8 as the header parser hands it over (its bytes as a latin1 string)
+    expect(subjectForFileName(Buffer.from('Счёт', 'utf8').toString('latin1'))).toBe('Счёт');
+    // An unknown charset never throws; the template then makes a safe one-line name of it.
+    expect(
+      renderFileName('{subject}.eml', { msgId: 'sg-1', subject: subjectForFileName('=?bogus?B?AAAA?= x') }),
+    ).toBe('x.eml');
   });
 });
 
