@@ -68,7 +68,7 @@ export function policyFromConfig(policy: Config['policy']): PolicyConfig {
  */
 export async function createRuntime(config: Config, options: RuntimeOptions): Promise<Runtime> {
   const log = options.log;
-  const state = openState(config, options.now ? { now: options.now } : {});
+  const state = await openState(config, { log, ...(options.now ? { now: options.now } : {}) });
   // Run in order; the state closes last (it writes the batched first-failure clears first).
   const closers: Array<() => Promise<void> | void> = [() => state.close()];
   try {

@@ -7,6 +7,7 @@ import { relaySchema } from './relay.js';
 import { helperSchema } from './helper.js';
 import { adminSchema } from './admin.js';
 import { quarantineSchema } from './quarantine.js';
+import { stateSchema } from './state.js';
 
 const action = z.enum(['deliver', 'reject', 'discard', 'quarantine', 'tempfail']);
 
@@ -36,6 +37,8 @@ export const configSchema = z
   .object({
     /** Where the state database, quarantine, spool and mark key live. */
     stateDir: z.string().min(1).prefault('/var/lib/sandgate'),
+    /** The shared state: SQLite in stateDir (default), or PostgreSQL for a cluster (state.url). */
+    state: stateSchema.prefault({}),
     log: z
       .object({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).prefault('info'),

@@ -9,6 +9,7 @@ import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
 import { stopSignal } from '../signals.js';
 import { openQuarantine } from './quarantine.js';
+import { stateReady } from '../compose/state.js';
 
 const HELP = `usage: sandgate admin [--config FILE] [--set KEY=VALUE]
 
@@ -51,7 +52,7 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
       config,
       registry: metrics.registry,
       log,
-      ready: () => !stopping,
+      ready: async () => !stopping && (await stateReady(quarantine.state)()),
       quarantine: () => quarantine.service,
       tokenFile,
     });

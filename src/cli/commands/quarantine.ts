@@ -60,7 +60,7 @@ export interface QuarantineContext {
 }
 
 export async function openQuarantine(config: Config, log: Logger): Promise<QuarantineContext> {
-  const state = openState(config);
+  const state = await openState(config);
   try {
     await state.quarantine.recover();
     // show and release walk the message and may spool its parts.
