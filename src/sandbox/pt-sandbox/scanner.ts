@@ -23,6 +23,8 @@ export interface PtSandboxScannerOptions {
   readonly log: Logger;
   /** Identifies this process in the pt_task table. */
   readonly owner: string;
+  /** Fingerprint of the API token (secretFingerprint(token, 'pt-sandbox-token')): binds tasks to it. */
+  readonly tokenFingerprint: string;
   /**
    * Where the MIME walker spools big parts (attachments mode, prefilter): `<stateDir>/spool/...`,
    * so that the start-up sweep finds what a killed process left there.
@@ -84,6 +86,7 @@ export class PtSandboxScanner implements Scanner {
       store: o.tasks,
       settingsFingerprint: this.settingsFingerprint,
       owner: o.owner,
+      tokenFingerprint: o.tokenFingerprint,
       log: o.log,
       ...(o.metrics ? { metrics: o.metrics } : {}),
       ...(o.load ? { load: o.load } : {}),

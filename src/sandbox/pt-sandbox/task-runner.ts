@@ -33,6 +33,8 @@ export interface TaskRunnerOptions {
   readonly settingsFingerprint: string;
   /** Identifies this process in the pt_task table. */
   readonly owner: string;
+  /** Fingerprint of the API token (secretFingerprint): stored with each task this process creates. */
+  readonly tokenFingerprint: string;
   readonly log: Logger;
   readonly metrics?: Metrics;
   /** Where this process reports its window and queue (pt_process); none: not reported. */
@@ -224,6 +226,8 @@ export class TaskRunner {
         now: this.now(),
         maxTaskAgeMs: this.cfg.maxTaskAge,
         claimTimeoutMs,
+        tokenFingerprint: this.o.tokenFingerprint,
+        leaseUntil: this.now() + this.cfg.taskLease,
       });
       if (!claim.claimed) {
         ticket.release();
