@@ -100,6 +100,7 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
       verdicts: state.verdicts,
       inflight: state.inflight,
       ttl: config.cache,
+      leaseMs: config.cache.lease,
       owner: `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`,
       metrics,
       log,
