@@ -147,11 +147,15 @@ export interface PtTaskStore {
   renew(owner: string, leaseUntil: number): Promise<number>;
   /**
    * The distinct token fingerprints of tasks with a scan_id submitted at or after
-   * `submittedSince` (epoch ms), each with how many tasks carry it; rows without a fingerprint
-   * (made before it was recorded) are left out. For the start-up check that every node uses the
-   * token that created the tasks it may adopt.
+   * `submittedSince` (epoch ms), and, when `leasedAt` is given, whose owner's lease runs past it
+   * (a running process polls them), each with how many tasks carry it; rows without a fingerprint
+   * (made before it was recorded) are left out. For the start-up check that every process uses
+   * the token that created the tasks it may adopt.
    */
-  tokenFingerprints(submittedSince: number): Promise<Array<{ tokenFingerprint: string; tasks: number }>>;
+  tokenFingerprints(
+    submittedSince: number,
+    leasedAt?: number,
+  ): Promise<Array<{ tokenFingerprint: string; tasks: number }>>;
   /** Records the scan_id of a task `owner` claimed. */
   setScanId(
     contentKey: string,

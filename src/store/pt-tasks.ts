@@ -55,9 +55,10 @@ export class SqlitePtTaskStore implements PtTaskStore {
            AND (owner = @owner OR lease_until IS NULL OR lease_until <= @now)`,
       ),
       renew: db.prepare('UPDATE pt_task SET lease_until = ? WHERE owner = ?'),
-      tokens: db.prepare<[number], { token_fp: string; n: number }>(
+      tokens: db.prepare<[number, number | null, number | null], { token_fp: string; n: number }>(
         `SELECT token_fp, count(*) AS n FROM pt_task
          WHERE scan_id IS NOT NULL AND token_fp IS NOT NULL AND submitted_at >= ?
+           AND (? IS NULL OR lease_until > ?)
          GROUP BY token_fp ORDER BY token_fp`,
       ),
       setScanId: db.prepare(
@@ -159,8 +160,12 @@ export class SqlitePtTaskStore implements PtTaskStore {
 
   async tokenFingerprints(
     submittedSince: number,
+    leasedAt?: number,
   ): Promise<Array<{ tokenFingerprint: string; tasks: number }>> {
-    return this.stmt.tokens.all(submittedSince).map((r) => ({ tokenFingerprint: r.token_fp, tasks: r.n }));
+    const at = leasedAt ?? null;
+    return this.stmt.tokens
+      .all(submittedSince, at, at)
+      .map((r) => ({ tokenFingerprint: r.token_fp, tasks: r.n }));
   }
 
   /** Records the scan_id of a task we claimed. */

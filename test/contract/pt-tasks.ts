@@ -169,6 +169,12 @@ export function ptTasksContract(backend: StateBackend): void {
       // Another connection sees the same.
       const other = await opened.another();
       expect(await other.ptTasks.tokenFingerprints(10)).toEqual([{ tokenFingerprint: 'tok-b', tasks: 1 }]);
+      // Only tasks whose owner's lease runs past the time given (a running process polls them).
+      // The claims' leases ran until 50 (tok-a) and 60 (tok-b).
+      expect(await s.tokenFingerprints(0, 55)).toEqual([{ tokenFingerprint: 'tok-b', tasks: 1 }]);
+      expect(await s.tokenFingerprints(0, 60)).toEqual([]);
+      await s.renew('a', 100);
+      expect(await s.tokenFingerprints(0, 60)).toEqual([{ tokenFingerprint: 'tok-a', tasks: 1 }]);
     });
   });
 
