@@ -13,9 +13,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { openSqliteState } from '../../src/store/sqlite-state.js';
 import { startFakePtSandbox, type FakePtSandbox } from '../fakes/fake-pt-sandbox.js';
+import { CgpBase, CgpHelper } from '../support/cgp.js';
 import { runSandgate, SANDGATE_BIN, type CliResult } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 
@@ -256,5 +257,46 @@ describe('the X-Sandgate-Mark key shared by processes on one state', () => {
     // A copy of the first key (another node with the shared file) starts.
     const same = await runSandgate(['scan', '--config', config('c', key), file]);
     expect(same.code, same.stderr).toBe(0);
+  });
+
+  it('a helper whose key differs stays up and answers REJECTED (tempfail), says why in a * line, nothing on stderr', async () => {
+    const base = new CgpBase('sg-cluster-cgp-');
+    onTestFinished(() => base.remove());
+    const stateDir = join(base.dir, 'state');
+    const keyA = join(base.dir, 'a.key');
+    const keyB = join(base.dir, 'b.key');
+    writeFileSync(keyA, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+    writeFileSync(keyB, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+    // The relay (here `sandgate scan`) started first with key A.
+    const eml = join(base.dir, 'a.eml');
+    writeFileSync(eml, 'From: a@example.org\r\n\r\nhello\r\n');
+    const first = await runSandgate([
+      'scan',
+      '--config',
+      base.config('a.yaml', { stateDir, headers: { markKeyFile: keyA } }),
+      eml,
+    ]);
+    expect(first.code, first.stderr).toBe(0);
+    const f = base.queueFile('Queue/1.msg', { body: 'From: a@example.org\r\nSubject: x\r\n\r\nhello\r\n' });
+    const h = CgpHelper.start({
+      base,
+      config: base.config(
+        'b.yaml',
+        JSON.stringify({
+          stateDir,
+          log: { file: join(base.dir, 'helper.log') },
+          headers: { markKeyFile: keyB },
+        }),
+      ),
+    });
+    onTestFinished(() => h.kill());
+    expect(await h.request('1', 'INTF 4')).toBe('1 INTF 4');
+    expect(await h.request('2', `FILE ${f}`)).toMatch(/^2 REJECTED /);
+    const why = await h.waitForInfo(/cannot scan/);
+    expect(why).toContain('ERR_MARK_KEY_MISMATCH');
+    expect(why).toContain('headers.markKeyFile');
+    const { exit } = await h.quit();
+    expect(exit.code).toBe(0);
+    expect(h.stderr).toBe('');
   });
 });
