@@ -18,7 +18,7 @@ export interface PtTask {
   readonly owner: string;
   readonly submittedAt: number;
   readonly lastPolledAt: number | undefined;
-  /** Fingerprint of the API token that created it (tokenFingerprint()); undefined for older rows. */
+  /** Fingerprint of the API token that created it (secretFingerprint()); undefined for older rows. */
   readonly tokenFingerprint: string | undefined;
   /** Until when its owner holds it (renewed by the owner's heartbeat); undefined for older rows (adoptable). */
   readonly leaseUntil: number | undefined;

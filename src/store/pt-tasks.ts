@@ -33,7 +33,9 @@ const HISTORY_PRUNE_EVERY = 200;
 /**
  * The pt_task table (migration 3): content key + scanner fingerprint -> scan_id. A row without a
  * scan_id is a claim: its owner is submitting, others wait for the scan_id instead of submitting
- * the same content again. A restarted process finds the row and resumes polling.
+ * the same content again. A restarted process finds the row and resumes polling. Migration 8 adds
+ * the owner's lease (lease_until: renew() extends it, adopt() takes a task over once it ran out)
+ * and the fingerprint of the token that created the task (token_fp).
  */
 export class SqlitePtTaskStore implements PtTaskStore {
   private readonly stmt;
