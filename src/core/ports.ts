@@ -128,8 +128,9 @@ export interface PtTaskStore {
    * Adoption of a task whose owner died: makes `owner` the owner of task `scanId` (lease until
    * `leaseUntil`) when the current owner's lease ran out at `now` (lease_until <= now, or none
    * recorded), atomically: of several processes adopting at once exactly one gets true. Also true
-   * (and the lease extended) when `owner` already owns it. False when the task is gone, has
-   * another scan_id, or its owner's lease is still running.
+   * (and the lease set) when `owner` already owns it: an owner that stops polling a task still
+   * running passes leaseUntil = now to give its lease up, so the next process adopts it at once.
+   * False when the task is gone, has another scan_id, or its owner's lease is still running.
    */
   adopt(
     contentKey: string,

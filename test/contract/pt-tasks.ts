@@ -136,6 +136,10 @@ export function ptTasksContract(backend: StateBackend): void {
       expect(await s.adopt('k', 'f', 'scan-other', 'late', 300, 400)).toBe(false);
       expect(await s.renew(winner, 500)).toBe(1);
       expect((await s.get('k', 'f'))?.leaseUntil).toBe(500);
+      // The owner gives its lease up (it stops polling): adoptable at once.
+      expect(await s.adopt('k', 'f', 'scan-1', winner, 450, 450)).toBe(true);
+      expect(await other.ptTasks.adopt('k', 'f', 'scan-1', 'next', 450, 550)).toBe(true);
+      expect((await s.get('k', 'f'))?.owner).toBe('next');
       // Gone: nothing to adopt.
       await s.finish('k', 'f', 'scan-1', 600, 'verdict');
       expect(await s.adopt('k', 'f', 'scan-1', 'late', 700, 800)).toBe(false);

@@ -180,7 +180,12 @@ export class TaskRunner {
         outcome = await this.poll(item, task, ticket, signal, tlog);
       } finally {
         ticket?.release();
-        if (task.owned) this.disown(item.key);
+        if (task.owned) {
+          this.disown(item.key);
+          // Stopped polling a task that may still run (deadline and background limit, shutdown):
+          // give its lease up so that the next process needing the content adopts it at once.
+          if (signal.aborted) await this.giveUp(item, task);
+        }
       }
       if (outcome.kind === 'done') return outcome.finding;
       await this.o.store.finish(item.key, this.o.settingsFingerprint, task.scanId, this.now(), 'lost');
@@ -347,6 +352,15 @@ export class TaskRunner {
       'adopted a PT Sandbox task whose owner stopped renewing its lease (the process died); polling it',
     );
     return true;
+  }
+
+  private async giveUp(item: TaskItem, task: Task): Promise<void> {
+    try {
+      const now = this.now();
+      await this.o.store.adopt(item.key, this.o.settingsFingerprint, task.scanId, this.o.owner, now, now);
+    } catch {
+      // Its lease runs out on its own.
+    }
   }
 
   private own(key: string): void {
