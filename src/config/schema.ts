@@ -70,6 +70,8 @@ export const configSchema = z
         clean: duration.prefault('24h'),
         suspicious: duration.prefault('1h'),
         malicious: duration.prefault('30d'),
+        /** The in-flight lease of an identical scan across processes (renewed every third of it). */
+        lease: duration.prefault('30s'),
       })
       .strict()
       .prefault({}),

@@ -25,6 +25,9 @@ export const ErrorCodes = {
   ERR_NEXT_HOP_UNAVAILABLE: 'the relay could not reach the next hop, or it refused our session',
   ERR_NEXT_HOP_PROTOCOL: 'the next hop answered something that is not SMTP',
   ERR_DELIVERY_REFUSED: 'the delivery target refused the message or every recipient',
+  ERR_MARK_KEY_MISMATCH: 'the X-Sandgate-Mark key differs from the one recorded in the shared state',
+  ERR_PT_TOKEN_MISMATCH:
+    'the PT Sandbox token differs from the one of tasks that running processes on the shared state poll',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

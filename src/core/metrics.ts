@@ -31,6 +31,7 @@ export interface Metrics {
   readonly ptWindow: Gauge;
   /** PT Sandbox tasks created (rate: submitted/s). */
   readonly ptSubmitted: Counter;
+  readonly ptAdopted: Counter;
   /** Submissions the appliance refused with 429 or 503 (retried later within the deadline). */
   readonly ptRefused: Counter<'status'>;
   /** Window decreases by cause (refused: 429/503; age: task age grew). */
@@ -144,6 +145,11 @@ export function createMetrics(options: { prefix?: string; defaultMetrics?: boole
     ptSubmitted: new Counter({
       name: `${p}pt_tasks_submitted_total`,
       help: 'PT Sandbox tasks created',
+      registers,
+    }),
+    ptAdopted: new Counter({
+      name: `${p}pt_tasks_adopted_total`,
+      help: 'PT Sandbox tasks adopted from a process that stopped renewing its lease (died)',
       registers,
     }),
     ptRefused: new Counter({

@@ -50,6 +50,9 @@ export interface VerdictMemoOptions {
   readonly shutdown?: AbortSignal;
 }
 
+/** A process waiting for another's identical scan re-checks at least this often, woken or not (ms). */
+export const WAIT_RECHECK_MS = 5000;
+
 const FAILURE_BY_CODE: Partial<Record<ErrorCode, FailureReason>> = {
   ERR_SCANNER_TIMEOUT: 'timeout',
   ERR_SCANNER_UNAVAILABLE: 'unavailable',
@@ -118,7 +121,6 @@ export class VerdictMemo {
   private async computeOrWait(req: MemoRequest): Promise<MemoResult> {
     const { verdicts, inflight, owner, metrics } = this.options;
     const giveUpAt = req.deadline + req.backgroundMs;
-    let waitMs = 20;
     let waited = false;
     for (;;) {
       const now = this.now();
@@ -143,8 +145,12 @@ export class VerdictMemo {
         };
       }
       waited = true;
-      await delay(Math.min(waitMs, Math.max(1, giveUpAt - now)));
-      waitMs = Math.min(waitMs * 2, 250);
+      // Woken when the holder releases (or its lease runs out); re-checked after every wake, and
+      // at least every WAIT_RECHECK_MS in case a wake-up was lost.
+      await inflight.waitForRelease(req.key, {
+        maxWaitMs: Math.max(1, Math.min(WAIT_RECHECK_MS, giveUpAt - now)),
+        ...(this.options.shutdown !== undefined ? { signal: this.options.shutdown } : {}),
+      });
     }
   }
 
@@ -238,8 +244,4 @@ async function raceDeadline(
 
 function withVersion(result: MemoResult, version: string | undefined): MemoResult {
   return version !== undefined ? { ...result, version } : result;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

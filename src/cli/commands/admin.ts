@@ -46,7 +46,12 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
     const quarantine = ctx;
     const metrics = createMetrics({ prefix: config.metrics.prefix });
     let stopping = false;
-    retention = createRetentionJob({ config, quarantine: quarantine.state.quarantine, log });
+    retention = createRetentionJob({
+      config,
+      quarantine: quarantine.state.quarantine,
+      cluster: quarantine.state.cluster,
+      log,
+    });
     retention.start(config.quarantine.retentionInterval);
     const started = await startAdminServer({
       config,
