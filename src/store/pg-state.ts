@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type {
   AllowList,
+  ClusterStore,
   FirstFailureStore,
   InflightStore,
   PtLoadStore,
@@ -16,8 +17,10 @@ import { SandgateError } from '../core/errors.js';
 import { migratePg, openPool, pgSchemaVersion, PG_SCHEMA_VERSION, type PgConnection } from './pg/db.js';
 import { PG_TABLES } from './pg/migrations.js';
 import { PgQuarantineStore } from './pg/quarantine.js';
+import { PgListener } from './pg/listener.js';
 import {
   PgAllowList,
+  PgClusterStore,
   PgFirstFailureStore,
   PgInflightStore,
   PgPtLoadStore,
@@ -70,9 +73,11 @@ export async function openPostgresState(
   if (options.migrate !== false) await migratePg(connection, options.log);
   const pool = openPool(connection, options.log);
   const firstFailures = new PgFirstFailureStore(pool, options.firstFailureFlushMs);
+  const listener = new PgListener(connection, options.log);
   const ports = {
     verdicts: new PgVerdictStore(pool),
-    inflight: new PgInflightStore(pool),
+    inflight: new PgInflightStore(pool, listener),
+    cluster: new PgClusterStore(pool),
     scannerVersions: new PgScannerVersionStore(pool),
     ptTasks: new PgPtTaskStore(pool),
     ptLoad: new PgPtLoadStore(pool),
@@ -104,6 +109,9 @@ export async function openPostgresState(
     },
     get quarantine(): PgQuarantineStore & QuarantineStore {
       return ports.quarantine;
+    },
+    get cluster(): ClusterStore {
+      return ports.cluster;
     },
     get allowList(): AllowList {
       return ports.allowList;
@@ -147,6 +155,7 @@ export async function openPostgresState(
             );
           });
           await relay?.close();
+          await listener.close();
         } finally {
           await pool.end();
         }

@@ -119,6 +119,25 @@ export const PG_MIGRATIONS: readonly Migration[] = [
       ALTER TABLE quarantine_chunk ALTER COLUMN data SET STORAGE EXTERNAL;
     `,
   },
+  {
+    version: 3,
+    name: 'cluster: token fingerprint and owner lease of pt tasks, shared fingerprints, job leases',
+    sql: `
+      ALTER TABLE pt_task ADD COLUMN token_fp TEXT;
+      ALTER TABLE pt_task ADD COLUMN lease_until BIGINT;
+      CREATE INDEX pt_task_owner ON pt_task (owner);
+      CREATE TABLE cluster_fingerprint (
+        name       TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at BIGINT NOT NULL
+      );
+      CREATE TABLE cluster_job (
+        job         TEXT PRIMARY KEY,
+        owner       TEXT NOT NULL,
+        lease_until BIGINT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** The tables `sandgate state status` counts. */
@@ -133,4 +152,6 @@ export const PG_TABLES = [
   'allow_hash',
   'quarantine',
   'quarantine_chunk',
+  'cluster_fingerprint',
+  'cluster_job',
 ] as const;

@@ -1,8 +1,11 @@
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
+import { INFLIGHT_CHANNEL, type PgListener } from './listener.js';
 import type { Finding } from '../../core/outcome.js';
 import type {
   AllowList,
   CachedVerdict,
+  ClusterStore,
   FirstFailureStore,
   InflightStore,
   PtLoadStore,
@@ -84,9 +87,42 @@ export class PgVerdictStore implements VerdictStore {
   }
 }
 
-/** Single-flight rows with a lease, shared by every node on the database. */
+/** The NOTIFY payload of a key (short, whatever the key's length). */
+export function inflightPayload(key: VerdictKey): string {
+  return createHash('sha256')
+    .update(`${key.scanner}\0${key.fingerprint}\0${key.contentKey}`)
+    .digest('hex')
+    .slice(0, 32);
+}
+
+/**
+ * Single-flight rows with a lease, shared by every node on the database. release() notifies
+ * (NOTIFY sandgate_inflight, delivered at commit) and waitForRelease() listens (./listener.ts).
+ */
 export class PgInflightStore implements InflightStore {
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly listener: PgListener,
+  ) {}
+
+  async waitForRelease(
+    key: VerdictKey,
+    options: { readonly maxWaitMs: number; readonly signal?: AbortSignal },
+  ): Promise<void> {
+    const until = Date.now() + Math.max(0, options.maxWaitMs);
+    for (;;) {
+      if (options.signal?.aborted === true) return;
+      const r = await this.pool.query<{ expires_at: number }>(
+        'SELECT expires_at FROM inflight_scan WHERE scanner = $1 AND fingerprint = $2 AND content_key = $3',
+        [key.scanner, key.fingerprint, key.contentKey],
+      );
+      const now = Date.now();
+      const expiresAt = r.rows[0]?.expires_at;
+      if (expiresAt === undefined || expiresAt <= now || now >= until) return;
+      // Woken by a NOTIFY, a reconnect of the listener, the lease's end or maxWaitMs: re-check.
+      await this.listener.wait(inflightPayload(key), Math.min(until, expiresAt) - now, options.signal);
+    }
+  }
 
   async tryAcquire(key: VerdictKey, owner: string, now: number, leaseUntil: number): Promise<boolean> {
     const r = await this.pool.query({
@@ -110,8 +146,11 @@ export class PgInflightStore implements InflightStore {
 
   async release(key: VerdictKey, owner: string): Promise<void> {
     await this.pool.query(
-      'DELETE FROM inflight_scan WHERE scanner = $1 AND fingerprint = $2 AND content_key = $3 AND owner = $4',
-      [key.scanner, key.fingerprint, key.contentKey, owner],
+      `WITH gone AS (
+         DELETE FROM inflight_scan WHERE scanner = $1 AND fingerprint = $2 AND content_key = $3 AND owner = $4
+         RETURNING 1)
+       SELECT pg_notify('${INFLIGHT_CHANNEL}', $5) FROM gone`,
+      [key.scanner, key.fingerprint, key.contentKey, owner, inflightPayload(key)],
     );
   }
 
@@ -231,6 +270,8 @@ interface TaskRow {
   owner: string;
   submitted_at: number;
   last_polled_at: number | null;
+  token_fp: string | null;
+  lease_until: number | null;
 }
 
 const toTask = (r: TaskRow): PtTask => ({
@@ -241,6 +282,8 @@ const toTask = (r: TaskRow): PtTask => ({
   owner: r.owner,
   submittedAt: r.submitted_at,
   lastPolledAt: r.last_polled_at ?? undefined,
+  tokenFingerprint: r.token_fp ?? undefined,
+  leaseUntil: r.lease_until ?? undefined,
 });
 
 const HISTORY_PRUNE_EVERY = 200;
@@ -262,9 +305,17 @@ export class PgPtTaskStore implements PtTaskStore {
   async claim(contentKey: string, fingerprint: string, claim: PtTaskClaim): Promise<PtClaimResult> {
     return inTransaction(this.pool, async (c) => {
       const inserted = await c.query(
-        `INSERT INTO pt_task (content_key, fingerprint, scan_id, mode, owner, submitted_at)
-         VALUES ($1, $2, NULL, $3, $4, $5) ON CONFLICT DO NOTHING`,
-        [contentKey, fingerprint, claim.mode, claim.owner, claim.now],
+        `INSERT INTO pt_task (content_key, fingerprint, scan_id, mode, owner, submitted_at, token_fp, lease_until)
+         VALUES ($1, $2, NULL, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
+        [
+          contentKey,
+          fingerprint,
+          claim.mode,
+          claim.owner,
+          claim.now,
+          claim.tokenFingerprint,
+          claim.leaseUntil,
+        ],
       );
       if (inserted.rowCount === 1) return { claimed: true as const };
       const r = await c.query<TaskRow>(
@@ -274,9 +325,17 @@ export class PgPtTaskStore implements PtTaskStore {
       const row = r.rows[0];
       if (row === undefined) {
         await c.query(
-          `INSERT INTO pt_task (content_key, fingerprint, scan_id, mode, owner, submitted_at)
-           VALUES ($1, $2, NULL, $3, $4, $5)`,
-          [contentKey, fingerprint, claim.mode, claim.owner, claim.now],
+          `INSERT INTO pt_task (content_key, fingerprint, scan_id, mode, owner, submitted_at, token_fp, lease_until)
+           VALUES ($1, $2, NULL, $3, $4, $5, $6, $7)`,
+          [
+            contentKey,
+            fingerprint,
+            claim.mode,
+            claim.owner,
+            claim.now,
+            claim.tokenFingerprint,
+            claim.leaseUntil,
+          ],
         );
         return { claimed: true as const };
       }
@@ -284,15 +343,63 @@ export class PgPtTaskStore implements PtTaskStore {
       const age = claim.now - existing.submittedAt;
       const stale =
         existing.mode !== claim.mode ||
+        (existing.tokenFingerprint !== undefined && existing.tokenFingerprint !== claim.tokenFingerprint) ||
         (existing.scanId === undefined ? age > claim.claimTimeoutMs : age > claim.maxTaskAgeMs);
       if (!stale) return { claimed: false as const, task: existing };
       await c.query(
-        `UPDATE pt_task SET scan_id = NULL, mode = $1, owner = $2, submitted_at = $3, last_polled_at = NULL
+        `UPDATE pt_task SET scan_id = NULL, mode = $1, owner = $2, submitted_at = $3, last_polled_at = NULL,
+           token_fp = $6, lease_until = $7
          WHERE content_key = $4 AND fingerprint = $5`,
-        [claim.mode, claim.owner, claim.now, contentKey, fingerprint],
+        [
+          claim.mode,
+          claim.owner,
+          claim.now,
+          contentKey,
+          fingerprint,
+          claim.tokenFingerprint,
+          claim.leaseUntil,
+        ],
       );
       return { claimed: true as const };
     });
+  }
+
+  async adopt(
+    contentKey: string,
+    fingerprint: string,
+    scanId: string,
+    owner: string,
+    now: number,
+    leaseUntil: number,
+  ): Promise<boolean> {
+    const r = await this.pool.query(
+      `UPDATE pt_task SET owner = $4, lease_until = $6
+       WHERE content_key = $1 AND fingerprint = $2 AND scan_id = $3
+         AND (owner = $4 OR lease_until IS NULL OR lease_until <= $5)`,
+      [contentKey, fingerprint, scanId, owner, now, leaseUntil],
+    );
+    return r.rowCount === 1;
+  }
+
+  async renew(owner: string, leaseUntil: number): Promise<number> {
+    return (
+      (await this.pool.query('UPDATE pt_task SET lease_until = $1 WHERE owner = $2', [leaseUntil, owner]))
+        .rowCount ?? 0
+    );
+  }
+
+  async tokenFingerprints(
+    submittedSince: number,
+    leasedAt?: number,
+  ): Promise<Array<{ tokenFingerprint: string; tasks: number }>> {
+    const r = await this.pool.query<{ token_fp: string; n: number }>(
+      `SELECT token_fp, count(*) AS n FROM pt_task
+       WHERE scan_id IS NOT NULL AND token_fp IS NOT NULL AND submitted_at >= $1
+         AND ($2::bigint IS NULL OR lease_until > $2::bigint)
+       GROUP BY token_fp ORDER BY token_fp COLLATE "C"`,
+      [submittedSince, leasedAt ?? null],
+    );
+    return r.rows.map((x) => ({ tokenFingerprint: x.token_fp, tasks: x.n }));
   }
 
   async setScanId(
@@ -539,5 +646,51 @@ export class PgAllowList implements AllowList {
       ...(x.quarantine_id !== null ? { quarantineId: x.quarantine_id } : {}),
       ...(x.note !== null ? { note: x.note } : {}),
     }));
+  }
+}
+
+/** Fingerprints every node must share, and cluster-wide job leases (see ClusterStore). */
+export class PgClusterStore implements ClusterStore {
+  constructor(private readonly pool: pg.Pool) {}
+
+  async getFingerprint(name: string): Promise<string | undefined> {
+    const r = await this.pool.query<{ value: string }>(
+      'SELECT value FROM cluster_fingerprint WHERE name = $1',
+      [name],
+    );
+    return r.rows[0]?.value;
+  }
+
+  async claimFingerprint(name: string, value: string, now: number): Promise<string> {
+    const r = await this.pool.query<{ value: string }>(
+      `INSERT INTO cluster_fingerprint (name, value, updated_at) VALUES ($1, $2, $3)
+       ON CONFLICT (name) DO UPDATE SET name = cluster_fingerprint.name RETURNING value`,
+      [name, value, now],
+    );
+    const row = r.rows[0];
+    if (row === undefined) throw new Error(`cluster_fingerprint: no row for ${name}`);
+    return row.value;
+  }
+
+  async setFingerprint(name: string, value: string, now: number): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO cluster_fingerprint (name, value, updated_at) VALUES ($1, $2, $3)
+       ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+      [name, value, now],
+    );
+  }
+
+  async tryJobLease(job: string, owner: string, now: number, until: number): Promise<boolean> {
+    const r = await this.pool.query(
+      `INSERT INTO cluster_job (job, owner, lease_until) VALUES ($1, $2, $4)
+       ON CONFLICT (job) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
+         WHERE cluster_job.lease_until <= $3 OR cluster_job.owner = excluded.owner`,
+      [job, owner, now, until],
+    );
+    return r.rowCount === 1;
+  }
+
+  async releaseJobLease(job: string, owner: string): Promise<void> {
+    await this.pool.query('DELETE FROM cluster_job WHERE job = $1 AND owner = $2', [job, owner]);
   }
 }

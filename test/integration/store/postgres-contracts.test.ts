@@ -1,6 +1,7 @@
 /** The state contract suites (test/contract) against a real PostgreSQL server started for this file. */
 import { afterAll, beforeAll } from 'vitest';
 import { allowListContract } from '../../contract/allow-list.js';
+import { clusterContract } from '../../contract/cluster.js';
 import { firstFailureContract } from '../../contract/first-failure.js';
 import { ptTasksContract } from '../../contract/pt-tasks.js';
 import { quarantineContract } from '../../contract/quarantine.js';
@@ -28,3 +29,4 @@ scannerVersionsContract(backend);
 ptTasksContract(backend);
 allowListContract(backend);
 quarantineContract(backend);
+clusterContract(backend);
