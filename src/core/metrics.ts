@@ -11,6 +11,8 @@ export interface Metrics {
   readonly cacheHits: Counter<'scanner'>;
   /** Scans answered by another caller's identical scan: in this process, or in another process via the state database. */
   readonly singleFlightJoins: Counter<'scanner' | 'scope'>;
+  /** Verdict cache or lease operations that failed (state backend down or slow): scanned without them. */
+  readonly stateFallbacks: Counter<'op'>;
   /** Messages delivered unscanned because the operator chose fail-open. */
   readonly failOpen: Counter<'reason'>;
   /** Messages that skipped scanning because a bypass list matched. */
@@ -83,6 +85,12 @@ export function createMetrics(options: { prefix?: string; defaultMetrics?: boole
       name: `${p}single_flight_joins_total`,
       help: 'Scans that joined an identical scan already running (scope: process or shared)',
       labelNames: ['scanner', 'scope'],
+      registers,
+    }),
+    stateFallbacks: new Counter({
+      name: `${p}state_fallbacks_total`,
+      help: 'Verdict cache or lease operations that failed (op: cache_read, lease, wait); the scan went on in-process',
+      labelNames: ['op'],
       registers,
     }),
     failOpen: new Counter({
