@@ -5,7 +5,7 @@ import { SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { silentLogger } from '../../core/logger.js';
 import type { StatePorts } from '../../core/ports.js';
-import { openPostgresState, type PgConnection, type PostgresStatePorts } from '../../store/pg-state.js';
+import type { PgConnection, PostgresStatePorts } from '../../store/pg-state.js';
 import { openSqliteState } from '../../store/sqlite-state.js';
 import { readSecretFile } from '../config-files.js';
 
@@ -100,6 +100,8 @@ export async function openState(config: Config, options: OpenStateOptions = {}):
       ...now,
     });
   }
+  // Loaded only when configured: a single host never loads pg.
+  const { openPostgresState } = await import('../../store/pg-state.js');
   return openPostgresState(pgConnection(config, options.env), {
     log: options.log ?? silentLogger,
     ...now,
