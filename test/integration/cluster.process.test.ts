@@ -107,7 +107,7 @@ function startScan(args: string[]): ChildProcess {
   return child;
 }
 
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
   const giveUp = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > giveUp) throw new Error(`timed out waiting for ${what}`);
@@ -124,7 +124,8 @@ async function kill9(child: ChildProcess): Promise<void> {
 describe('PT Sandbox tasks shared by processes on one state', () => {
   it('kill -9 of the submitter mid-analysis: one process adopts the task, the retry is a cache hit, no new task', async () => {
     const dir = tempDir('sg-cluster-');
-    sandbox = await startFakePtSandbox({ taskDurationMs: 3_000, tokens: { [TOKEN_A]: ['analysis'] } });
+    // Tasks run until the test ends them (finishAll), so a slow machine cannot finish them early.
+    sandbox = await startFakePtSandbox({ taskDurationMs: 600_000, tokens: { [TOKEN_A]: ['analysis'] } });
     const sb = sandbox;
     const file = join(dir, 'm.eml');
     writeFileSync(file, MESSAGE);
@@ -137,7 +138,14 @@ describe('PT Sandbox tasks shared by processes on one state', () => {
     // Two processes retry the message at once (the MTA through two front ends).
     const b1 = node(dir, 'b1', sb, TOKEN_A);
     const b2 = node(dir, 'b2', sb, TOKEN_A);
-    const [r1, r2] = await Promise.all([runSandgate(scanArgs(b1, file)), runSandgate(scanArgs(b2, file))]);
+    const retries = Promise.all([runSandgate(scanArgs(b1, file)), runSandgate(scanArgs(b2, file))]);
+    await until(
+      'the adoption',
+      () => [...events(b1), ...events(b2)].some((e) => e.event === 'pt.task_adopted'),
+      20_000,
+    );
+    sb.finishAll();
+    const [r1, r2] = await retries;
     for (const r of [r1, r2]) {
       expect(r.code, r.stderr).toBe(1);
       expect(outcome(r)).toMatchObject({ scanner: 'pt-sandbox', kind: 'malicious' });
@@ -168,7 +176,7 @@ describe('PT Sandbox tasks shared by processes on one state', () => {
   it('another token: refused at start while a running process polls tasks of the first; later its own task, never a read of the other', async () => {
     const dir = tempDir('sg-cluster-');
     sandbox = await startFakePtSandbox({
-      taskDurationMs: 3_000,
+      taskDurationMs: 600_000,
       tokens: { [TOKEN_A]: ['analysis', 'source'], [TOKEN_B]: ['analysis', 'source'] },
     });
     const sb = sandbox;
@@ -200,6 +208,7 @@ describe('PT Sandbox tasks shared by processes on one state', () => {
     } finally {
       await state.close();
     }
+    sb.setTaskDuration(0);
     const later = await runSandgate(scanArgs(b, file));
     expect(later.code, later.stderr).toBe(1);
     expect(outcome(later)).toMatchObject({ kind: 'malicious' });
