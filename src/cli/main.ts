@@ -45,6 +45,10 @@ const COMMANDS: Readonly<Record<string, { summary: string; load: () => Promise<{
     summary: 'list, show, retry or delete messages in the relay queue (relay.mode: queue)',
     load: () => import('./commands/queue.js'),
   },
+  state: {
+    summary: "the shared state: migrate, status, import a single host's SQLite state into PostgreSQL",
+    load: () => import('./commands/state.js'),
+  },
   admin: {
     summary: 'run the admin HTTP server (quarantine API and page) for helper-only sites',
     load: () => import('./commands/admin.js'),

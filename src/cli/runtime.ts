@@ -1,5 +1,3 @@
-import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../core/logger.js';
@@ -14,6 +12,8 @@ import { createRetentionJob, withNotifications } from './compose/quarantine.js';
 import { openState } from './compose/state.js';
 import { createBypassMatcher } from './bypass.js';
 import { loadOrCreateMarkKey } from './mark-key.js';
+import { checkMarkKey } from './cluster-checks.js';
+import { processOwner } from './owner.js';
 import { buildScanners } from './scanners.js';
 import { sweepSpool } from './spool-sweep.js';
 
@@ -70,14 +70,16 @@ export function policyFromConfig(policy: Config['policy']): PolicyConfig {
  */
 export async function createRuntime(config: Config, options: RuntimeOptions): Promise<Runtime> {
   const log = options.log;
-  const state = openState(config, options.now ? { now: options.now } : {});
+  const state = await openState(config, { log, ...(options.now ? { now: options.now } : {}) });
   // Run in order; the state closes last (it writes the batched first-failure clears first).
   const closers: Array<() => Promise<void> | void> = [() => state.close()];
   try {
     const metrics = options.metrics ?? createMetrics({ prefix: config.metrics.prefix });
     const spoolDir = join(config.stateDir, 'spool');
     sweepSpool(config.stateDir, log);
-    const markKey = loadOrCreateMarkKey(config.headers.markKeyFile ?? join(config.stateDir, 'mark.key'));
+    const markKeyPath = config.headers.markKeyFile ?? join(config.stateDir, 'mark.key');
+    const markKey = loadOrCreateMarkKey(markKeyPath);
+    await checkMarkKey(state.cluster, markKey, { config, keyPath: markKeyPath, log });
     const quarantine = state.quarantine;
     const repaired = await quarantine.recover();
     if (repaired.indexed > 0 || repaired.removed > 0) {
@@ -87,7 +89,7 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
       );
     }
     if (options.jobs) {
-      const retention = createRetentionJob({ config, quarantine, log });
+      const retention = createRetentionJob({ config, quarantine, cluster: state.cluster, log });
       retention.start(config.quarantine.retentionInterval);
       closers.unshift(() => retention.stop());
     }
@@ -97,12 +99,14 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
       options.scanners ??
       buildScanners({ config, state, log, metrics, spoolDir, frontEnd: options.frontEnd });
     closers.unshift(...scanners.map((s) => () => s.close?.()));
+    for (const scanner of scanners) await scanner.start?.();
     const shutdownController = new AbortController();
     const memo = new VerdictMemo({
       verdicts: state.verdicts,
       inflight: state.inflight,
       ttl: config.cache,
-      owner: `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`,
+      leaseMs: config.cache.lease,
+      owner: processOwner(),
       metrics,
       log,
       shutdown: shutdownController.signal,

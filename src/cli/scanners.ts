@@ -1,4 +1,3 @@
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../core/logger.js';
@@ -9,6 +8,7 @@ import { createPtSandboxScanner } from './compose/pt-sandbox.js';
 import { ClamdScanner } from '../sandbox/clamd/scanner.js';
 import type { StatePorts } from '../core/ports.js';
 import { createIcapScanner } from './compose/icap.js';
+import { processOwner } from './owner.js';
 
 export interface ScannerDeps {
   readonly config: Config;
@@ -48,7 +48,7 @@ export function buildScanners(deps: ScannerDeps): Scanner[] {
           log: deps.log,
           tasks: deps.state.ptTasks,
           load: deps.state.ptLoad,
-          owner: `${hostname()}:${process.pid}`,
+          owner: processOwner(),
           spoolDir: join(deps.spoolDir, 'pt-sandbox'),
           metrics: deps.metrics,
           ...(deps.frontEnd !== undefined ? { frontEnd: deps.frontEnd } : {}),

@@ -222,6 +222,12 @@ export const ptSandboxSchema = z
       }),
     /** A task is polled in the background (and resumed after a restart) up to this age; then it is resubmitted. */
     maxTaskAge: duration.prefault('15m'),
+    /**
+     * How long a task outlives the process polling it: its owner renews the lease every third of it;
+     * once it ran out (the process died), another process on the same state adopts the task and
+     * polls it on (docs/cluster.md).
+     */
+    taskLease: duration.prefault('30s'),
     /** Upper bound on how long a clean sandbox verdict may be cached. */
     cleanTtlCap: duration.prefault('24h'),
     prefilter: z

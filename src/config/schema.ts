@@ -9,6 +9,7 @@ import { milterSchema } from './milter.js';
 import { helperSchema } from './helper.js';
 import { adminSchema } from './admin.js';
 import { quarantineSchema } from './quarantine.js';
+import { stateSchema } from './state.js';
 
 const action = z.enum(['deliver', 'reject', 'discard', 'quarantine', 'tempfail']);
 
@@ -38,6 +39,8 @@ export const configSchema = z
   .object({
     /** Where the state database, quarantine, spool and mark key live. */
     stateDir: pathValue().prefault('/var/lib/sandgate'),
+    /** The shared state: SQLite in stateDir (default), or PostgreSQL for a cluster (state.url). */
+    state: stateSchema.prefault({}),
     log: z
       .object({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).prefault('info'),
@@ -69,6 +72,8 @@ export const configSchema = z
         clean: duration.prefault('24h'),
         suspicious: duration.prefault('1h'),
         malicious: duration.prefault('30d'),
+        /** The in-flight lease of an identical scan across processes (renewed every third of it). */
+        lease: duration.prefault('30s'),
       })
       .strict()
       .prefault({}),

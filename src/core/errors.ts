@@ -28,6 +28,9 @@ export const ErrorCodes = {
   ERR_BAD_REQUEST: 'a command-line value or an admin API request is malformed; the message names it',
   ERR_UNAUTHORISED: 'an admin API request without a valid bearer token',
   ERR_MILTER_PROTOCOL: 'the MTA sent a milter packet that is malformed, oversized or out of order',
+  ERR_MARK_KEY_MISMATCH: 'the X-Sandgate-Mark key differs from the one recorded in the shared state',
+  ERR_PT_TOKEN_MISMATCH:
+    'the PT Sandbox token differs from the one of tasks that running processes on the shared state poll',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

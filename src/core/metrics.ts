@@ -11,6 +11,8 @@ export interface Metrics {
   readonly cacheHits: Counter<'scanner'>;
   /** Scans answered by another caller's identical scan: in this process, or in another process via the state database. */
   readonly singleFlightJoins: Counter<'scanner' | 'scope'>;
+  /** Verdict cache or lease operations that failed (state backend down or slow): scanned without them. */
+  readonly stateFallbacks: Counter<'op'>;
   /** Messages delivered unscanned because the operator chose fail-open. */
   readonly failOpen: Counter<'reason'>;
   /** Messages that skipped scanning because a bypass list matched. */
@@ -31,6 +33,7 @@ export interface Metrics {
   readonly ptWindow: Gauge;
   /** PT Sandbox tasks created (rate: submitted/s). */
   readonly ptSubmitted: Counter;
+  readonly ptAdopted: Counter;
   /** Submissions the appliance refused with 429 or 503 (retried later within the deadline). */
   readonly ptRefused: Counter<'status'>;
   /** Window decreases by cause (refused: 429/503; age: task age grew). */
@@ -82,6 +85,12 @@ export function createMetrics(options: { prefix?: string; defaultMetrics?: boole
       name: `${p}single_flight_joins_total`,
       help: 'Scans that joined an identical scan already running (scope: process or shared)',
       labelNames: ['scanner', 'scope'],
+      registers,
+    }),
+    stateFallbacks: new Counter({
+      name: `${p}state_fallbacks_total`,
+      help: 'Verdict cache or lease operations that failed (op: cache_read, lease, wait); the scan went on in-process',
+      labelNames: ['op'],
       registers,
     }),
     failOpen: new Counter({
@@ -144,6 +153,11 @@ export function createMetrics(options: { prefix?: string; defaultMetrics?: boole
     ptSubmitted: new Counter({
       name: `${p}pt_tasks_submitted_total`,
       help: 'PT Sandbox tasks created',
+      registers,
+    }),
+    ptAdopted: new Counter({
+      name: `${p}pt_tasks_adopted_total`,
+      help: 'PT Sandbox tasks adopted from a process that stopped renewing its lease (died)',
       registers,
     }),
     ptRefused: new Counter({

@@ -82,6 +82,18 @@ export interface InflightStore {
   /** Gives the lease up when `owner` still holds it. */
   release(key: VerdictKey, owner: string): Promise<void>;
   isHeld(key: VerdictKey, now: number): Promise<boolean>;
+  /**
+   * Waits for a wake-up about `key`: resolves when its lease may have been released or run out,
+   * after `maxWaitMs` at the latest, and at once when `signal` is (or becomes) aborted. A wake-up is
+   * a hint, not a promise: the caller re-checks (cache, then tryAcquire) after every return, and
+   * passes maxWaitMs <= 5000 so it re-checks at least every 5 s even when a wake-up is lost.
+   * SQLite polls isHeld; PostgreSQL listens (LISTEN/NOTIFY on a dedicated connection, release()
+   * notifying). Rejects only when the backend fails.
+   */
+  waitForRelease(
+    key: VerdictKey,
+    options: { readonly maxWaitMs: number; readonly signal?: AbortSignal },
+  ): Promise<void>;
 }
 
 /** When a content key first failed to scan: bounds the tempfail window. */
@@ -107,10 +119,44 @@ export interface PtTaskStore {
   get(contentKey: string, fingerprint: string): Promise<PtTask | undefined>;
   /**
    * Claims the right to submit this content, atomically. Returns the existing task instead when
-   * one is in flight (or being submitted) and younger than the limits; a stale one, or one of
-   * another mode, is taken over.
+   * one is in flight (or being submitted) and younger than the limits; a stale one, one of
+   * another mode, or one created with another token fingerprint (claim.tokenFingerprint; rows
+   * without one match any) is taken over. The new claim stores the token fingerprint and the lease.
    */
   claim(contentKey: string, fingerprint: string, claim: PtTaskClaim): Promise<PtClaimResult>;
+  /**
+   * Adoption of a task whose owner died: makes `owner` the owner of task `scanId` (lease until
+   * `leaseUntil`) when the current owner's lease ran out at `now` (lease_until <= now, or none
+   * recorded), atomically: of several processes adopting at once exactly one gets true. Also true
+   * (and the lease set) when `owner` already owns it: an owner that stops polling a task still
+   * running passes leaseUntil = now to give its lease up, so the next process adopts it at once.
+   * False when the task is gone, has another scan_id, or its owner's lease is still running.
+   */
+  adopt(
+    contentKey: string,
+    fingerprint: string,
+    scanId: string,
+    owner: string,
+    now: number,
+    leaseUntil: number,
+  ): Promise<boolean>;
+  /**
+   * The owner's heartbeat: extends to `leaseUntil` the lease of every task (and claim) `owner`
+   * holds; returns how many. A task whose lease runs out can be adopted (adopt()) or, without a
+   * scan_id, claimed.
+   */
+  renew(owner: string, leaseUntil: number): Promise<number>;
+  /**
+   * The distinct token fingerprints of tasks with a scan_id submitted at or after
+   * `submittedSince` (epoch ms), and, when `leasedAt` is given, whose owner's lease runs past it
+   * (a running process polls them), each with how many tasks carry it; rows without a fingerprint
+   * (made before it was recorded) are left out. For the start-up check that every process uses
+   * the token that created the tasks it may adopt.
+   */
+  tokenFingerprints(
+    submittedSince: number,
+    leasedAt?: number,
+  ): Promise<Array<{ tokenFingerprint: string; tasks: number }>>;
   /** Records the scan_id of a task `owner` claimed. */
   setScanId(
     contentKey: string,
@@ -140,6 +186,33 @@ export interface PtTaskStore {
   /** Deletes tasks submitted before `before` (epoch ms); returns how many. */
   purge(before: number): Promise<number>;
   count(): Promise<number>;
+}
+
+/**
+ * What the processes (nodes) sharing one state agree on: fingerprints of the secrets every node
+ * must share (the X-Sandgate-Mark key, the PT Sandbox token: never the secrets themselves), and
+ * job leases so that a cluster-wide job (quarantine retention) runs in one process at a time.
+ */
+export interface ClusterStore {
+  /** The fingerprint stored under `name` ('mark-key', ...), if any. */
+  getFingerprint(name: string): Promise<string | undefined>;
+  /**
+   * Stores `value` under `name` unless a fingerprint is stored there already, atomically; returns
+   * the stored one (`value` when this call stored it, or the same value was stored). A caller
+   * compares the result with `value`: a different one means another node has another secret.
+   */
+  claimFingerprint(name: string, value: string, now: number): Promise<string>;
+  /** Replaces the fingerprint under `name` (an operator rotating a secret on every node). */
+  setFingerprint(name: string, value: string, now: number): Promise<void>;
+  /**
+   * Takes the lease of job `job` until `until` (epoch ms) when nobody holds it or its lease ran out
+   * at `now` (or `owner` holds it); true when this call holds it now. Of several processes trying
+   * at once exactly one gets true. A pass that keeps the lease until its next run (not released)
+   * makes the job run once per interval for the whole cluster.
+   */
+  tryJobLease(job: string, owner: string, now: number, until: number): Promise<boolean>;
+  /** Gives up the lease of `job` when `owner` holds it (a pass that failed, a stopping process). */
+  releaseJobLease(job: string, owner: string): Promise<void>;
 }
 
 /** Each process's PT Sandbox window and queue, for `sandgate sandbox health --watch`. */
@@ -307,6 +380,7 @@ export interface StatePorts {
   readonly scannerVersions: ScannerVersionStore;
   readonly ptTasks: PtTaskStore;
   readonly ptLoad: PtLoadStore;
+  readonly cluster: ClusterStore;
   readonly quarantine: QuarantineStore;
   readonly allowList: AllowList;
   readonly relayQueue: RelayQueueStore;

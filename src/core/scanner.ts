@@ -72,6 +72,11 @@ export interface Scanner {
   readonly cleanTtlCapMs?: number;
   /** Returns a Finding; a thrown error is turned into failed(internal) or the SandgateError's reason. */
   scan(message: MessageSource, ctx: ScanContext): Promise<Finding>;
+  /**
+   * Checks made once at start, before the first scan, against the shared state (PT Sandbox: the
+   * token of the tasks in flight). A rejection stops the process from starting.
+   */
+  start?(): Promise<void>;
   close?(): Promise<void>;
 }
 

@@ -18,6 +18,10 @@ export interface PtTask {
   readonly owner: string;
   readonly submittedAt: number;
   readonly lastPolledAt: number | undefined;
+  /** Fingerprint of the API token that created it (secretFingerprint()); undefined for older rows. */
+  readonly tokenFingerprint: string | undefined;
+  /** Until when its owner holds it (renewed by the owner's heartbeat); undefined for older rows (adoptable). */
+  readonly leaseUntil: number | undefined;
 }
 
 /** What a process asks for when it claims the right to submit a content. */
@@ -29,6 +33,13 @@ export interface PtTaskClaim {
   readonly maxTaskAgeMs: number;
   /** A claim without a scan_id older than this (ms) is stale (its owner died while uploading). */
   readonly claimTimeoutMs: number;
+  /**
+   * Fingerprint of the API token this process uses: stored with the task. A task of another token
+   * cannot be read with ours (the appliance binds reports to the token), so it is stale for us.
+   */
+  readonly tokenFingerprint: string;
+  /** The owner's lease on the new claim (renewed by PtTaskStore.renew). */
+  readonly leaseUntil: number;
 }
 
 export type PtClaimResult = { readonly claimed: true } | { readonly claimed: false; readonly task: PtTask };

@@ -50,6 +50,12 @@ export interface VerdictMemoOptions {
   readonly shutdown?: AbortSignal;
 }
 
+/** How often a state failure is logged per operation (every failure is counted). */
+const STATE_LOG_EVERY_MS = 10_000;
+
+/** A process waiting for another's identical scan re-checks at least this often, woken or not (ms). */
+export const WAIT_RECHECK_MS = 5000;
+
 const FAILURE_BY_CODE: Partial<Record<ErrorCode, FailureReason>> = {
   ERR_SCANNER_TIMEOUT: 'timeout',
   ERR_SCANNER_UNAVAILABLE: 'unavailable',
@@ -92,8 +98,8 @@ export class VerdictMemo {
   }
 
   async run(req: MemoRequest): Promise<MemoResult> {
-    const { verdicts, metrics } = this.options;
-    const cached = await verdicts.get(req.key, this.now());
+    const { metrics } = this.options;
+    const cached = await this.cached(req);
     if (cached !== undefined) {
       metrics.cacheHits.inc({ scanner: req.key.scanner });
       req.whenDone?.();
@@ -116,19 +122,27 @@ export class VerdictMemo {
   }
 
   private async computeOrWait(req: MemoRequest): Promise<MemoResult> {
-    const { verdicts, inflight, owner, metrics } = this.options;
+    const { inflight, owner, metrics } = this.options;
     const giveUpAt = req.deadline + req.backgroundMs;
-    let waitMs = 20;
     let waited = false;
     for (;;) {
       const now = this.now();
-      const cached = await verdicts.get(req.key, now);
+      const cached = await this.cached(req);
       if (cached !== undefined) {
         if (waited) metrics.singleFlightJoins.inc({ scanner: req.key.scanner, scope: 'shared' });
         else metrics.cacheHits.inc({ scanner: req.key.scanner });
         return withVersion({ finding: cached.finding, source: waited ? 'joined' : 'cache' }, cached.version);
       }
-      if (await inflight.tryAcquire(req.key, owner, now, now + this.leaseMs)) {
+      let acquired: boolean;
+      try {
+        acquired = await inflight.tryAcquire(req.key, owner, now, now + this.leaseMs);
+      } catch (err) {
+        // The state is down or slow: single-flight in this process only (this.running).
+        this.stateFailed('lease', err);
+        const computed = await this.computeHoldingLease(req, false);
+        return withVersion({ finding: computed.finding, source: 'scan' }, computed.version);
+      }
+      if (acquired) {
         const computed = await this.computeHoldingLease(req);
         return withVersion({ finding: computed.finding, source: 'scan' }, computed.version);
       }
@@ -143,15 +157,54 @@ export class VerdictMemo {
         };
       }
       waited = true;
-      await delay(Math.min(waitMs, Math.max(1, giveUpAt - now)));
-      waitMs = Math.min(waitMs * 2, 250);
+      // Woken when the holder releases (or its lease runs out); re-checked after every wake, and
+      // at least every WAIT_RECHECK_MS in case a wake-up was lost.
+      try {
+        await inflight.waitForRelease(req.key, {
+          maxWaitMs: Math.max(1, Math.min(WAIT_RECHECK_MS, giveUpAt - now)),
+          ...(this.options.shutdown !== undefined ? { signal: this.options.shutdown } : {}),
+        });
+      } catch (err) {
+        this.stateFailed('wait', err);
+        const computed = await this.computeHoldingLease(req, false);
+        return withVersion({ finding: computed.finding, source: 'scan' }, computed.version);
+      }
     }
   }
 
-  private async computeHoldingLease(req: MemoRequest): Promise<CachedVerdict> {
+  /** The cached verdict; a failing cache (the state down or slow) counts as a miss. */
+  private async cached(req: MemoRequest): Promise<CachedVerdict | undefined> {
+    try {
+      return await this.options.verdicts.get(req.key, this.now());
+    } catch (err) {
+      this.stateFailed('cache_read', err);
+      return undefined;
+    }
+  }
+
+  /** Counts a state failure; logs it at most once per op every STATE_LOG_EVERY_MS (with how many since). */
+  private stateFailed(op: 'cache_read' | 'lease' | 'wait', err: unknown): void {
+    this.options.metrics.stateFallbacks.inc({ op });
+    const now = Date.now();
+    const last = this.stateLogged.get(op);
+    if (last !== undefined && now - last.at < STATE_LOG_EVERY_MS) {
+      last.suppressed++;
+      return;
+    }
+    this.stateLogged.set(op, { at: now, suppressed: 0 });
+    this.options.log.warn(
+      { event: 'memo.state_fallback', op, suppressed: last?.suppressed ?? 0, err },
+      'the state backend failed; scanning without the shared cache or lease',
+    );
+  }
+
+  private readonly stateLogged = new Map<string, { at: number; suppressed: number }>();
+
+  private async computeHoldingLease(req: MemoRequest, leased = true): Promise<CachedVerdict> {
     const { verdicts, inflight, owner, log } = this.options;
     const heartbeat = setInterval(
       () => {
+        if (!leased) return;
         inflight.refresh(req.key, owner, this.now() + this.leaseMs).catch((err: unknown) => {
           log.warn({ event: 'memo.lease_refresh_failed', err }, 'could not refresh the in-flight lease');
         });
@@ -188,7 +241,7 @@ export class VerdictMemo {
       log.error({ event: 'memo.cache_write_failed', err }, 'could not store a verdict in the cache');
     } finally {
       try {
-        await inflight.release(req.key, owner);
+        if (leased) await inflight.release(req.key, owner);
       } catch (err) {
         log.error({ event: 'memo.release_failed', err }, 'could not release the in-flight row');
       }
@@ -238,8 +291,4 @@ async function raceDeadline(
 
 function withVersion(result: MemoResult, version: string | undefined): MemoResult {
   return version !== undefined ? { ...result, version } : result;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

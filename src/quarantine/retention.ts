@@ -1,14 +1,32 @@
 import type { Logger } from '../core/logger.js';
-import type { QuarantineStore } from '../core/ports.js';
+import type { ClusterStore, QuarantineStore } from '../core/ports.js';
 
 export interface RetentionLimits {
   readonly maxAgeMs: number;
   readonly maxTotalBytes: number;
 }
 
+/** The job lease's name in ClusterStore. */
+export const RETENTION_JOB = 'quarantine-retention';
+
+/**
+ * The cluster-wide job lease: each pass first takes the lease of RETENTION_JOB for `holdMs`
+ * (ClusterStore.tryJobLease) and keeps it after the pass, so of the processes sharing the state
+ * one runs the passes (it renews its own lease at its next tick) and the others skip theirs; when
+ * that process stops, another takes over once the lease ran out. A failed pass gives the lease up.
+ */
+export interface RetentionLease {
+  readonly cluster: Pick<ClusterStore, 'tryJobLease' | 'releaseJobLease'>;
+  /** Identifies this process (unique per process and start). */
+  readonly owner: string;
+  readonly holdMs: number;
+  readonly now?: () => number;
+}
+
 /**
  * Runs the quarantine's retention (age, then total size, oldest first) now and every `intervalMs`.
- * One pass at a time: a tick that finds the previous pass still running is skipped.
+ * One pass at a time: a tick that finds the previous pass still running is skipped; with a lease,
+ * one pass at a time for every process on the state.
  */
 export class RetentionJob {
   private timer: NodeJS.Timeout | undefined;
@@ -18,6 +36,7 @@ export class RetentionJob {
     private readonly store: QuarantineStore,
     private readonly limits: RetentionLimits,
     private readonly log: Logger,
+    private readonly lease?: RetentionLease,
   ) {}
 
   /** One pass; returns the removed ids, oldest first. Never rejects (a failed pass is logged). */
@@ -41,6 +60,22 @@ export class RetentionJob {
   }
 
   private async pass(): Promise<string[]> {
+    const lease = this.lease;
+    try {
+      if (lease !== undefined) {
+        const now = (lease.now ?? Date.now)();
+        if (!(await lease.cluster.tryJobLease(RETENTION_JOB, lease.owner, now, now + lease.holdMs))) {
+          this.log.debug(
+            { event: 'quarantine.retention_skipped' },
+            'quarantine retention runs in another process on this state',
+          );
+          return [];
+        }
+      }
+    } catch (err) {
+      this.log.error({ event: 'quarantine.retention_failed', err }, 'quarantine retention failed');
+      return [];
+    }
     try {
       const removed = await this.store.enforceRetention(this.limits);
       if (removed.length > 0) {
@@ -52,6 +87,7 @@ export class RetentionJob {
       return removed;
     } catch (err) {
       this.log.error({ event: 'quarantine.retention_failed', err }, 'quarantine retention failed');
+      await lease?.cluster.releaseJobLease(RETENTION_JOB, lease.owner).catch(() => undefined);
       return [];
     }
   }

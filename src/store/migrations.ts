@@ -189,4 +189,23 @@ export const MIGRATIONS: readonly Migration[] = [
       for (const r of rows) update.run(decodeHeaderText(r.subject), r.id);
     },
   },
+  {
+    version: 9,
+    name: 'cluster: token fingerprint and owner lease of pt tasks, shared fingerprints, job leases',
+    sql: `
+      ALTER TABLE pt_task ADD COLUMN token_fp TEXT;
+      ALTER TABLE pt_task ADD COLUMN lease_until INTEGER;
+      CREATE INDEX pt_task_owner ON pt_task (owner);
+      CREATE TABLE cluster_fingerprint (
+        name       TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+      );
+      CREATE TABLE cluster_job (
+        job         TEXT PRIMARY KEY,
+        owner       TEXT NOT NULL,
+        lease_until INTEGER NOT NULL
+      );
+    `,
+  },
 ];

@@ -10,6 +10,8 @@ interface Row {
   owner: string;
   submitted_at: number;
   last_polled_at: number | null;
+  token_fp: string | null;
+  lease_until: number | null;
 }
 
 const toTask = (r: Row): PtTask => ({
@@ -20,6 +22,8 @@ const toTask = (r: Row): PtTask => ({
   owner: r.owner,
   submittedAt: r.submitted_at,
   lastPolledAt: r.last_polled_at ?? undefined,
+  tokenFingerprint: r.token_fp ?? undefined,
+  leaseUntil: r.lease_until ?? undefined,
 });
 
 /** How long pt_task_history keeps finished tasks (ms), and how often a finish prunes it. */
@@ -29,7 +33,9 @@ const HISTORY_PRUNE_EVERY = 200;
 /**
  * The pt_task table (migration 3): content key + scanner fingerprint -> scan_id. A row without a
  * scan_id is a claim: its owner is submitting, others wait for the scan_id instead of submitting
- * the same content again. A restarted process finds the row and resumes polling.
+ * the same content again. A restarted process finds the row and resumes polling. Migration 8 adds
+ * the owner's lease (lease_until: renew() extends it, adopt() takes a task over once it ran out)
+ * and the fingerprint of the token that created the task (token_fp).
  */
 export class SqlitePtTaskStore implements PtTaskStore {
   private readonly stmt;
@@ -40,10 +46,22 @@ export class SqlitePtTaskStore implements PtTaskStore {
         'SELECT * FROM pt_task WHERE content_key = ? AND fingerprint = ?',
       ),
       insert: db.prepare(
-        'INSERT OR IGNORE INTO pt_task (content_key, fingerprint, scan_id, mode, owner, submitted_at) VALUES (?, ?, NULL, ?, ?, ?)',
+        'INSERT OR IGNORE INTO pt_task (content_key, fingerprint, scan_id, mode, owner, submitted_at, token_fp, lease_until) VALUES (?, ?, NULL, ?, ?, ?, ?, ?)',
       ),
       replace: db.prepare(
-        'UPDATE pt_task SET scan_id = NULL, mode = ?, owner = ?, submitted_at = ?, last_polled_at = NULL WHERE content_key = ? AND fingerprint = ?',
+        'UPDATE pt_task SET scan_id = NULL, mode = ?, owner = ?, submitted_at = ?, last_polled_at = NULL, token_fp = ?, lease_until = ? WHERE content_key = ? AND fingerprint = ?',
+      ),
+      adopt: db.prepare(
+        `UPDATE pt_task SET owner = @owner, lease_until = @leaseUntil
+         WHERE content_key = @contentKey AND fingerprint = @fingerprint AND scan_id = @scanId
+           AND (owner = @owner OR lease_until IS NULL OR lease_until <= @now)`,
+      ),
+      renew: db.prepare('UPDATE pt_task SET lease_until = ? WHERE owner = ?'),
+      tokens: db.prepare<[number, number | null, number | null], { token_fp: string; n: number }>(
+        `SELECT token_fp, count(*) AS n FROM pt_task
+         WHERE scan_id IS NOT NULL AND token_fp IS NOT NULL AND submitted_at >= ?
+           AND (? IS NULL OR lease_until > ?)
+         GROUP BY token_fp ORDER BY token_fp`,
       ),
       setScanId: db.prepare(
         'UPDATE pt_task SET scan_id = ?, submitted_at = ? WHERE content_key = ? AND fingerprint = ? AND owner = ?',
@@ -94,19 +112,62 @@ export class SqlitePtTaskStore implements PtTaskStore {
    */
   async claim(contentKey: string, fingerprint: string, claim: PtTaskClaim): Promise<PtClaimResult> {
     const run = this.db.transaction(() => {
-      const inserted = this.stmt.insert.run(contentKey, fingerprint, claim.mode, claim.owner, claim.now);
+      const inserted = this.stmt.insert.run(
+        contentKey,
+        fingerprint,
+        claim.mode,
+        claim.owner,
+        claim.now,
+        claim.tokenFingerprint,
+        claim.leaseUntil,
+      );
       if (inserted.changes === 1) return { claimed: true as const };
       const existing = this.getNow(contentKey, fingerprint);
       if (existing === undefined) return { claimed: true as const };
       const age = claim.now - existing.submittedAt;
       const stale =
         existing.mode !== claim.mode ||
+        (existing.tokenFingerprint !== undefined && existing.tokenFingerprint !== claim.tokenFingerprint) ||
         (existing.scanId === undefined ? age > claim.claimTimeoutMs : age > claim.maxTaskAgeMs);
       if (!stale) return { claimed: false as const, task: existing };
-      this.stmt.replace.run(claim.mode, claim.owner, claim.now, contentKey, fingerprint);
+      this.stmt.replace.run(
+        claim.mode,
+        claim.owner,
+        claim.now,
+        claim.tokenFingerprint,
+        claim.leaseUntil,
+        contentKey,
+        fingerprint,
+      );
       return { claimed: true as const };
     });
     return run.immediate();
+  }
+
+  /** Takes over a task whose owner's lease ran out; one UPDATE, so exactly one adopter wins. */
+  async adopt(
+    contentKey: string,
+    fingerprint: string,
+    scanId: string,
+    owner: string,
+    now: number,
+    leaseUntil: number,
+  ): Promise<boolean> {
+    return this.stmt.adopt.run({ contentKey, fingerprint, scanId, owner, now, leaseUntil }).changes === 1;
+  }
+
+  async renew(owner: string, leaseUntil: number): Promise<number> {
+    return this.stmt.renew.run(leaseUntil, owner).changes;
+  }
+
+  async tokenFingerprints(
+    submittedSince: number,
+    leasedAt?: number,
+  ): Promise<Array<{ tokenFingerprint: string; tasks: number }>> {
+    const at = leasedAt ?? null;
+    return this.stmt.tokens
+      .all(submittedSince, at, at)
+      .map((r) => ({ tokenFingerprint: r.token_fp, tasks: r.n }));
   }
 
   /** Records the scan_id of a task we claimed. */

@@ -14,7 +14,7 @@ import { recoverQuarantine } from './quarantine-recovery.js';
 
 export type { QuarantineFilter, QuarantineItem, QuarantineRecord } from '../core/state-records.js';
 
-interface QuarantineRow {
+export interface QuarantineRow {
   id: string;
   msg_id: string;
   created_at: number;
@@ -39,7 +39,7 @@ interface QuarantineRow {
   released_to: string | null;
 }
 
-function fromRow(r: QuarantineRow): QuarantineItem {
+export function fromRow(r: QuarantineRow): QuarantineItem {
   return {
     id: r.id,
     msgId: r.msg_id,

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type {
   AllowList,
+  ClusterStore,
   FirstFailureStore,
   InflightStore,
   PtLoadStore,
@@ -12,6 +13,7 @@ import type {
   VerdictStore,
 } from '../core/ports.js';
 import { SqliteAllowList } from './allow-list.js';
+import { SqliteClusterStore } from './cluster.js';
 import { openStateDb } from './db.js';
 import { SqlitePtLoadStore } from './pt-load.js';
 import { SqlitePtTaskStore } from './pt-tasks.js';
@@ -50,6 +52,7 @@ export function openSqliteState(stateDir: string, options: SqliteStateOptions = 
     scannerVersions: lazy(() => new SqliteScannerVersionStore(db)),
     ptTasks: lazy(() => new SqlitePtTaskStore(db)),
     ptLoad: lazy(() => new SqlitePtLoadStore(db)),
+    cluster: lazy(() => new SqliteClusterStore(db)),
     quarantine: lazy(
       () => new SqliteQuarantineStore(db, options.quarantineDir ?? join(stateDir, 'quarantine'), options.now),
     ),
@@ -82,6 +85,9 @@ export function openSqliteState(stateDir: string, options: SqliteStateOptions = 
     },
     get ptLoad(): PtLoadStore {
       return ports.ptLoad();
+    },
+    get cluster(): ClusterStore {
+      return ports.cluster();
     },
     get quarantine(): QuarantineStore {
       return ports.quarantine();

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Finding } from '../core/outcome.js';
 import type {
   CachedVerdict,
@@ -101,6 +102,24 @@ export class SqliteInflightStore implements InflightStore {
 
   async isHeld(key: VerdictKey, now: number): Promise<boolean> {
     return this.heldStmt.get(key.scanner, key.fingerprint, key.contentKey, now) !== undefined;
+  }
+
+  /**
+   * SQLite has no notifications: polls the row (every 20 ms at first, backing off to 250 ms) until
+   * it is released or runs out, maxWaitMs passes, or the signal aborts.
+   */
+  async waitForRelease(
+    key: VerdictKey,
+    options: { readonly maxWaitMs: number; readonly signal?: AbortSignal },
+  ): Promise<void> {
+    const until = Date.now() + Math.max(0, options.maxWaitMs);
+    const { signal } = options;
+    for (let wait = 20; ; wait = Math.min(wait * 2, 250)) {
+      if (signal?.aborted === true) return;
+      const now = Date.now();
+      if (!(await this.isHeld(key, now)) || now >= until) return;
+      await sleep(Math.min(wait, until - now), undefined, signal ? { signal } : {}).catch(() => undefined);
+    }
   }
 }
 

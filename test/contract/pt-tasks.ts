@@ -3,12 +3,14 @@ import { describe, expect, it } from 'vitest';
 import type { PtProcessLoad } from '../../src/core/state-records.js';
 import type { StateBackend } from './backend.js';
 
-const claim = (owner: string, now: number, mode = 'analysis') => ({
+const claim = (owner: string, now: number, mode = 'analysis', tokenFingerprint = 'tok-a') => ({
   mode,
   owner,
   now,
   maxTaskAgeMs: 1000,
   claimTimeoutMs: 100,
+  tokenFingerprint,
+  leaseUntil: now + 50,
 });
 
 export function ptTasksContract(backend: StateBackend): void {
@@ -96,6 +98,87 @@ export function ptTasksContract(backend: StateBackend): void {
       await s.finish('k2', 'f', 'scan-2', 3000, 'timeout');
       expect((await load.snapshot(4000)).finishedAges).toEqual([2500]);
       expect((await load.snapshot(4000)).finishedRecent).toBe(2);
+    });
+  });
+
+  describe(`PtTaskStore adoption and token binding (${backend.name})`, () => {
+    it('a task is adopted only once its owner lease ran out, by exactly one of several processes', async () => {
+      const opened = await backend.open();
+      const s = opened.state.ptTasks;
+      const other = await opened.another();
+      await s.claim('k', 'f', claim('a', 0));
+      await s.setScanId('k', 'f', 'a', 'scan-1', 10);
+      expect(await s.get('k', 'f')).toMatchObject({ owner: 'a', leaseUntil: 50, tokenFingerprint: 'tok-a' });
+      // The owner's lease is still running: nobody adopts.
+      expect(await other.ptTasks.adopt('k', 'f', 'scan-1', 'b', 40, 140)).toBe(false);
+      // The owner renews (its heartbeat): still nobody.
+      expect(await s.renew('a', 100)).toBe(1);
+      expect(await other.ptTasks.adopt('k', 'f', 'scan-1', 'b', 90, 190)).toBe(false);
+      // Renewing does not touch other owners' tasks.
+      expect(await other.ptTasks.renew('b', 10_000)).toBe(0);
+      // The owner died: its lease runs out; of processes adopting at once, one wins.
+      const tries = await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          (i % 2 === 0 ? s : other.ptTasks).adopt('k', 'f', 'scan-1', `p${i}`, 100, 200),
+        ),
+      );
+      expect(tries.filter(Boolean)).toHaveLength(1);
+      const winner = `p${tries.indexOf(true)}`;
+      expect(await other.ptTasks.get('k', 'f')).toMatchObject({
+        owner: winner,
+        leaseUntil: 200,
+        scanId: 'scan-1',
+        submittedAt: 10,
+      });
+      // The adopter keeps it (adopting again extends its lease); a wrong scan_id is not adopted.
+      expect(await s.adopt('k', 'f', 'scan-1', winner, 150, 250)).toBe(true);
+      expect(await s.adopt('k', 'f', 'scan-1', 'late', 150, 250)).toBe(false);
+      expect(await s.adopt('k', 'f', 'scan-other', 'late', 300, 400)).toBe(false);
+      expect(await s.renew(winner, 500)).toBe(1);
+      expect((await s.get('k', 'f'))?.leaseUntil).toBe(500);
+      // The owner gives its lease up (it stops polling): adoptable at once.
+      expect(await s.adopt('k', 'f', 'scan-1', winner, 450, 450)).toBe(true);
+      expect(await other.ptTasks.adopt('k', 'f', 'scan-1', 'next', 450, 550)).toBe(true);
+      expect((await s.get('k', 'f'))?.owner).toBe('next');
+      // Gone: nothing to adopt.
+      await s.finish('k', 'f', 'scan-1', 600, 'verdict');
+      expect(await s.adopt('k', 'f', 'scan-1', 'late', 700, 800)).toBe(false);
+    });
+
+    it('a task of another token fingerprint is taken over by a claim; fingerprints are listed', async () => {
+      const opened = await backend.open();
+      const s = opened.state.ptTasks;
+      await s.claim('k', 'f', claim('a', 0, 'analysis', 'tok-a'));
+      await s.setScanId('k', 'f', 'a', 'scan-1', 0);
+      await s.claim('k2', 'f', claim('a', 0, 'analysis', 'tok-a'));
+      await s.setScanId('k2', 'f', 'a', 'scan-2', 5);
+      await s.claim('k3', 'f', claim('a', 0, 'analysis', 'tok-a'));
+      // Same token: the task in flight is returned.
+      expect(await s.claim('k', 'f', claim('b', 10, 'analysis', 'tok-a'))).toMatchObject({ claimed: false });
+      expect(await s.tokenFingerprints(0)).toEqual([{ tokenFingerprint: 'tok-a', tasks: 2 }]);
+      // Another token cannot read the task: it is stale for that claimer.
+      expect(await s.claim('k', 'f', claim('b', 10, 'analysis', 'tok-b'))).toEqual({ claimed: true });
+      expect(await s.get('k', 'f')).toMatchObject({
+        owner: 'b',
+        scanId: undefined,
+        tokenFingerprint: 'tok-b',
+      });
+      await s.setScanId('k', 'f', 'b', 'scan-3', 20);
+      expect(await s.tokenFingerprints(0)).toEqual([
+        { tokenFingerprint: 'tok-a', tasks: 1 },
+        { tokenFingerprint: 'tok-b', tasks: 1 },
+      ]);
+      // Only tasks submitted since the given time (older ones are past maxTaskAge).
+      expect(await s.tokenFingerprints(10)).toEqual([{ tokenFingerprint: 'tok-b', tasks: 1 }]);
+      // Another connection sees the same.
+      const other = await opened.another();
+      expect(await other.ptTasks.tokenFingerprints(10)).toEqual([{ tokenFingerprint: 'tok-b', tasks: 1 }]);
+      // Only tasks whose owner's lease runs past the time given (a running process polls them).
+      // The claims' leases ran until 50 (tok-a) and 60 (tok-b).
+      expect(await s.tokenFingerprints(0, 55)).toEqual([{ tokenFingerprint: 'tok-b', tasks: 1 }]);
+      expect(await s.tokenFingerprints(0, 60)).toEqual([]);
+      await s.renew('a', 100);
+      expect(await s.tokenFingerprints(0, 60)).toEqual([{ tokenFingerprint: 'tok-a', tasks: 1 }]);
     });
   });
 

@@ -114,6 +114,20 @@ export function quarantineContract(backend: StateBackend): void {
       expect(await state.quarantine.markReleased('nope', { by: 'x', to: 'y' })).toBe(false);
     });
 
+    it('keeps the decoded subject (koi8-r, windows-1251) and finds items by it, ё as е, any case', async () => {
+      const { state } = await backend.open();
+      // "Счёт на оплату" in koi8-r, and "Акт сверки" in windows-1251, as RFC 2047 encoded words.
+      const koi8 = '=?koi8-r?B?896j1CDOwSDP0MzB1NU=?=';
+      const cp1251 = '=?windows-1251?B?wOryIPHi5fDq6A==?=';
+      await put(state.quarantine, 's1', { subject: koi8 });
+      await put(state.quarantine, 's2', { subject: cp1251 });
+      expect((await state.quarantine.get('s1')).subjectText).toBe('Счёт на оплату');
+      expect((await state.quarantine.get('s2')).subjectText).toBe('Акт сверки');
+      expect((await state.quarantine.list({ subject: 'СЧЕТ' })).map((i) => i.id)).toEqual(['s1']);
+      expect((await state.quarantine.list({ subject: 'сверк' })).map((i) => i.id)).toEqual(['s2']);
+      expect(await state.quarantine.list({ subject: 'invoice' })).toEqual([]);
+    });
+
     it('lists newest first, filtered by time, verdict, sender, recipient, release and limit', async () => {
       const c = clock();
       const { state } = await backend.open({ now: c.now });

@@ -105,5 +105,49 @@ export function verdictCacheContract(backend: StateBackend): void {
       expect(tries.filter(Boolean)).toHaveLength(1);
       expect(await other.inflight.isHeld(key(), 1)).toBe(true);
     });
+
+    it('waitForRelease wakes a waiter on another connection when the holder releases', async () => {
+      const opened = await backend.open();
+      const other = await opened.another();
+      const now = Date.now();
+      expect(await opened.state.inflight.tryAcquire(key(), 'a', now, now + 60_000)).toBe(true);
+      const started = Date.now();
+      const woken = other.inflight.waitForRelease(key(), { maxWaitMs: 5000 });
+      setTimeout(() => void opened.state.inflight.release(key(), 'a'), 200);
+      await woken;
+      const waited = Date.now() - started;
+      expect(waited).toBeGreaterThanOrEqual(150);
+      expect(waited).toBeLessThan(4000);
+      expect(await other.inflight.isHeld(key(), Date.now())).toBe(false);
+    });
+
+    it('waitForRelease returns when the lease runs out, at maxWaitMs, at once when aborted or free', async () => {
+      const opened = await backend.open();
+      const l = opened.state.inflight;
+      // Free: at once.
+      let started = Date.now();
+      await l.waitForRelease(key(), { maxWaitMs: 5000 });
+      expect(Date.now() - started).toBeLessThan(1000);
+      // A lease that runs out (its holder died) wakes the waiter without a release.
+      await l.tryAcquire(key(), 'dead', Date.now(), Date.now() + 300);
+      started = Date.now();
+      await l.waitForRelease(key(), { maxWaitMs: 5000 });
+      expect(Date.now() - started).toBeLessThan(4000);
+      expect(await l.isHeld(key(), Date.now())).toBe(false);
+      // Held throughout: back after maxWaitMs, still held (the caller re-checks and waits again).
+      await l.tryAcquire(key(), 'alive', Date.now(), Date.now() + 60_000);
+      started = Date.now();
+      await l.waitForRelease(key(), { maxWaitMs: 300 });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+      expect(await l.isHeld(key(), Date.now())).toBe(true);
+      // Aborted: at once.
+      const controller = new AbortController();
+      started = Date.now();
+      const aborted = l.waitForRelease(key(), { maxWaitMs: 5000, signal: controller.signal });
+      controller.abort();
+      await aborted;
+      expect(Date.now() - started).toBeLessThan(1000);
+      expect(await l.isHeld(key(), Date.now())).toBe(true);
+    });
   });
 }

@@ -27,7 +27,9 @@
  *
  * Behaviour: missing or wrong X-API-Key -> 401 plain text "Authorization required"; a token without
  * the permission for the endpoint family -> 403; chunked uploads -> 411; a body over
- * `maxUploadSize` -> 413; `null` anywhere in a JSON body -> 400; unknown file_uri / scan_id -> 404;
+ * `maxUploadSize` -> 413; `null` anywhere in a JSON body -> 400; unknown file_uri / scan_id -> 404,
+ * and so is a task polled or its report read with another token than the one that created it
+ * (counted by foreignTokenReads());
  * behavioural analysis without image_id -> 400; a /scan/* task polled through /analysis/checkTask
  * (or the reverse) -> 401; unknown path -> 404 envelope; wrong method -> 405 envelope.
  */
@@ -152,6 +154,11 @@ export interface FakePtSandbox {
   readonly tasks: Map<string, FakeTask>;
   /** Tasks created so far (analysis and source). */
   tasksCreated(): number;
+  /**
+   * Polls and report reads of an existing task with a token other than the one that created it
+   * (answered 404 like an unknown task: the appliance binds a task's results to its token).
+   */
+  foreignTokenReads(): number;
   /** The next `count` requests (to `endpoint` only, if given) fail with `status` (plain text body). */
   failNext(count: number, options?: { status?: number; endpoint?: string }): void;
   /** Forgets every task: polls get 404 (an appliance that lost its tasks). */
@@ -248,6 +255,7 @@ export async function startFakePtSandbox(options: FakePtSandboxOptions = {}): Pr
   const createBodies: unknown[] = [];
   const checkFileQueries: URLSearchParams[] = [];
   const files = new Map<string, { bytes: Buffer; expires: number; token: string }>();
+  let foreignReads = 0;
   const tasks = new Map<string, TaskState>();
   const failures: { remaining: number; status: number; endpoint?: string }[] = [];
 
@@ -338,6 +346,7 @@ export async function startFakePtSandbox(options: FakePtSandboxOptions = {}): Pr
     if (body === undefined) return;
     const scanId = (body as { scan_id?: unknown }).scan_id;
     const task = typeof scanId === 'string' ? tasks.get(scanId) : undefined;
+    if (task !== undefined && task.token !== ctx.token) foreignReads++;
     if (task === undefined || task.token !== ctx.token)
       return envelopeError(res, 404, 'HTTPNotFound', `Task "${String(scanId)}" not found`);
     if (task.family !== family) return plain(res, 401, 'Authorization required');
@@ -349,6 +358,7 @@ export async function startFakePtSandbox(options: FakePtSandboxOptions = {}): Pr
     if (body === undefined) return;
     const scanId = (body as { scan_id?: unknown }).scan_id;
     const task = typeof scanId === 'string' ? tasks.get(scanId) : undefined;
+    if (task !== undefined && task.token !== ctx.token) foreignReads++;
     if (task === undefined || task.token !== ctx.token || task.family !== family) {
       return envelopeError(res, 404, 'HTTPNotFound', `Task "${String(scanId)}" not found`);
     }
@@ -569,6 +579,7 @@ export async function startFakePtSandbox(options: FakePtSandboxOptions = {}): Pr
     checkFileQueries,
     tasks,
     tasksCreated: () => tasks.size,
+    foreignTokenReads: () => foreignReads,
     failNext(count, opts = {}) {
       failures.push({
         remaining: count,

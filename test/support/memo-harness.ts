@@ -45,12 +45,38 @@ export class MemoryInflightStore implements InflightStore {
     return Promise.resolve();
   }
   release(key: VerdictKey, owner: string): Promise<void> {
-    if (this.rows.get(id(key))?.owner === owner) this.rows.delete(id(key));
+    if (this.rows.get(id(key))?.owner === owner) {
+      this.rows.delete(id(key));
+      // Like a notifying backend (PostgreSQL's NOTIFY): wakes the waiters at once.
+      for (const wake of this.waiters.get(id(key)) ?? []) wake();
+    }
     return Promise.resolve();
   }
   isHeld(key: VerdictKey, now: number): Promise<boolean> {
     const row = this.rows.get(id(key));
     return Promise.resolve(row !== undefined && row.until > now);
+  }
+  private readonly waiters = new Map<string, Set<() => void>>();
+  /** Woken by release(); a lease that runs out wakes nobody (maxWaitMs bounds the wait). */
+  waitForRelease(key: VerdictKey, options: { maxWaitMs: number; signal?: AbortSignal }): Promise<void> {
+    const k = id(key);
+    const row = this.rows.get(k);
+    if (row === undefined || row.until <= Date.now() || options.signal?.aborted === true)
+      return Promise.resolve();
+    return new Promise((resolve) => {
+      const set = this.waiters.get(k) ?? new Set<() => void>();
+      this.waiters.set(k, set);
+      const done = (): void => {
+        clearTimeout(timer);
+        options.signal?.removeEventListener('abort', done);
+        set.delete(done);
+        if (set.size === 0) this.waiters.delete(k);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, options.maxWaitMs));
+      options.signal?.addEventListener('abort', done, { once: true });
+      set.add(done);
+    });
   }
 }
 

@@ -10,6 +10,7 @@ import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
 import { stopSignal } from '../signals.js';
 import { openQuarantine } from './quarantine.js';
+import { stateReady } from '../compose/state.js';
 
 const HELP = `usage: sandgate admin [--config FILE] [--set KEY=VALUE]
 
@@ -47,13 +48,18 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
     const quarantine = ctx;
     const metrics = createMetrics({ prefix: config.metrics.prefix });
     let stopping = false;
-    retention = createRetentionJob({ config, quarantine: quarantine.state.quarantine, log });
+    retention = createRetentionJob({
+      config,
+      quarantine: quarantine.state.quarantine,
+      cluster: quarantine.state.cluster,
+      log,
+    });
     retention.start(config.quarantine.retentionInterval);
     const started = await startAdminServer({
       config,
       registry: metrics.registry,
       log,
-      ready: () => !stopping,
+      ready: async () => !stopping && (await stateReady(quarantine.state)()),
       quarantine: () => quarantine.service,
       tokenFile: tokenPath,
     });

@@ -14,6 +14,7 @@ import type { StatePorts } from '../../core/ports.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
+import { checkMarkKey } from '../cluster-checks.js';
 import { loadOrCreateMarkKey } from '../mark-key.js';
 import { exitOnSignals } from '../signals.js';
 import { sweepSpool } from '../spool-sweep.js';
@@ -65,12 +66,14 @@ export interface QuarantineContext {
 }
 
 export async function openQuarantine(config: Config, log: Logger): Promise<QuarantineContext> {
-  const state = openState(config);
+  const state = await openState(config);
   try {
     await state.quarantine.recover();
     // show and release walk the message and may spool its parts.
     sweepSpool(config.stateDir, log);
-    const markKey = loadOrCreateMarkKey(config.headers.markKeyFile ?? join(config.stateDir, 'mark.key'));
+    const markKeyPath = config.headers.markKeyFile ?? join(config.stateDir, 'mark.key');
+    const markKey = loadOrCreateMarkKey(markKeyPath);
+    await checkMarkKey(state.cluster, markKey, { config, keyPath: markKeyPath, log });
     const service = createQuarantineService({
       config,
       state,

@@ -45,7 +45,7 @@ async function queue(argv: string[], io: CliIo): Promise<number> {
     return EXIT.error;
   }
   const config = loadConfigFromArgs(values, io).config;
-  const state = openState(config);
+  const state = await openState(config);
   try {
     const store = state.relayQueue;
     const now = Date.now();

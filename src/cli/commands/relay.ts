@@ -13,6 +13,7 @@ import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
 import { stopSignal } from '../signals.js';
 import { createRuntime } from '../runtime.js';
+import { stateReady } from '../compose/state.js';
 
 const HELP = `usage: sandgate relay [--config FILE] [--set KEY=VALUE]
 
@@ -87,7 +88,7 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
         config,
         registry: runtime.metrics.registry,
         log,
-        ready: () => !stopping,
+        ready: async () => !stopping && (await stateReady(runtime.state)()),
         quarantine: () => createQuarantineService(runtime),
         ...(tokenFile !== undefined ? { tokenFile: resolve(io.cwd, tokenFile.path) } : {}),
       });

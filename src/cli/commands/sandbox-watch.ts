@@ -171,7 +171,7 @@ export async function watch(
   io: CliIo,
   options: { intervalMs: number; count: number | undefined; json: boolean },
 ): Promise<void> {
-  const state = openState(config);
+  const state = await openState(config);
   try {
     const load = state.ptLoad;
     const versions = state.scannerVersions;

@@ -1,4 +1,5 @@
 import { isInsecureHttpUrl, type PtSandboxConfig } from '../../config/pt-sandbox.js';
+import { PT_TOKEN_FINGERPRINT, secretFingerprint } from '../../core/cluster.js';
 import { SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
@@ -74,6 +75,7 @@ export function createPtSandboxScanner(
 ): PtSandboxScanner {
   const client = createPtClient(config, deps);
   return new PtSandboxScanner({
+    tokenFingerprint: secretFingerprint(readToken(config, deps.env), PT_TOKEN_FINGERPRINT),
     config,
     client,
     tasks: deps.tasks,

@@ -1,7 +1,14 @@
 import { join } from 'node:path';
 import type { Config } from '../../config/schema.js';
 import type { Logger } from '../../core/logger.js';
-import type { MailDelivery, QuarantineStore, QuarantineWriter, StatePorts } from '../../core/ports.js';
+import type {
+  ClusterStore,
+  MailDelivery,
+  QuarantineStore,
+  QuarantineWriter,
+  StatePorts,
+} from '../../core/ports.js';
+import { processOwner } from '../owner.js';
 import { NotifyingQuarantine } from '../../quarantine/notify.js';
 import { RetentionJob } from '../../quarantine/retention.js';
 import { QuarantineService } from '../../quarantine/service.js';
@@ -43,15 +50,26 @@ export function createQuarantineService(deps: QuarantineDeps): QuarantineService
   });
 }
 
+/**
+ * The retention job, run once for every process on the state: each pass takes the cluster job
+ * lease for 1.5 retention intervals (the process that ran the last pass keeps it; another takes
+ * over when that one stops).
+ */
 export function createRetentionJob(deps: {
   readonly config: Config;
   readonly quarantine: QuarantineStore;
+  readonly cluster: ClusterStore;
   readonly log: Logger;
 }): RetentionJob {
   return new RetentionJob(
     deps.quarantine,
     { maxAgeMs: deps.config.quarantine.maxAge, maxTotalBytes: deps.config.quarantine.maxTotalSize },
     deps.log,
+    {
+      cluster: deps.cluster,
+      owner: processOwner(),
+      holdMs: Math.ceil(deps.config.quarantine.retentionInterval * 1.5),
+    },
   );
 }
 

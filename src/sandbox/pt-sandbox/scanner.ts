@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { PtSandboxConfig } from '../../config/pt-sandbox.js';
 import { analyseMessage } from '../../core/content-key.js';
-import { isSandgateError } from '../../core/errors.js';
+import { isSandgateError, SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
 import type { MessageSource } from '../../core/message.js';
@@ -23,6 +23,8 @@ export interface PtSandboxScannerOptions {
   readonly log: Logger;
   /** Identifies this process in the pt_task table. */
   readonly owner: string;
+  /** Fingerprint of the API token (secretFingerprint(token, 'pt-sandbox-token')): binds tasks to it. */
+  readonly tokenFingerprint: string;
   /**
    * Where the MIME walker spools big parts (attachments mode, prefilter): `<stateDir>/spool/...`,
    * so that the start-up sweep finds what a killed process left there.
@@ -84,6 +86,7 @@ export class PtSandboxScanner implements Scanner {
       store: o.tasks,
       settingsFingerprint: this.settingsFingerprint,
       owner: o.owner,
+      tokenFingerprint: o.tokenFingerprint,
       log: o.log,
       ...(o.metrics ? { metrics: o.metrics } : {}),
       ...(o.load ? { load: o.load } : {}),
@@ -124,6 +127,44 @@ export class PtSandboxScanner implements Scanner {
     } finally {
       release?.();
     }
+  }
+
+  /**
+   * The start-up check that this process can read the tasks it may adopt: a report can only be read
+   * with the token that created the task, so when running processes on this state poll tasks made
+   * with another token (their leases run), this process refuses to start (ERR_PT_TOKEN_MISMATCH).
+   * Tasks left by processes that stopped are not adopted but submitted again (the claim takes them
+   * over), so a token rotated on every node needs no clean-up.
+   */
+  async start(): Promise<void> {
+    const now = this.o.now?.() ?? Date.now();
+    const ours = this.o.tokenFingerprint;
+    const others = (await this.o.tasks.tokenFingerprints(now - this.cfg.maxTaskAge, now)).filter(
+      (t) => t.tokenFingerprint !== ours,
+    );
+    const first = others[0];
+    if (first === undefined) return;
+    const key =
+      this.cfg.tokenFile !== undefined
+        ? 'scanners.ptSandbox.tokenFile'
+        : `scanners.ptSandbox.tokenEnv (${this.cfg.tokenEnv})`;
+    this.o.log.error(
+      { event: 'pt.token_mismatch', fingerprint: ours, stored: first.tokenFingerprint, tasks: first.tasks },
+      'the PT Sandbox token differs from the one of tasks that running processes on this state poll',
+    );
+    throw new SandgateError(
+      'ERR_PT_TOKEN_MISMATCH',
+      `${key}: this PT Sandbox token (fingerprint ${ours}) is not the one that created ${first.tasks} task(s) in flight by running processes on this state (fingerprint ${first.tokenFingerprint}); a report can only be read with the token that created the task, so every process and node sharing the state must use the same token (docs/cluster.md)`,
+      {
+        details: {
+          key:
+            this.cfg.tokenFile !== undefined ? 'scanners.ptSandbox.tokenFile' : 'scanners.ptSandbox.tokenEnv',
+          fingerprint: ours,
+          stored: first.tokenFingerprint,
+          tasks: first.tasks,
+        },
+      },
+    );
   }
 
   async close(): Promise<void> {

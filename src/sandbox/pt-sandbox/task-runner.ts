@@ -6,6 +6,7 @@ import type { Logger } from '../../core/logger.js';
 import { createMetrics, type Metrics } from '../../core/metrics.js';
 import type { Finding } from '../../core/outcome.js';
 import type { PtLoadStore, PtTaskStore } from '../../core/ports.js';
+import type { PtTask } from '../../core/state-records.js';
 import { failureFromError } from '../../core/verdict-memo.js';
 import type { BodySource, PtSandboxClient } from './client.js';
 import { detectionNames, mapResult } from './mapping.js';
@@ -33,6 +34,8 @@ export interface TaskRunnerOptions {
   readonly settingsFingerprint: string;
   /** Identifies this process in the pt_task table. */
   readonly owner: string;
+  /** Fingerprint of the API token (secretFingerprint): stored with each task this process creates. */
+  readonly tokenFingerprint: string;
   readonly log: Logger;
   readonly metrics?: Metrics;
   /** Where this process reports its window and queue (pt_process); none: not reported. */
@@ -47,6 +50,8 @@ interface Task {
   readonly mode: TaskMode;
   readonly submittedAt: number;
   readonly resumed: boolean;
+  /** This process owns the task (submitted or adopted it) and renews its lease; else it polls alongside the owner. */
+  owned: boolean;
 }
 
 type PollOutcome = { kind: 'done'; finding: Finding } | { kind: 'lost' };
@@ -99,6 +104,9 @@ export class TaskRunner {
   private loadWriting = false;
   private loadWrite: Promise<void> = Promise.resolve();
   private closed = false;
+  /** pt_task keys this process owns (claimed, submitted or adopted), with how many runs hold each. */
+  private readonly owned = new Map<string, number>();
+  private leaseTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: TaskRunnerOptions) {
     this.cfg = o.config;
@@ -128,11 +136,19 @@ export class TaskRunner {
     this.closed = true;
     clearInterval(this.loadTimer);
     this.loadTimer = undefined;
+    clearInterval(this.leaseTimer);
+    this.leaseTimer = undefined;
     try {
       await this.loadWrite;
       await this.o.load?.remove(this.o.owner);
     } catch {
       // The state may be closing: the row ages out of the watch.
+    }
+    try {
+      // Tasks still running on the appliance: another process may adopt them at once.
+      if (this.owned.size > 0) await this.o.store.renew(this.o.owner, this.now());
+    } catch {
+      // Their leases run out on their own.
     }
   }
 
@@ -164,6 +180,12 @@ export class TaskRunner {
         outcome = await this.poll(item, task, ticket, signal, tlog);
       } finally {
         ticket?.release();
+        if (task.owned) {
+          this.disown(item.key);
+          // Stopped polling a task that may still run (deadline and background limit, shutdown):
+          // give its lease up so that the next process needing the content adopts it at once.
+          if (signal.aborted) await this.giveUp(item, task);
+        }
       }
       if (outcome.kind === 'done') return outcome.finding;
       await this.o.store.finish(item.key, this.o.settingsFingerprint, task.scanId, this.now(), 'lost');
@@ -210,7 +232,16 @@ export class TaskRunner {
         existing.mode === this.cfg.mode &&
         this.now() - existing.submittedAt <= this.cfg.maxTaskAge
       ) {
-        return { task: this.resumed(existing.scanId, existing.mode, existing.submittedAt, log) };
+        if (this.sameToken(existing)) return { task: await this.takeUp(item, existing, log) };
+        log.warn(
+          {
+            event: 'pt.task_foreign_token',
+            scanId: existing.scanId,
+            owner: existing.owner,
+            tokenFingerprint: existing.tokenFingerprint,
+          },
+          'a PT Sandbox task for this content was created with another API token (its report cannot be read with ours); submitting it again',
+        );
       }
       let ticket: WindowTicket | undefined = this.window.tryAcquire();
       try {
@@ -224,25 +255,29 @@ export class TaskRunner {
         now: this.now(),
         maxTaskAgeMs: this.cfg.maxTaskAge,
         claimTimeoutMs,
+        tokenFingerprint: this.o.tokenFingerprint,
+        leaseUntil: this.now() + this.cfg.taskLease,
       });
       if (!claim.claimed) {
         ticket.release();
-        if (claim.task.scanId !== undefined) {
-          return { task: this.resumed(claim.task.scanId, claim.task.mode, claim.task.submittedAt, log) };
-        }
+        if (claim.task.scanId !== undefined) return { task: await this.takeUp(item, claim.task, log) };
         // Another process is uploading the same content: wait for its scan_id.
         await sleep(waitMs, undefined, { signal }).catch(() => undefined);
         waitMs = Math.min(waitMs * 2, 1000);
         continue;
       }
+      // Ours: the heartbeat renews the claim's lease while the upload runs.
+      this.own(item.key);
       let submitted: { scanId: string; ticket: WindowTicket } | { finding: Finding };
       try {
         submitted = await this.submit(item, ticket, signal, untilDeadline, deadline, log);
       } catch (err) {
+        this.disown(item.key);
         await this.o.store.release(item.key, fp, this.o.owner);
         return { finding: this.failure(err, log) };
       }
       if ('finding' in submitted) {
+        this.disown(item.key);
         await this.o.store.release(item.key, fp, this.o.owner);
         return submitted;
       }
@@ -256,24 +291,109 @@ export class TaskRunner {
         'submitted to PT Sandbox',
       );
       return {
-        task: { scanId: submitted.scanId, mode: this.cfg.mode, submittedAt: now, resumed: false },
+        task: {
+          scanId: submitted.scanId,
+          mode: this.cfg.mode,
+          submittedAt: now,
+          resumed: false,
+          owned: true,
+        },
         ticket: submitted.ticket,
       };
     }
   }
 
-  private resumed(scanId: string, mode: string, submittedAt: number, log: Logger): Task {
+  /** Rows without a token fingerprint were made before it was recorded: assumed ours. */
+  private sameToken(task: PtTask): boolean {
+    return task.tokenFingerprint === undefined || task.tokenFingerprint === this.o.tokenFingerprint;
+  }
+
+  /**
+   * A task in flight that this process did not submit now: polled alongside its owner while the
+   * owner's lease runs, adopted (PtTaskStore.adopt, one adopter wins) once it ran out, i.e. the
+   * process that submitted it died. Never resubmitted.
+   */
+  private async takeUp(item: TaskItem, existing: PtTask, log: Logger): Promise<Task> {
+    const scanId = existing.scanId ?? '';
     const task: Task = {
       scanId,
-      mode: mode === 'source' ? 'source' : 'analysis',
-      submittedAt,
+      mode: existing.mode === 'source' ? 'source' : 'analysis',
+      submittedAt: existing.submittedAt,
       resumed: true,
+      owned: false,
     };
+    const ageMs = this.now() - existing.submittedAt;
+    if (await this.tryAdopt(item, task, existing.owner, log)) return task;
     log.info(
-      { event: 'pt.task_resumed', scanId, ageMs: this.now() - submittedAt },
+      { event: 'pt.task_resumed', scanId, ageMs, owner: existing.owner },
       'PT Sandbox task already in flight; polling it',
     );
     return task;
+  }
+
+  /** Adopts `task` when its owner's lease ran out; true when this process owns it now. */
+  private async tryAdopt(item: TaskItem, task: Task, previousOwner: string, log: Logger): Promise<boolean> {
+    if (task.owned) return true;
+    const now = this.now();
+    const adopted = await this.o.store.adopt(
+      item.key,
+      this.o.settingsFingerprint,
+      task.scanId,
+      this.o.owner,
+      now,
+      now + this.cfg.taskLease,
+    );
+    if (!adopted) return false;
+    task.owned = true;
+    this.own(item.key);
+    this.metrics.ptAdopted.inc();
+    log.warn(
+      { event: 'pt.task_adopted', scanId: task.scanId, previousOwner, ageMs: now - task.submittedAt },
+      'adopted a PT Sandbox task whose owner stopped renewing its lease (the process died); polling it',
+    );
+    return true;
+  }
+
+  private async giveUp(item: TaskItem, task: Task): Promise<void> {
+    try {
+      const now = this.now();
+      await this.o.store.adopt(item.key, this.o.settingsFingerprint, task.scanId, this.o.owner, now, now);
+    } catch {
+      // Its lease runs out on its own.
+    }
+  }
+
+  private own(key: string): void {
+    this.owned.set(key, (this.owned.get(key) ?? 0) + 1);
+    if (this.leaseTimer !== undefined || this.closed) return;
+    this.leaseTimer = setInterval(
+      () => void this.renewLeases(),
+      Math.max(10, Math.floor(this.cfg.taskLease / 3)),
+    );
+    this.leaseTimer.unref();
+  }
+
+  private disown(key: string): void {
+    const n = (this.owned.get(key) ?? 0) - 1;
+    if (n > 0) this.owned.set(key, n);
+    else this.owned.delete(key);
+  }
+
+  /** The owner's heartbeat: renews the lease of every task this process owns; stops when it owns none. */
+  private async renewLeases(): Promise<void> {
+    if (this.owned.size === 0) {
+      clearInterval(this.leaseTimer);
+      this.leaseTimer = undefined;
+      return;
+    }
+    try {
+      await this.o.store.renew(this.o.owner, this.now() + this.cfg.taskLease);
+    } catch (err) {
+      this.o.log.warn(
+        { event: 'pt.lease_renew_failed', err: errSummary(err) },
+        'cannot renew the lease of our PT Sandbox tasks in the state database',
+      );
+    }
   }
 
   /**
@@ -521,6 +641,8 @@ export class TaskRunner {
         return { kind: 'done', finding: this.failure(err, log, task.scanId) };
       }
       await this.o.store.touch(item.key, fp, this.now());
+      // Polling alongside an owner that may have died since: adopt the task once its lease ran out.
+      if (!task.owned) await this.tryAdopt(item, task, 'unknown', log);
       const result = status.result;
       if (result === undefined || status.is_preflight === true) runningAt = sentAt;
       if (result === undefined) continue;

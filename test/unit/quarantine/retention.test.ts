@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { silentLogger } from '../../../src/core/logger.js';
 import type { Decision } from '../../../src/core/policy.js';
 import { BufferMessage } from '../../../src/mime/spool.js';
@@ -8,6 +8,7 @@ import { RetentionJob } from '../../../src/quarantine/retention.js';
 import type { QuarantineStore, StatePorts } from '../../../src/core/ports.js';
 import { openSqliteState } from '../../../src/store/sqlite-state.js';
 import { tempDir } from '../../support/tmp.js';
+import { LogCapture } from '../../support/pt-sandbox.js';
 
 const decision: Decision = {
   action: 'quarantine',
@@ -95,5 +96,62 @@ describe('quarantine retention', () => {
     void job.runOnce();
     expect(passes).toBe(2);
     finish([]);
+  });
+
+  it('runs once for every process on the state: the job lease lets one store run the passes', async () => {
+    const { dir, store, put, advance } = setup();
+    await put('a1');
+    await put('a2');
+    advance(3 * DAY);
+    // A second process on the same state (its own connection), both with the cluster lease.
+    let now = Date.UTC(2025, 0, 10);
+    const other = openSqliteState(dir, { now: () => now });
+    onTestFinished(() => other.close());
+    const passes = { a: 0, b: 0 };
+    const counting = (s: QuarantineStore, name: 'a' | 'b'): QuarantineStore =>
+      new Proxy(s, {
+        get(target, prop, receiver) {
+          if (prop === 'enforceRetention') {
+            return async (limits: { maxAgeMs: number; maxTotalBytes: number }) => {
+              passes[name]++;
+              // Slow enough that the two passes overlap without the lease.
+              await new Promise((r) => setTimeout(r, 50));
+              return target.enforceRetention(limits);
+            };
+          }
+          return Reflect.get(target, prop, receiver) as unknown;
+        },
+      });
+    const limits = { maxAgeMs: 2 * DAY, maxTotalBytes: 1e12 };
+    const logA = new LogCapture('debug');
+    const logB = new LogCapture('debug');
+    const lease = (cluster: StatePorts['cluster'], owner: string) => ({
+      cluster,
+      owner,
+      holdMs: 90_000,
+      now: () => now,
+    });
+    const jobA = new RetentionJob(counting(store, 'a'), limits, logA.log, lease(state!.cluster, 'proc-a'));
+    const jobB = new RetentionJob(
+      counting(other.quarantine, 'b'),
+      limits,
+      logB.log,
+      lease(other.cluster, 'proc-b'),
+    );
+    const [removedA, removedB] = await Promise.all([jobA.runOnce(), jobB.runOnce()]);
+    expect(passes.a + passes.b).toBe(1);
+    expect([...removedA, ...removedB].sort()).toEqual(['a1', 'a2']);
+    const skipped = passes.a === 1 ? logB : logA;
+    expect(skipped.events()).toContain('quarantine.retention_skipped');
+    // The process that ran the pass keeps the lease at its next tick; the other keeps skipping.
+    now += 60_000;
+    await Promise.all([jobA.runOnce(), jobB.runOnce()]);
+    expect(passes.a + passes.b).toBe(2);
+    expect(Math.min(passes.a, passes.b)).toBe(0);
+    // It stops (its lease runs out): the other takes over.
+    now += 90_001;
+    const waiting = passes.a === 0 ? jobA : jobB;
+    await waiting.runOnce();
+    expect(Math.min(passes.a, passes.b)).toBe(1);
   });
 });

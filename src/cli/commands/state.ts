@@ -1,0 +1,186 @@
+import { resolve } from 'node:path';
+import { describeError, SandgateError } from '../../core/errors.js';
+import { openStateDb, schemaVersion } from '../../store/db.js';
+import { MIGRATIONS } from '../../store/migrations.js';
+import { migratePg, PG_SCHEMA_VERSION } from '../../store/pg/db.js';
+import { importSqliteState } from '../../store/pg/import.js';
+import { openPostgresState } from '../../store/pg-state.js';
+import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
+import { createLogger } from '../logger.js';
+import { pgConnection, stateBackend } from '../compose/state.js';
+import { EXIT, writeLine, type CliIo } from '../io.js';
+
+const HELP = `usage: sandgate state <subcommand> [--config FILE] [--set KEY=VALUE]
+
+The shared state: SQLite in stateDir, or PostgreSQL when state.url is set (docs/cluster.md).
+
+  migrate            apply the schema migrations now (every node also does at start, under a lock)
+  status [--json]    backend, schema version, rows per table, age of the oldest in-flight lease
+  import --from DIR [--quarantine-dir DIR]
+                     copy a single host's SQLite state (stateDir DIR: verdict cache, first failures,
+                     scanner versions, PT Sandbox tasks, allow list, quarantine with its messages)
+                     into the PostgreSQL state of this configuration; rows already there are kept,
+                     so it can run again. The relay queue is not copied (it stays on its node).
+
+exit codes: 0 done, 2 error`;
+
+const OPTIONS = {
+  ...CONFIG_OPTIONS,
+  json: { type: 'boolean' },
+  from: { type: 'string' },
+  'quarantine-dir': { type: 'string' },
+} as const;
+const SUBCOMMANDS = ['migrate', 'status', 'import'];
+
+const SQLITE_TABLES = [
+  'verdict_cache',
+  'inflight_scan',
+  'first_failure',
+  'scanner_version',
+  'pt_task',
+  'pt_task_history',
+  'pt_process',
+  'allow_hash',
+  'quarantine',
+  'relay_queue',
+];
+
+export async function run(argv: string[], io: CliIo): Promise<number> {
+  try {
+    return await state(argv, io);
+  } catch (err) {
+    writeLine(io.stderr, `sandgate state: ${describeError(err)}`);
+    return EXIT.error;
+  }
+}
+
+async function state(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandArgs('state', argv, OPTIONS);
+  const [sub, ...extra] = positionals;
+  if (values.help || sub === undefined || sub === 'help') {
+    const asked = values.help === true || sub === 'help';
+    writeLine(asked ? io.stdout : io.stderr, HELP);
+    return asked ? EXIT.ok : EXIT.error;
+  }
+  if (!SUBCOMMANDS.includes(sub) || extra.length > 0) {
+    writeLine(io.stderr, `sandgate state: unknown subcommand "${[sub, ...extra].join(' ')}"\n\n${HELP}`);
+    return EXIT.error;
+  }
+  const config = loadConfigFromArgs(values, io).config;
+  const log = createLogger(config, 'stderr');
+  const backend = stateBackend(config);
+  if (sub === 'migrate') {
+    if (backend === 'sqlite') {
+      const db = openStateDb(config.stateDir);
+      const version = schemaVersion(db);
+      db.close();
+      writeLine(io.stdout, `sqlite ${config.stateDir}: schema version ${version}`);
+      return EXIT.ok;
+    }
+    const connection = pgConnection(config);
+    const applied = await migratePg(connection, log);
+    writeLine(
+      io.stdout,
+      `postgresql ${connection.display}: schema version ${PG_SCHEMA_VERSION}` +
+        (applied.length > 0 ? ` (applied ${applied.join(', ')})` : ' (nothing to apply)'),
+    );
+    return EXIT.ok;
+  }
+  if (sub === 'status') {
+    const now = Date.now();
+    let report: Record<string, unknown>;
+    if (backend === 'sqlite') {
+      const db = openStateDb(config.stateDir);
+      try {
+        const rows: Record<string, number> = {};
+        for (const t of SQLITE_TABLES)
+          rows[t] = (db.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n;
+        const oldest = (
+          db.prepare('SELECT min(started_at) AS o FROM inflight_scan').get() as { o: number | null }
+        ).o;
+        report = {
+          backend,
+          location: config.stateDir,
+          schemaVersion: schemaVersion(db),
+          knownVersion: Math.max(...MIGRATIONS.map((m) => m.version)),
+          rows,
+          oldestLeaseMs: oldest === null ? null : Math.max(0, now - oldest),
+        };
+      } finally {
+        db.close();
+      }
+    } else {
+      const connection = pgConnection(config);
+      const pgState = await openPostgresState(connection, {
+        log,
+        migrate: false,
+        relayQueue: () => {
+          throw new SandgateError('ERR_STATE_DB', 'the relay queue is not part of the PostgreSQL state');
+        },
+      });
+      try {
+        const s = await pgState.status(now);
+        report = {
+          backend,
+          location: s.url,
+          schemaVersion: s.schemaVersion,
+          knownVersion: s.knownVersion,
+          rows: s.rows,
+          oldestLeaseMs: s.oldestLeaseMs ?? null,
+        };
+      } finally {
+        await pgState.close();
+      }
+    }
+    if (values.json) writeLine(io.stdout, JSON.stringify(report, null, 2));
+    else {
+      const rows = report.rows as Record<string, number>;
+      writeLine(
+        io.stdout,
+        [
+          `backend         ${String(report.backend)} (${String(report.location)})`,
+          `schema version  ${String(report.schemaVersion)} (this build: ${String(report.knownVersion)})`,
+          `oldest lease    ${report.oldestLeaseMs === null ? '-' : `${Number(report.oldestLeaseMs)} ms`}`,
+          'rows:',
+          ...Object.entries(rows).map(([t, n]) => `  ${t.padEnd(20)}${n}`),
+        ].join('\n'),
+      );
+    }
+    return EXIT.ok;
+  }
+  // import
+  if (backend !== 'postgresql') {
+    throw new SandgateError('ERR_CONFIG_INVALID', 'state import copies into PostgreSQL: set state.url', {
+      details: { path: 'state.url' },
+    });
+  }
+  if (values.from === undefined) {
+    writeLine(
+      io.stderr,
+      `sandgate state import: --from DIR (the single host's stateDir) is required\n\n${HELP}`,
+    );
+    return EXIT.error;
+  }
+  const from = resolve(io.cwd, values.from);
+  const fromQuarantine = resolve(io.cwd, values['quarantine-dir'] ?? resolve(from, 'quarantine'));
+  const pgState = await openPostgresState(pgConnection(config), {
+    log,
+    relayQueue: () => {
+      throw new SandgateError('ERR_STATE_DB', 'the relay queue is not part of the PostgreSQL state');
+    },
+  });
+  const db = openStateDb(from);
+  try {
+    const counts = await importSqliteState(
+      { db, quarantineDir: fromQuarantine },
+      pgState.pool,
+      pgState.quarantine,
+      Date.now(),
+    );
+    writeLine(io.stdout, JSON.stringify({ from, ...counts }, null, 2));
+    return EXIT.ok;
+  } finally {
+    db.close();
+    await pgState.close();
+  }
+}
