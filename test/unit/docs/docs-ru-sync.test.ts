@@ -14,7 +14,7 @@ const ROOT = join(import.meta.dirname, '../../..');
 
 const PAIRS = [
   // The README names no config key in inline code (only commands, flags and environment variables).
-  { en: 'README.md', ru: 'README.ru.md', link: '(README.ru.md)', keys: false },
+  { en: 'README.md', ru: 'README.ru.md', link: '(README.ru.md)', keys: true },
   { en: 'docs/communigate.md', ru: 'docs/communigate.ru.md', link: '(communigate.ru.md)', keys: true },
   { en: 'docs/pt-sandbox.md', ru: 'docs/pt-sandbox.ru.md', link: '(pt-sandbox.ru.md)', keys: true },
 ] as const;
