@@ -37,6 +37,7 @@ describe('every launcher starts node with NODE_FLAGS', () => {
     const doc = read('docs/communigate.md');
     const paths = [...doc.matchAll(/\/usr\/bin\/node [^`";]*main\.js helper/g)].map((m) => m[0]);
     expect(paths).toHaveLength(2);
-    for (const p of paths) expect(p).toBe(`/usr/bin/node ${flags} /opt/sandgate/dist/cli/main.js helper`);
+    for (const p of paths)
+      expect(p).toBe(`/usr/bin/node ${flags} /usr/lib/node_modules/sandgate/dist/cli/main.js helper`);
   });
 });
