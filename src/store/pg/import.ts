@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import type pg from 'pg';
 import type { StateDb } from '../db.js';
-import { fromRow, type QuarantineRow } from '../quarantine-store.js';
+import { fromRow, type QuarantineRow } from '../quarantine-row.js';
 import type { PgQuarantineStore } from './quarantine.js';
 import { inTransaction } from './stores.js';
 

@@ -6,68 +6,11 @@ import type pg from 'pg';
 import { SandgateError } from '../../core/errors.js';
 import type { QuarantineEntry, QuarantineStore } from '../../core/ports.js';
 import type { QuarantineFilter, QuarantineItem, QuarantineRecord } from '../../core/state-records.js';
+import { fromRow, likeEscape, type QuarantineRow } from '../quarantine-row.js';
 import { inTransaction } from './stores.js';
 
 /** Compressed bytes per quarantine_chunk row. */
 export const CHUNK_BYTES = 512 * 1024;
-
-interface QuarantineRow {
-  id: string;
-  msg_id: string;
-  created_at: number;
-  front_end: string;
-  sender: string;
-  recipients: string;
-  client: string | null;
-  helo: string | null;
-  subject: string | null;
-  subject_text: string | null;
-  verdict: string;
-  action: string;
-  reason: string;
-  threats: string;
-  outcomes: string;
-  content_key: string;
-  size: number;
-  stored_size: number;
-  file: string;
-  released_at: number | null;
-  released_by: string | null;
-  released_to: string | null;
-}
-
-function fromRow(r: QuarantineRow): QuarantineItem {
-  return {
-    id: r.id,
-    msgId: r.msg_id,
-    createdAt: r.created_at,
-    envelope: {
-      sender: r.sender,
-      recipients: JSON.parse(r.recipients) as string[],
-      frontEnd: r.front_end,
-      ...(r.client !== null ? { clientAddress: r.client } : {}),
-      ...(r.helo !== null ? { heloName: r.helo } : {}),
-    },
-    ...(r.subject !== null ? { subject: r.subject } : {}),
-    ...(r.subject_text !== null ? { subjectText: r.subject_text } : {}),
-    verdict: r.verdict,
-    action: r.action,
-    reason: r.reason,
-    threats: JSON.parse(r.threats) as string[],
-    outcomes: JSON.parse(r.outcomes) as unknown[],
-    contentKey: r.content_key,
-    size: r.size,
-    storedSize: r.stored_size,
-    file: r.file,
-    ...(r.released_at !== null ? { releasedAt: r.released_at } : {}),
-    ...(r.released_by !== null ? { releasedBy: r.released_by } : {}),
-    ...(r.released_to !== null ? { releasedTo: r.released_to } : {}),
-  };
-}
-
-function likeEscape(s: string): string {
-  return s.replace(/[\\%_]/g, (c) => `\\${c}`);
-}
 
 const INSERT_ROW = `INSERT INTO quarantine (id, msg_id, created_at, front_end, sender, recipients, client, helo, subject,
     verdict, action, reason, threats, outcomes, content_key, size, stored_size, file, subject_text, subject_fold)
