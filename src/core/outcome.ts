@@ -36,6 +36,17 @@ export type Finding =
       readonly details?: FindingDetails;
     };
 
+/** A failed finding, as every adapter builds one: the reason, a message, and details if any. */
+export type FailedFinding = Extract<Finding, { kind: 'failed' }>;
+
+export function failedFinding(
+  reason: FailureReason,
+  message: string,
+  details?: FindingDetails,
+): FailedFinding {
+  return { kind: 'failed', reason, message, ...(details ? { details } : {}) };
+}
+
 /** Non-sensitive extras a scanner may attach (sandbox scan id, task link, matched rule names). */
 export type FindingDetails = Readonly<Record<string, string | number | boolean>>;
 

@@ -4,7 +4,7 @@ import { isSandgateError, SandgateError } from '../../core/errors.js';
 import { silentLogger, type Logger } from '../../core/logger.js';
 import type { MessageSource } from '../../core/message.js';
 import { walkMessage, type WalkLimits } from '../../mime/walker.js';
-import type { FailureReason, Finding } from '../../core/outcome.js';
+import { failedFinding as failed, type FailedFinding as Failed, type Finding } from '../../core/outcome.js';
 import { cpuOf, type ScanContext, type Scanner } from '../../core/scanner.js';
 import { clamdExchange, type ExchangeResult } from './connection.js';
 import { ClamdPool, type PoolMember, type PoolStatus } from './pool.js';
@@ -21,12 +21,6 @@ export interface ClamdScannerOptions {
   };
   /** Clock for the pool's health bookkeeping (tests). */
   readonly now?: () => number;
-}
-
-type Failed = Finding & { kind: 'failed' };
-
-function failed(reason: FailureReason, message: string, details?: Record<string, string | number>): Failed {
-  return { kind: 'failed', reason, message, ...(details ? { details } : {}) };
 }
 
 /**

@@ -5,7 +5,12 @@ import { isSandgateError, SandgateError } from '../../core/errors.js';
 import { silentLogger, type Logger } from '../../core/logger.js';
 import type { MessageSource } from '../../core/message.js';
 import { walkMessage, type WalkLimits } from '../../mime/walker.js';
-import type { FailureReason, Finding } from '../../core/outcome.js';
+import {
+  failedFinding as failed,
+  type FailedFinding as Failed,
+  type FailureReason,
+  type Finding,
+} from '../../core/outcome.js';
 import type { ScanContext, Scanner } from '../../core/scanner.js';
 import type { TlsSettings } from './connection.js';
 import { IcapPool, type IcapServer, type OptionsResult, type ServerStatus } from './pool.js';
@@ -35,12 +40,6 @@ export interface IcapObject {
   readonly contentType: string;
   /** For messages and logs: "message" or "part 2.1". */
   readonly what: string;
-}
-
-type Failed = Finding & { kind: 'failed' };
-
-function failed(reason: FailureReason, message: string, details?: Record<string, string | number>): Failed {
-  return { kind: 'failed', reason, message, ...(details ? { details } : {}) };
 }
 
 /**
