@@ -1,30 +1,7 @@
 import type { PtTaskStore } from '../core/ports.js';
 import type { PtClaimResult, PtTask, PtTaskClaim } from '../core/state-records.js';
 import type { StateDb } from './db.js';
-
-interface Row {
-  content_key: string;
-  fingerprint: string;
-  scan_id: string | null;
-  mode: string;
-  owner: string;
-  submitted_at: number;
-  last_polled_at: number | null;
-  token_fp: string | null;
-  lease_until: number | null;
-}
-
-const toTask = (r: Row): PtTask => ({
-  contentKey: r.content_key,
-  fingerprint: r.fingerprint,
-  scanId: r.scan_id ?? undefined,
-  mode: r.mode,
-  owner: r.owner,
-  submittedAt: r.submitted_at,
-  lastPolledAt: r.last_polled_at ?? undefined,
-  tokenFingerprint: r.token_fp ?? undefined,
-  leaseUntil: r.lease_until ?? undefined,
-});
+import { toTask, type PtTaskRow as Row } from './pt-task-row.js';
 
 /** How long pt_task_history keeps finished tasks (ms), and how often a finish prunes it. */
 export const HISTORY_KEEP_MS = 15 * 60_000;

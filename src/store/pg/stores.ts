@@ -25,6 +25,7 @@ import type {
   PtTaskClaim,
 } from '../../core/state-records.js';
 import { HISTORY_KEEP_MS } from '../pt-tasks.js';
+import { toTask, type PtTaskRow as TaskRow } from '../pt-task-row.js';
 
 /** Runs `fn` in one transaction on one pool connection (released, or destroyed after an error). */
 export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -261,30 +262,6 @@ export class PgScannerVersionStore implements ScannerVersionStore {
     });
   }
 }
-
-interface TaskRow {
-  content_key: string;
-  fingerprint: string;
-  scan_id: string | null;
-  mode: string;
-  owner: string;
-  submitted_at: number;
-  last_polled_at: number | null;
-  token_fp: string | null;
-  lease_until: number | null;
-}
-
-const toTask = (r: TaskRow): PtTask => ({
-  contentKey: r.content_key,
-  fingerprint: r.fingerprint,
-  scanId: r.scan_id ?? undefined,
-  mode: r.mode,
-  owner: r.owner,
-  submittedAt: r.submitted_at,
-  lastPolledAt: r.last_polled_at ?? undefined,
-  tokenFingerprint: r.token_fp ?? undefined,
-  leaseUntil: r.lease_until ?? undefined,
-});
 
 const HISTORY_PRUNE_EVERY = 200;
 

@@ -1,0 +1,26 @@
+import type { PtTask } from '../core/state-records.js';
+
+/** A pt_task row as both backends store it (SQLite and PostgreSQL use the same columns). */
+export interface PtTaskRow {
+  content_key: string;
+  fingerprint: string;
+  scan_id: string | null;
+  mode: string;
+  owner: string;
+  submitted_at: number;
+  last_polled_at: number | null;
+  token_fp: string | null;
+  lease_until: number | null;
+}
+
+export const toTask = (r: PtTaskRow): PtTask => ({
+  contentKey: r.content_key,
+  fingerprint: r.fingerprint,
+  scanId: r.scan_id ?? undefined,
+  mode: r.mode,
+  owner: r.owner,
+  submittedAt: r.submitted_at,
+  lastPolledAt: r.last_polled_at ?? undefined,
+  tokenFingerprint: r.token_fp ?? undefined,
+  leaseUntil: r.lease_until ?? undefined,
+});
