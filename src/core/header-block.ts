@@ -73,6 +73,54 @@ export function splitHeaderFields(block: Buffer): RawHeaderField[] {
   return fields;
 }
 
+/**
+ * Finds and parses the header block of a message while its bytes go by (a front end's receive
+ * path), as mapHeaderBlock would read the same bytes afterwards: the relay and the milter hand the
+ * result to the core (MessageSource.header), which then does not parse the header again.
+ */
+export class HeaderWatcher {
+  private readonly head: Buffer[] = [];
+  private headBytes = 0;
+  private parsed: ParsedHeader | undefined;
+  /** Received fields seen (the loop guard), also in a header block that never ends. */
+  hops = 0;
+
+  /** The next bytes of the message, in order. */
+  push(chunk: Buffer): void {
+    if (this.parsed !== undefined || chunk.length === 0) return;
+    this.head.push(chunk);
+    this.headBytes += chunk.length;
+    const joined = this.head.length === 1 ? chunk : Buffer.concat(this.head, this.headBytes);
+    const end = headerBlockEnd(joined);
+    if (end >= 0) {
+      this.found({ fields: splitHeaderFields(joined.subarray(0, end)), bodyStart: end });
+    } else if (this.headBytes >= MAX_HEADER_BLOCK) {
+      // No blank line in the first MiB: all body, as every reader takes it; the loop guard still
+      // counts the Received fields it can see there.
+      this.found({ fields: [], bodyStart: 0 });
+      this.hops = countFields(splitHeaderFields(joined.subarray(0, MAX_HEADER_BLOCK)), 'received');
+    } else {
+      this.head.splice(0, this.head.length, joined);
+    }
+  }
+
+  /** The header block once the message has ended (`size` bytes): without a blank line, all header. */
+  end(size: number): ParsedHeader {
+    this.parsed ??= this.found({
+      fields: splitHeaderFields(Buffer.concat(this.head, this.headBytes)),
+      bodyStart: size,
+    });
+    return this.parsed;
+  }
+
+  private found(header: ParsedHeader): ParsedHeader {
+    this.parsed = header;
+    this.hops = countFields(header.fields, 'received');
+    this.head.length = 0;
+    return header;
+  }
+}
+
 /** The unfolded value of a field, without the name and surrounding space. */
 export function headerFieldValue(field: RawHeaderField, encoding: BufferEncoding = 'latin1'): string {
   const text = field.raw.toString(encoding);

@@ -4,10 +4,11 @@
  * leading space, and folded lines arrive joined by a bare LF, which the line normaliser turns back
  * into CRLF), the blank line between header and body is put back, and body chunks follow. All of
  * it goes through the same line normaliser as the relay's DATA stream, so the content key of a
- * message is the same through either front end.
+ * message is the same through either front end. The header block is parsed from those bytes on the
+ * way (spool.header), so the core reads it as it reads the relay's.
  */
 import { PassThrough } from 'node:stream';
-import { countFields } from '../core/header-block.js';
+import { countFields, HeaderWatcher } from '../core/header-block.js';
 import { LineNormaliser } from '../core/line-endings.js';
 import type { Envelope } from '../core/message.js';
 import { Spool } from '../mime/spool.js';
@@ -30,6 +31,8 @@ export class IncomingMessage {
   /** Lower-case names of the header fields, in arrival order. */
   readonly headerNames: string[] = [];
   private readonly lines = new LineNormaliser(false);
+  /** The header block parsed from the bytes spooled, as the relay does: the core does not parse it again. */
+  private readonly watcher = new HeaderWatcher();
   private readonly stream = new PassThrough({ highWaterMark: 64 * 1024 });
   private readonly spool: Promise<Spool>;
   private inBody = false;
@@ -93,8 +96,11 @@ export class IncomingMessage {
     this.finished = true;
     const tail = this.lines.end();
     if (tail.length > 0) this.stream.write(tail);
+    this.watcher.push(tail);
     this.stream.end();
-    return this.spool;
+    const spool = await this.spool;
+    spool.header = this.watcher.end(spool.size);
+    return spool;
   }
 
   /** Drops the message (ABORT, connection lost): nothing is left behind. */
@@ -110,6 +116,8 @@ export class IncomingMessage {
 
   private write(bytes: Buffer): boolean {
     const out = this.lines.push(bytes);
-    return out.length === 0 ? true : this.stream.write(out);
+    if (out.length === 0) return true;
+    this.watcher.push(out);
+    return this.stream.write(out);
   }
 }

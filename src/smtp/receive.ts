@@ -3,13 +3,7 @@ import { Transform, type Readable } from 'node:stream';
 import type { Envelope } from '../core/message.js';
 import { Spool } from '../mime/spool.js';
 import { LineNormaliser } from '../core/line-endings.js';
-import {
-  countFields,
-  headerBlockEnd,
-  MAX_HEADER_BLOCK,
-  splitHeaderFields,
-  type ParsedHeader,
-} from '../core/header-block.js';
+import { HeaderWatcher } from '../core/header-block.js';
 
 export interface ReceiveOptions {
   readonly msgId: string;
@@ -45,40 +39,17 @@ export async function receiveMessage(stream: DataStream, options: ReceiveOptions
   const lines = new LineNormaliser(false);
   // The header block is parsed on its way to the spool, once: the loop guard counts its Received
   // fields, and the spool carries it for the content key and the header rewrite.
-  const head: Buffer[] = [];
-  let headBytes = 0;
-  let header: ParsedHeader | undefined;
-  let hops = 0;
-  const watchHeader = (out: Buffer) => {
-    if (header !== undefined || out.length === 0) return;
-    head.push(out);
-    headBytes += out.length;
-    const joined = Buffer.concat(head, headBytes);
-    const end = headerBlockEnd(joined);
-    if (end >= 0) {
-      header = { fields: splitHeaderFields(joined.subarray(0, end)), bodyStart: end };
-      hops = countFields(header.fields, 'received');
-      head.length = 0;
-    } else if (headBytes >= MAX_HEADER_BLOCK) {
-      // No blank line in the first MiB: all body, as every reader takes it; the loop guard still
-      // counts the Received fields it can see there.
-      header = { fields: [], bodyStart: 0 };
-      hops = countFields(splitHeaderFields(joined.subarray(0, MAX_HEADER_BLOCK)), 'received');
-      head.length = 0;
-    } else {
-      head.splice(0, head.length, joined);
-    }
-  };
+  const header = new HeaderWatcher();
   const normalised = new Transform({
     highWaterMark: 64 * 1024,
     transform(chunk: Buffer, _enc, done) {
       const out = lines.push(chunk);
-      watchHeader(out);
+      header.push(out);
       done(null, out);
     },
     flush(done) {
       const out = lines.end();
-      watchHeader(out);
+      header.push(out);
       done(null, out);
     },
   });
@@ -104,14 +75,8 @@ export async function receiveMessage(stream: DataStream, options: ReceiveOptions
       memoryThreshold: options.memoryThreshold,
       maxBytes: options.maxBytes,
     });
-    if (header === undefined) {
-      // A message without a blank line is all header.
-      const fields = splitHeaderFields(Buffer.concat(head, headBytes));
-      header = { fields, bodyStart: spool.size };
-      hops = countFields(fields, 'received');
-    }
-    spool.header = header;
-    return { spool, sizeExceeded: spool.sizeExceeded || stream.sizeExceeded === true, hops };
+    spool.header = header.end(spool.size);
+    return { spool, sizeExceeded: spool.sizeExceeded || stream.sizeExceeded === true, hops: header.hops };
   } catch (err) {
     await drain(stream, normalised);
     throw err;
