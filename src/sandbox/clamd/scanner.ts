@@ -1,12 +1,12 @@
 import type { Readable } from 'node:stream';
 import type { ClamdConfig } from '../../config/clamd.js';
-import { isSandgateError, SandgateError } from '../../core/errors.js';
+import { SandgateError } from '../../core/errors.js';
 import { silentLogger, type Logger } from '../../core/logger.js';
 import type { MessageSource } from '../../core/message.js';
-import { walkMessage, type WalkLimits } from '../../mime/walker.js';
-import { failedFinding as failed, type FailedFinding as Failed, type Finding } from '../../core/outcome.js';
+import { failedFinding as failed, type Finding } from '../../core/outcome.js';
 import { cpuOf, type ScanContext, type Scanner } from '../../core/scanner.js';
 import { clamdExchange, type ExchangeResult } from './connection.js';
+import { scanEachPart, type PartWalk } from '../parts.js';
 import { ClamdPool, type PoolMember, type PoolStatus } from './pool.js';
 import { parseInstreamReply, printable } from './protocol.js';
 
@@ -14,11 +14,7 @@ export interface ClamdScannerOptions {
   readonly config: ClamdConfig;
   readonly log?: Logger;
   /** Needed for granularity 'parts': where decoded parts are spooled, and the walker's bomb limits. */
-  readonly walk?: {
-    readonly spoolDir: string;
-    readonly limits: WalkLimits;
-    readonly memoryThreshold?: number;
-  };
+  readonly walk?: PartWalk;
   /** Clock for the pool's health bookkeeping (tests). */
   readonly now?: () => number;
 }
@@ -194,78 +190,14 @@ export class ClamdScanner implements Scanner {
     }
   }
 
-  /**
-   * Granularity 'parts': each decoded MIME leaf goes to clamd on its own (zip archives as they
-   * are: clamd opens them itself), memoised by content so a part seen in another message is not
-   * sent again. Malicious wins; otherwise any part's failure fails the message.
-   */
-  private async scanParts(message: MessageSource, ctx: ScanContext): Promise<Finding> {
-    const walk = this.options.walk as NonNullable<ClamdScannerOptions['walk']>;
-    const threats = new Set<string>();
-    let firstFailure: Failed | undefined;
-    let scanned = 0;
-    let summary;
-    try {
-      summary = await walkMessage(
-        message,
-        {
-          limits: walk.limits,
-          spoolDir: walk.spoolDir,
-          ...(walk.memoryThreshold !== undefined ? { memoryThreshold: walk.memoryThreshold } : {}),
-          expandArchives: false,
-          signal: ctx.signal,
-        },
-        async (part) => {
-          if (part.container === 'message' || part.size === 0) return;
-          const finding = await ctx.memo.run(`clamd-part:${part.sha256}`, () =>
-            this.scanStream(() => part.open(), part.size, ctx, `part ${part.path}`),
-          );
-          scanned++;
-          if (finding.kind === 'malicious' || finding.kind === 'suspicious') {
-            for (const t of finding.threats) threats.add(t);
-            return 'stop';
-          }
-          if (finding.kind === 'failed') {
-            firstFailure ??= failed(finding.reason, `part ${part.path}: ${finding.message}`, {
-              part: part.path,
-            });
-            if (finding.reason === 'timeout' || finding.reason === 'unavailable') return 'stop';
-          }
-          return undefined;
-        },
-      );
-    } catch (err) {
-      if (isSandgateError(err, 'ERR_ABORTED'))
-        return failed('timeout', 'aborted while walking the message parts');
-      if (isSandgateError(err, 'ERR_MESSAGE_MALFORMED')) {
-        ctx.log.debug(
-          { event: 'clamd.parts_fallback', reason: err.message },
-          'MIME not walkable; sending the whole message',
-        );
-        return this.scanStream(() => message.open(), message.size, ctx, 'message');
-      }
-      throw err;
-    }
-    if (threats.size > 0) return { kind: 'malicious', threats: [...threats], details: { parts: scanned } };
-    if (scanned === 0 && firstFailure === undefined && summary.limit === undefined && message.size > 0) {
-      // Nothing the walker calls a part (no header/body split, an empty body): the bytes still go to clamd.
-      ctx.log.debug(
-        { event: 'clamd.parts_fallback', reason: 'no parts' },
-        'no MIME parts; sending the whole message',
-      );
-      return this.scanStream(() => message.open(), message.size, ctx, 'message');
-    }
-    if (firstFailure !== undefined) return firstFailure;
-    if (summary.limit !== undefined) {
-      return failed(
-        'too-large',
-        `MIME walk limit ${summary.limit.kind} reached at part ${summary.limit.at}`,
-        {
-          parts: scanned,
-        },
-      );
-    }
-    return { kind: 'clean', details: { parts: scanned } };
+  /** Granularity 'parts' (src/sandbox/parts.ts): each decoded MIME leaf to clamd on its own. */
+  private scanParts(message: MessageSource, ctx: ScanContext): Promise<Finding> {
+    return scanEachPart(message, ctx, {
+      name: 'clamd',
+      walk: this.options.walk as PartWalk,
+      scanPart: (part) => this.scanStream(() => part.open(), part.size, ctx, `part ${part.path}`),
+      scanWhole: () => this.scanStream(() => message.open(), message.size, ctx, 'message'),
+    });
   }
 }
 

@@ -1,16 +1,11 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { IcapConfig } from '../../config/icap.js';
-import { isSandgateError, SandgateError } from '../../core/errors.js';
+import { SandgateError } from '../../core/errors.js';
 import { silentLogger, type Logger } from '../../core/logger.js';
 import type { MessageSource } from '../../core/message.js';
-import { walkMessage, type WalkLimits } from '../../mime/walker.js';
-import {
-  failedFinding as failed,
-  type FailedFinding as Failed,
-  type FailureReason,
-  type Finding,
-} from '../../core/outcome.js';
+import { scanEachPart, type PartWalk } from '../parts.js';
+import { failedFinding as failed, type FailureReason, type Finding } from '../../core/outcome.js';
 import type { ScanContext, Scanner } from '../../core/scanner.js';
 import type { TlsSettings } from './connection.js';
 import { IcapPool, type IcapServer, type OptionsResult, type ServerStatus } from './pool.js';
@@ -21,11 +16,7 @@ export interface IcapScannerOptions {
   readonly config: IcapConfig;
   readonly log?: Logger;
   /** Needed for granularity 'parts': where decoded parts are spooled, and the walker's bomb limits. */
-  readonly walk?: {
-    readonly spoolDir: string;
-    readonly limits: WalkLimits;
-    readonly memoryThreshold?: number;
-  };
+  readonly walk?: PartWalk;
   /** CA for icaps:// servers (read from tls.caFile by the caller). */
   readonly ca?: Buffer;
   readonly now?: () => number;
@@ -258,94 +249,27 @@ export class IcapScanner implements Scanner {
   }
 
   /**
-   * Granularity 'parts': each decoded MIME leaf goes to the service on its own, with its name and
-   * type (zip archives as they are: the engine opens them), memoised by content. Malicious wins;
-   * otherwise any part's failure fails the message.
+   * Granularity 'parts' (src/sandbox/parts.ts): each decoded MIME leaf to the service on its own,
+   * with its name and type; the message keeps the parts' ISTag when they agree.
    */
-  private async scanParts(message: MessageSource, ctx: ScanContext): Promise<Finding> {
-    const walk = this.options.walk as NonNullable<IcapScannerOptions['walk']>;
-    const threats = new Set<string>();
-    let kind: 'malicious' | 'suspicious' | undefined;
-    let firstFailure: Failed | undefined;
-    let scanned = 0;
-    const istags = new Set<string>();
-    let summary;
-    try {
-      summary = await walkMessage(
-        message,
-        {
-          limits: walk.limits,
-          spoolDir: walk.spoolDir,
-          ...(walk.memoryThreshold !== undefined ? { memoryThreshold: walk.memoryThreshold } : {}),
-          expandArchives: false,
-          signal: ctx.signal,
-        },
-        async (part) => {
-          if (part.container === 'message' || part.size === 0) return;
-          const finding = await ctx.memo.run(`icap-part:${part.sha256}`, () =>
-            this.scanObject(
-              {
-                open: () => part.open(),
-                size: part.size,
-                name: part.filename ?? `part-${part.path}`,
-                contentType: part.contentType,
-                what: `part ${part.path}`,
-              },
-              ctx,
-            ),
-          );
-          scanned++;
-          const istag = finding.details?.istag;
-          if (typeof istag === 'string') istags.add(istag);
-          if (finding.kind === 'malicious' || finding.kind === 'suspicious') {
-            for (const t of finding.threats) threats.add(t);
-            if (finding.kind === 'malicious') kind = 'malicious';
-            else kind ??= 'suspicious';
-            return finding.kind === 'malicious' ? 'stop' : undefined;
-          }
-          if (finding.kind === 'failed') {
-            firstFailure ??= failed(finding.reason, `part ${part.path}: ${finding.message}`, {
-              part: part.path,
-            });
-            if (finding.reason === 'timeout' || finding.reason === 'unavailable') return 'stop';
-          }
-          return undefined;
-        },
-      );
-    } catch (err) {
-      if (isSandgateError(err, 'ERR_ABORTED'))
-        return failed('timeout', 'aborted while walking the message parts');
-      if (isSandgateError(err, 'ERR_MESSAGE_MALFORMED')) {
-        ctx.log.debug(
-          { event: 'icap.parts_fallback', reason: err.message },
-          'MIME not walkable; sending the whole message',
-        );
-        return this.scanWhole(message, ctx);
-      }
-      throw err;
-    }
-    // The ISTag the parts were judged under, when they agree (several servers may differ).
-    const details = { parts: scanned, ...(istags.size === 1 ? { istag: [...istags][0] as string } : {}) };
-    if (kind === 'malicious') return { kind, threats: [...threats], details };
-    if (firstFailure !== undefined) return firstFailure;
-    if (kind === 'suspicious') return { kind, threats: [...threats], details };
-    if (scanned === 0 && summary.limit === undefined && message.size > 0) {
-      ctx.log.debug(
-        { event: 'icap.parts_fallback', reason: 'no parts' },
-        'no MIME parts; sending the whole message',
-      );
-      return this.scanWhole(message, ctx);
-    }
-    if (summary.limit !== undefined) {
-      return failed(
-        'too-large',
-        `MIME walk limit ${summary.limit.kind} reached at part ${summary.limit.at}`,
-        {
-          parts: scanned,
-        },
-      );
-    }
-    return { kind: 'clean', details };
+  private scanParts(message: MessageSource, ctx: ScanContext): Promise<Finding> {
+    return scanEachPart(message, ctx, {
+      name: 'icap',
+      walk: this.options.walk as PartWalk,
+      agreedDetail: 'istag',
+      scanPart: (part) =>
+        this.scanObject(
+          {
+            open: () => part.open(),
+            size: part.size,
+            name: part.filename ?? `part-${part.path}`,
+            contentType: part.contentType,
+            what: `part ${part.path}`,
+          },
+          ctx,
+        ),
+      scanWhole: () => this.scanWhole(message, ctx),
+    });
   }
 
   private scanWhole(message: MessageSource, ctx: ScanContext): Promise<Finding> {
