@@ -194,6 +194,7 @@ export class ClamdScanner implements Scanner {
   private scanParts(message: MessageSource, ctx: ScanContext): Promise<Finding> {
     return scanEachPart(message, ctx, {
       name: 'clamd',
+      fallbackEvent: { event: 'clamd.parts_fallback' },
       walk: this.options.walk as PartWalk,
       scanPart: (part) => this.scanStream(() => part.open(), part.size, ctx, `part ${part.path}`),
       scanWhole: () => this.scanStream(() => message.open(), message.size, ctx, 'message'),

@@ -255,6 +255,7 @@ export class IcapScanner implements Scanner {
   private scanParts(message: MessageSource, ctx: ScanContext): Promise<Finding> {
     return scanEachPart(message, ctx, {
       name: 'icap',
+      fallbackEvent: { event: 'icap.parts_fallback' },
       walk: this.options.walk as PartWalk,
       agreedDetail: 'istag',
       scanPart: (part) =>
