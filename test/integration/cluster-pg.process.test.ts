@@ -360,10 +360,19 @@ describe.skipIf(!postgresAvailable() && !inCi)(
         return now.length === 1 && now[0] !== killed;
       });
       expect(b.records.some((r) => r.event === 'relay.message')).toBe(false);
+      // The node noticed the failure (logged, never thrown).
+      await until('node B logged the dropped connection', () =>
+        b.records.some((r) => r.event === 'state.pool_error'),
+      );
+      expect(b.records.find((r) => r.event === 'state.pool_error')).toMatchObject({
+        level: 40,
+        err: { code: '57P01' },
+      });
 
       sandbox.finishAll();
       const [ra, rb] = await Promise.all([onA, onB]);
       expect(ra[0]?.code).toBe(550);
+      // The verdict, not the 451 the relay answers when its deadline (30 s) runs out.
       expect(rb[0]?.code).toBe(550);
       expect(sandbox.tasksCreated()).toBe(1);
       expect(sink.messages).toHaveLength(0);
