@@ -21,7 +21,7 @@ import {
   type OutgoingMessage,
   type RelayNode,
 } from '../support/cluster-nodes.js';
-import { postgresAvailable, startPostgres, type TestPostgres } from '../support/postgres.js';
+import { PG_BIN, postgresAvailable, startPostgres, type TestPostgres } from '../support/postgres.js';
 import { tempDir } from '../support/tmp.js';
 
 const TOKEN = 'cluster-pg-token-0123456789abcdef';
@@ -122,9 +122,13 @@ async function count(db: ClusterDatabase, table: string): Promise<number> {
 const relayMessage = (node: RelayNode, n: number) =>
   node.records.filter((r) => r.event === 'relay.message')[n];
 
-// Locally a machine without PostgreSQL skips; in CI a missing server is a failure (beforeAll throws).
-describe.skipIf(!postgresAvailable() && !inCi)(
-  'a cluster of sandgate processes on PostgreSQL (two relays, one helper, PT Sandbox fake)',
+// Locally a machine without PostgreSQL skips, saying why; in CI a missing server is a failure
+// (beforeAll throws).
+const skip = !postgresAvailable() && !inCi;
+describe.skipIf(skip)(
+  `a cluster of sandgate processes on PostgreSQL (two relays, one helper, PT Sandbox fake)${
+    skip ? ` [skipped: no initdb/pg_ctl in ${PG_BIN}; install postgresql or set SANDGATE_PG_BIN]` : ''
+  }`,
   () => {
     beforeAll(async () => {
       if (!postgresAvailable()) {
