@@ -143,6 +143,14 @@ export class VerdictMemo {
         return withVersion({ finding: computed.finding, source: 'scan' }, computed.version);
       }
       if (acquired) {
+        // The holder may have stored its verdict and released between our cache read and the
+        // acquire (a slow state widens that window): read once more before scanning again.
+        const stored = await this.cached(req);
+        if (stored !== undefined) {
+          await this.releaseLease(req);
+          metrics.singleFlightJoins.inc({ scanner: req.key.scanner, scope: 'shared' });
+          return withVersion({ finding: stored.finding, source: 'joined' }, stored.version);
+        }
         const computed = await this.computeHoldingLease(req);
         return withVersion({ finding: computed.finding, source: 'scan' }, computed.version);
       }
@@ -240,13 +248,18 @@ export class VerdictMemo {
     } catch (err) {
       log.error({ event: 'memo.cache_write_failed', err }, 'could not store a verdict in the cache');
     } finally {
-      try {
-        if (leased) await inflight.release(req.key, owner);
-      } catch (err) {
-        log.error({ event: 'memo.release_failed', err }, 'could not release the in-flight row');
-      }
+      if (leased) await this.releaseLease(req);
     }
     return verdict;
+  }
+
+  /** Gives the in-flight lease up; a failure is logged (the lease then runs out by itself). */
+  private async releaseLease(req: MemoRequest): Promise<void> {
+    try {
+      await this.options.inflight.release(req.key, this.options.owner);
+    } catch (err) {
+      this.options.log.error({ event: 'memo.release_failed', err }, 'could not release the in-flight row');
+    }
   }
 
   private ttlFor(finding: Finding, cleanCap: number | undefined): number {

@@ -110,6 +110,43 @@ describe('tasks are submitted once', () => {
     }
   });
 
+  it('the owner dies while another process polls alongside it: the adopter names the previous owner', async () => {
+    sb = await startFakePtSandbox({ taskDurationMs: 600_000 });
+    const fake = sb;
+    const cfg = testConfig(sb.url, { taskLease: '300ms' });
+    const text = simpleMail('alongside', { extraHeaders: ['X-Test-Verdict: DANGEROUS'] });
+    // The owner: a process with its own connection to the state, submitting the task.
+    const ownerState = openSqliteState(state.dir);
+    const stopOwner = new AbortController();
+    const owner = makeScanner(
+      cfg,
+      { ...state, state: ownerState, tasks: ownerState.ptTasks },
+      { owner: 'process-1' },
+    );
+    const first = owner
+      .scan(message(text), directContext({ deadline: Date.now() + 20_000, signal: stopOwner.signal }))
+      .catch(() => undefined);
+    await until(() => fake.tasksCreated() === 1);
+    // Another process gets the content while the owner renews its lease: it polls alongside.
+    const log = new LogCapture();
+    const poller = makeScanner(cfg, state, { owner: 'process-2', log: log.log });
+    const second = poller.scan(message(text), directContext({ deadline: Date.now() + 20_000, log: log.log }));
+    await until(() => log.events().includes('pt.task_resumed'));
+    // The owner "dies": it can no longer renew its lease (and does not give it up either).
+    await ownerState.close();
+    await until(() => log.events().includes('pt.task_adopted'));
+    fake.finishAll();
+    expect(await second).toMatchObject({ kind: 'malicious' });
+    expect(log.records.find((r) => r.event === 'pt.task_adopted')).toMatchObject({
+      previousOwner: 'process-1',
+    });
+    expect(fake.tasksCreated()).toBe(1);
+    stopOwner.abort();
+    await first;
+    await owner.close().catch(() => undefined);
+    await poller.close();
+  });
+
   it('deadline: failed(timeout) at once, the verdict arrives in the background, the retry is a cache hit', async () => {
     sb = await startFakePtSandbox({ taskDurationMs: 300 });
     const harness = new MemoHarness();

@@ -52,6 +52,8 @@ interface Task {
   readonly resumed: boolean;
   /** This process owns the task (submitted or adopted it) and renews its lease; else it polls alongside the owner. */
   owned: boolean;
+  /** The owner in the state when this process took the task up (named when it adopts the task later). */
+  readonly owner?: string;
 }
 
 type PollOutcome = { kind: 'done'; finding: Finding } | { kind: 'lost' };
@@ -321,6 +323,7 @@ export class TaskRunner {
       submittedAt: existing.submittedAt,
       resumed: true,
       owned: false,
+      owner: existing.owner,
     };
     const ageMs = this.now() - existing.submittedAt;
     if (await this.tryAdopt(item, task, existing.owner, log)) return task;
@@ -642,7 +645,7 @@ export class TaskRunner {
       }
       await this.o.store.touch(item.key, fp, this.now());
       // Polling alongside an owner that may have died since: adopt the task once its lease ran out.
-      if (!task.owned) await this.tryAdopt(item, task, 'unknown', log);
+      if (!task.owned) await this.tryAdopt(item, task, task.owner ?? 'unknown', log);
       const result = status.result;
       if (result === undefined || status.is_preflight === true) runningAt = sentAt;
       if (result === undefined) continue;

@@ -43,10 +43,16 @@ export class PgListener {
   }
 
   private ensure(): Promise<pg.Client> {
-    this.client ??= (async () => {
+    if (this.client !== undefined) return this.client;
+    const opening: Promise<pg.Client> = (async () => {
       const client = await connectClient({ ...this.connection, queryTimeoutMs: 0 }, this.log);
+      let dropped = false;
       const drop = (): void => {
-        this.client = undefined;
+        // 'error' and then 'end' both come for one failure; the second must not forget the
+        // connection a waiter may have opened in between (it would stay open past close()).
+        if (dropped) return;
+        dropped = true;
+        if (this.client === opening) this.client = undefined;
         client.end().catch(() => undefined);
         // Whoever waits re-checks now: what was notified while we were away is lost.
         this.wakeAll();
@@ -59,16 +65,23 @@ export class PgListener {
         if (n.channel !== INFLIGHT_CHANNEL || n.payload === undefined) return;
         for (const w of this.waiters.get(n.payload) ?? []) w();
       });
-      await client.query(`LISTEN ${INFLIGHT_CHANNEL}`);
+      try {
+        await client.query(`LISTEN ${INFLIGHT_CHANNEL}`);
+      } catch (err) {
+        dropped = true;
+        client.end().catch(() => undefined);
+        throw err;
+      }
       // Re-check after every (re)connect: a release before LISTEN was not heard.
       this.wakeAll();
       return client;
     })().catch((err: unknown) => {
-      this.client = undefined;
+      if (this.client === opening) this.client = undefined;
       this.log.warn({ event: 'state.listen_failed', err }, 'cannot listen for in-flight wake-ups; polling');
       throw err;
     });
-    return this.client;
+    this.client = opening;
+    return opening;
   }
 
   private wakeAll(): void {

@@ -76,3 +76,39 @@ describe('VerdictMemo waiting for another process (InflightStore.waitForRelease)
     expect(Math.max(...inflight.waits)).toBeLessThanOrEqual(WAIT_RECHECK_MS);
   });
 });
+
+describe('VerdictMemo taking the lease just after another process released it', () => {
+  it('re-reads the cache once it holds the lease: the verdict stored meanwhile is used, no second scan', async () => {
+    const verdicts = new MemoryVerdictStore();
+    const shared = new MemoryInflightStore();
+    let computed = 0;
+    const compute = (): Promise<Finding> => {
+      computed++;
+      return Promise.resolve({ kind: 'malicious', threats: ['X'] });
+    };
+    const holder = memo('p1', verdicts, shared);
+    // The other process scans, stores its verdict and releases its lease between this process's
+    // cache read (a miss) and its tryAcquire (which then succeeds): a slow database makes that
+    // window wide enough to hit with many messages.
+    let between: (() => Promise<unknown>) | undefined = () =>
+      holder.run({ key, deadline: Date.now() + 30_000, backgroundMs: 0, compute });
+    const late: InflightStore = {
+      tryAcquire: async (k, owner, now, until) => {
+        const b = between;
+        between = undefined;
+        if (b !== undefined) await b();
+        return shared.tryAcquire(k, owner, Date.now(), until);
+      },
+      refresh: (k, owner, until) => shared.refresh(k, owner, until),
+      release: (k, owner) => shared.release(k, owner),
+      isHeld: (k, now) => shared.isHeld(k, now),
+      waitForRelease: (k, options) => shared.waitForRelease(k, options),
+    };
+    const waiter = memo('p2', verdicts, late);
+    const result = await waiter.run({ key, deadline: Date.now() + 30_000, backgroundMs: 0, compute });
+    expect(result).toMatchObject({ source: 'joined', finding: { kind: 'malicious', threats: ['X'] } });
+    expect(computed).toBe(1);
+    // The lease it took only to find the verdict is given back.
+    expect(await shared.isHeld(key, Date.now())).toBe(false);
+  });
+});
