@@ -8,15 +8,17 @@
  *    test/fakes/fake-pt-sandbox.ts), 20 KB messages over 10 reused connections to smtp-sink
  *    (Postfix's). 20 distinct contents are sent once per relay first (one PT task each), then
  *    every measured message is one of them again, so both verdicts come from the state's cache.
- *    Rounds alternate between the backends; msg/s and latency (MAIL FROM to the reply to the
- *    final dot) per round, the medians printed.
+ *    Rounds alternate between the backends; msg/s, latency (MAIL FROM to the reply to the final
+ *    dot) and CPU per message of the relay process and of the PostgreSQL server (postmaster and
+ *    its children, from /proc: unlike wall times, not inflated by other load on the machine) per
+ *    round, the medians printed.
  *
  * Target: PostgreSQL adds at most 5 ms at p99 per message. Prints tables.
  *   npx tsx bench/state-backends.ts   BENCH_RELAY_MESSAGES=N per round (default 2000),
  *   BENCH_RELAY_ROUNDS=N rounds per backend (default 5), BENCH_SKIP_RELAY=1 skips part 2.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { silentLogger } from '../src/core/logger.js';
 import type { StatePorts, VerdictKey } from '../src/core/ports.js';
@@ -142,6 +144,37 @@ async function sendMessages(port: number, total: number): Promise<{ ms: number[]
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+const CLK_TCK = 100;
+
+/** CPU seconds (user + system) of a process, from /proc; 0 once it is gone. */
+function cpuS(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * CPU seconds of the PostgreSQL server: the postmaster and its children (the backends serving the
+ * relay's pool, the WAL writer, ...). Robust to the other load on the machine, unlike wall times.
+ */
+function pgServerCpuS(postmaster: number): number {
+  let sum = cpuS(postmaster);
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === postmaster) sum += cpuS(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return sum;
+}
 
 async function relayBench(server: TestPostgres, dir: string): Promise<void> {
   const sandbox = await startFakePtSandbox({ taskDurationMs: 50 });
@@ -155,6 +188,17 @@ async function relayBench(server: TestPostgres, dir: string): Promise<void> {
       await admin.end();
     }
     const pgUrl = `postgres://${server.user}@${server.host}:${server.port}/bench_relay`;
+    const postmaster = await (async () => {
+      const c = await server.admin();
+      try {
+        const { rows } = await c.query<{ setting: string }>(
+          "SELECT setting FROM pg_settings WHERE name = 'data_directory'",
+        );
+        return Number(readFileSync(join(rows[0]?.setting ?? '', 'postmaster.pid'), 'utf8').split('\n')[0]);
+      } finally {
+        await c.end();
+      }
+    })();
     relays.push({ name: 'SQLite', relay: await startBenchRelay(join(dir, 'sqlite'), sandbox, sink.port) });
     relays.push({
       name: 'PostgreSQL',
@@ -166,14 +210,27 @@ async function relayBench(server: TestPostgres, dir: string): Promise<void> {
       await sendMessages(relay.relayPort, 500);
     }
     const tasksBefore = sandbox.counters['analysis/createScanTask'] ?? 0;
-    const results: Record<string, Array<{ msgPerS: number; p50: number; p99: number }>> = {};
+    const results: Record<
+      string,
+      Array<{ msgPerS: number; p50: number; p99: number; relayCpuMs: number; pgCpuMs: number }>
+    > = {};
     for (let round = 0; round < RELAY_ROUNDS; round++) {
       // Alternate the order each round, so neither backend always runs first.
       const order = round % 2 === 0 ? relays : [...relays].reverse();
       for (const { name, relay } of order) {
+        const pid = relay.child.pid as number;
+        const [relayBefore, pgBefore] = [cpuS(pid), pgServerCpuS(postmaster)];
         const { ms, wallS } = await sendMessages(relay.relayPort, RELAY_N);
+        const relayCpuMs = ((cpuS(pid) - relayBefore) * 1000) / RELAY_N;
+        const pgCpuMs = ((pgServerCpuS(postmaster) - pgBefore) * 1000) / RELAY_N;
         ms.sort((a, b) => a - b);
-        (results[name] ??= []).push({ msgPerS: RELAY_N / wallS, p50: pct(ms, 50), p99: pct(ms, 99) });
+        (results[name] ??= []).push({
+          msgPerS: RELAY_N / wallS,
+          p50: pct(ms, 50),
+          p99: pct(ms, 99),
+          relayCpuMs,
+          pgCpuMs,
+        });
       }
     }
     const newTasks = (sandbox.counters['analysis/createScanTask'] ?? 0) - tasksBefore;
@@ -184,6 +241,8 @@ async function relayBench(server: TestPostgres, dir: string): Promise<void> {
         msgPerS: median(r.map((x) => x.msgPerS)),
         p50: median(r.map((x) => x.p50)),
         p99: median(r.map((x) => x.p99)),
+        relayCpuMs: median(r.map((x) => x.relayCpuMs)),
+        pgCpuMs: median(r.map((x) => x.pgCpuMs)),
         runs: r.map((x) => Math.round(x.msgPerS)).join(' / '),
       };
     };
@@ -193,19 +252,24 @@ async function relayBench(server: TestPostgres, dir: string): Promise<void> {
       `\nrelay, rules + PT Sandbox (fake), every verdict a cache hit: ${SIZE / 1024} KB, ${CONC} reused connections, ` +
         `${RELAY_ROUNDS} rounds x ${RELAY_N} messages per backend, medians; PT tasks created while measuring: ${newTasks}\n`,
     );
-    console.log('| backend    | msg/s | p50 (ms) | p99 (ms) | msg/s per round |');
-    console.log('| ---------- | ----- | -------- | -------- | --------------- |');
+    console.log(
+      '| backend    | msg/s | p50 (ms) | p99 (ms) | relay CPU ms/msg | PostgreSQL CPU ms/msg | msg/s per round |',
+    );
+    console.log(
+      '| ---------- | ----- | -------- | -------- | ---------------- | --------------------- | --------------- |',
+    );
     for (const [name, r] of [
       ['SQLite', sq],
       ['PostgreSQL', pg],
     ] as const) {
       console.log(
-        `| ${name.padEnd(10)} | ${Math.round(r.msgPerS).toString().padStart(5)} | ${r.p50.toFixed(2).padStart(8)} | ${r.p99.toFixed(2).padStart(8)} | ${r.runs} |`,
+        `| ${name.padEnd(10)} | ${Math.round(r.msgPerS).toString().padStart(5)} | ${r.p50.toFixed(2).padStart(8)} | ${r.p99.toFixed(2).padStart(8)} | ${r.relayCpuMs.toFixed(2).padStart(16)} | ${r.pgCpuMs.toFixed(2).padStart(21)} | ${r.runs} |`,
       );
     }
     console.log(
       `\nadded per message on PostgreSQL: p50 ${(pg.p50 - sq.p50).toFixed(2)} ms, p99 ${(pg.p99 - sq.p99).toFixed(2)} ms (target <= 5 ms); ` +
-        `throughput ${((pg.msgPerS / sq.msgPerS) * 100).toFixed(0)} % of SQLite's`,
+        `throughput ${((pg.msgPerS / sq.msgPerS) * 100).toFixed(0)} % of SQLite's; CPU per message (relay + ` +
+        `PostgreSQL server) ${(sq.relayCpuMs + sq.pgCpuMs).toFixed(2)} ms on SQLite, ${(pg.relayCpuMs + pg.pgCpuMs).toFixed(2)} ms on PostgreSQL`,
     );
   } finally {
     for (const { relay } of relays) await relay.stop();
