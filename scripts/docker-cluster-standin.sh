@@ -88,7 +88,11 @@ docker tag "$SANDGATE_IMAGE" sandgate:latest
 echo "sandgate:latest <- $SANDGATE_IMAGE"
 standin() { # image: present, pulled, or built from the Dockerfile on stdin
   if docker image inspect "$1" >/dev/null 2>&1; then
-    echo "$1: present"
+    if [ -n "$(docker image inspect -f '{{index .Config.Labels "org.sandgate.standin"}}' "$1")" ]; then
+      echo "$1: present, a STAND-IN this script built earlier (docker rmi $1 to build it again)"
+    else
+      echo "$1: present"
+    fi
   elif docker pull -q "$1" >/dev/null 2>&1; then
     echo "$1: pulled"
   else
@@ -134,6 +138,7 @@ exec postgres -D "$PGDATA" "$@"
 SH
 )" <<EOF
 FROM $SLIM
+LABEL org.sandgate.standin=debian
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql-15 >/dev/null \\
     && rm -rf /var/lib/apt/lists/*
 ENV PATH=/usr/lib/postgresql/15/bin:\$PATH
@@ -151,6 +156,7 @@ printf 'Foreground yes\nTCPSocket 3310\nDatabaseDirectory /var/lib/clamav\nUser 
 printf 'TCPSocket 3310\nTCPAddr 127.0.0.1\n' >"$WORK/build-clamd/ping.conf"
 standin clamav/clamav:stable clamd <<EOF
 FROM $SLIM
+LABEL org.sandgate.standin=debian
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends clamav-daemon clamdscan >/dev/null \\
     && rm -rf /var/lib/apt/lists/* && mkdir -p /run/clamav && chown clamav:clamav /run/clamav
 COPY clamd.conf /etc/clamav/clamd.conf
