@@ -14,7 +14,9 @@
 # clean message and the file lands in delivered/ in the state volume; EICAR gets 550 5.7.1 and is
 # not delivered; the HEALTHCHECK reports healthy; `scan --help` and `scan -` work in a throwaway
 # container; a bind-mounted state directory works when owned by 10001 and is refused (exit 2) when
-# owned by root; `docker stop` ends the relay gracefully with exit code 0.
+# owned by root; `docker stop` ends the relay gracefully with exit code 0; the same image run with
+# the command `milter` answers Debian's miltertest (test/milter/*.lua: option negotiation, a clean
+# message accepted with our header, EICAR refused 550 5.7.1) and stops with exit code 0.
 #
 # usage: sudo bash scripts/docker-standin.sh
 #   DOCKER_HOST=...   use that daemon (else a private dockerd is started with the flags that work
@@ -22,6 +24,7 @@
 #   RELAY_PORT=N ADMIN_PORT=N   loopback ports for the container (default 10025 / 10030; a busy
 #                     default is replaced by a free port, passed as SANDGATE_RELAY__LISTEN /
 #                     SANDGATE_ADMIN__LISTEN)
+#   MILTER_PORT=N MILTER_ADMIN_PORT=N   the same for the milter container (default 10027 / 10031)
 #   KEEP=1            keep the work dir (rootfs, dockerd data root: the next run skips debootstrap
 #                     with WORK=that dir)
 set -euo pipefail
@@ -39,6 +42,8 @@ FULL=local/node20:standin-full
 TAG=sandgate:standin
 NAME=sandgate-standin
 VOL=sandgate-standin-state
+MNAME=sandgate-standin-milter
+MVOL=sandgate-standin-milter-state
 DOCKERD=
 
 step() { printf '\n== %s ==\n' "$*"; }
@@ -53,6 +58,7 @@ need() { command -v "$1" >/dev/null || {
 need docker docker.io
 need debootstrap debootstrap
 need swaks swaks
+need miltertest miltertest
 need node nodejs
 [ "$(id -u)" = 0 ] || {
   echo "run as root (dockerd, debootstrap)"
@@ -62,8 +68,8 @@ need node nodejs
 cleanup() {
   set +e
   if [ -n "${DOCKER_HOST:-}" ] && docker info >/dev/null 2>&1; then
-    docker rm -f "$NAME" >/dev/null 2>&1
-    docker volume rm "$VOL" >/dev/null 2>&1
+    docker rm -f "$NAME" "$MNAME" >/dev/null 2>&1
+    docker volume rm "$VOL" "$MVOL" >/dev/null 2>&1
   fi
   if [ -n "$DOCKERD" ]; then
     kill "$DOCKERD" 2>/dev/null
@@ -94,6 +100,8 @@ pick_port() { # name wanted
 }
 RELAY_PORT=$(pick_port relay "${RELAY_PORT:-10025}")
 ADMIN_PORT=$(pick_port admin "${ADMIN_PORT:-10030}")
+MILTER_PORT=$(pick_port milter "${MILTER_PORT:-10027}")
+MILTER_ADMIN_PORT=$(pick_port "milter admin" "${MILTER_ADMIN_PORT:-10031}")
 RUN_ENV=()
 [ "$RELAY_PORT" = 10025 ] || RUN_ENV+=(-e "SANDGATE_RELAY__LISTEN=127.0.0.1:$RELAY_PORT")
 [ "$ADMIN_PORT" = 10030 ] || RUN_ENV+=(-e "SANDGATE_ADMIN__LISTEN=127.0.0.1:$ADMIN_PORT")
@@ -260,5 +268,35 @@ docker stop -t 45 "$NAME" >/dev/null
 docker inspect -f 'exit code {{.State.ExitCode}}' "$NAME"
 docker logs "$NAME" 2>&1 | grep -E '"event":"relay\.(stopping|stopped)"' | cut -c1-160
 [ "$(docker inspect -f '{{.State.ExitCode}}' "$NAME")" = 0 ] || fail "relay did not exit 0 on SIGTERM"
+
+step "docker run $TAG milter (milter on 127.0.0.1:$MILTER_PORT, admin on 127.0.0.1:$MILTER_ADMIN_PORT)"
+# Its own state volume: two containers on the host network share the host name and pid 1, so they
+# must not share a spool (docs/docker.md). rejectText without the message id: miltertest compares
+# a reply's text as a whole (test/milter/eicar.lua).
+docker volume rm "$MVOL" >/dev/null 2>&1 || true
+docker volume create "$MVOL" >/dev/null
+MILTER_ENV=(-e "SANDGATE_MILTER__LISTEN=inet:127.0.0.1:$MILTER_PORT" -e "SANDGATE_ADMIN__LISTEN=127.0.0.1:$MILTER_ADMIN_PORT"
+  -e "SANDGATE_MILTER__REJECTTEXT=Message refused: {threats}")
+echo "+ docker run -d --name $MNAME --network host -v $MVOL:/var/lib/sandgate ${MILTER_ENV[*]} $TAG milter"
+docker run -d --name "$MNAME" --network host -v "$MVOL:/var/lib/sandgate" "${MILTER_ENV[@]}" "$TAG" milter >/dev/null
+timeout 60 grep -m1 -q '"event":"admin.listening"' < <(docker logs -f "$MNAME" 2>&1) ||
+  fail "milter not listening: $(docker logs "$MNAME" 2>&1 | tail -5)"
+docker logs "$MNAME" 2>&1 | grep -E '"event":"(milter|admin)\.listening"' | cut -c1-200
+[ "$(ps -o uid= -p "$(docker inspect -f '{{.State.Pid}}' "$MNAME")" | tr -d ' ')" = 10001 ] ||
+  fail "the milter does not run as uid 10001"
+
+step "miltertest against the container (test/milter/*.lua)"
+for script in negotiate clean eicar; do
+  out=$(miltertest -D "port=$MILTER_PORT" -D "dir=$PWD/test/milter" -s "test/milter/$script.lua" 2>&1) && rc=0 || rc=$?
+  echo "$script.lua: exit $rc: $(echo "$out" | tr '\n' ' ')"
+  [ "$rc" = 0 ] && echo "$out" | grep -qx "ok $script" && ! echo "$out" | grep -q FAILED ||
+    fail "miltertest $script.lua"
+done
+docker logs "$MNAME" 2>&1 | grep '"event":"milter.message"' | grep -oE '"action":"[a-z]+"|"verdict":"[a-z]+"|"threats":\[[^]]*\]' | paste -sd' '
+[ "$(docker logs "$MNAME" 2>&1 | grep '"event":"milter.message"' | grep -c '"action":"reject"')" = 1 ] ||
+  fail "expected exactly one rejected message (EICAR) in the milter's log"
+docker stop -t 45 "$MNAME" >/dev/null
+docker inspect -f 'milter exit code {{.State.ExitCode}}' "$MNAME"
+[ "$(docker inspect -f '{{.State.ExitCode}}' "$MNAME")" = 0 ] || fail "milter did not exit 0 on SIGTERM"
 
 step "all checks passed"
