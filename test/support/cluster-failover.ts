@@ -79,13 +79,35 @@ export interface NodeFiles {
   readonly markKeyFile: string;
   /** The admin API's bearer token file. */
   readonly tokenFile: string;
+  /** The PT Sandbox fake after the rules scanner in the chain, with the token every node shares. */
+  readonly ptSandbox?: { readonly url: string; readonly tokenFile: string };
 }
 
-/** The shared files of a test cluster in `dir`: the mark key and an admin token. */
-export function clusterFiles(dir: string, url: string, token: string): NodeFiles {
+/**
+ * The shared files of a test cluster in `dir`: the mark key, an admin token, and the PT Sandbox
+ * token when `ptSandbox` is given (the fake's URL and a token it accepts).
+ */
+export function clusterFiles(
+  dir: string,
+  url: string,
+  token: string,
+  ptSandbox?: { readonly url: string; readonly token: string },
+): NodeFiles {
   const tokenFile = join(dir, 'admin.token');
   writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
-  return { dir, url, markKeyFile: sharedMarkKey(dir), tokenFile };
+  let pt: NodeFiles['ptSandbox'];
+  if (ptSandbox !== undefined) {
+    const ptTokenFile = join(dir, 'pt.token');
+    writeFileSync(ptTokenFile, `${ptSandbox.token}\n`, { mode: 0o600 });
+    pt = { url: ptSandbox.url, tokenFile: ptTokenFile };
+  }
+  return {
+    dir,
+    url,
+    markKeyFile: sharedMarkKey(dir),
+    tokenFile,
+    ...(pt !== undefined ? { ptSandbox: pt } : {}),
+  };
 }
 
 /** The state and scanning part of a node's config: the shared database, its own stateDir. */
@@ -97,7 +119,19 @@ export function nodeBase(files: NodeFiles, name: string): Record<string, unknown
     // Short timeouts: a node must notice a database that went away quickly and tempfail.
     state: { url: files.url, tls: 'disable', queryTimeout: '2s', connectTimeout: '1s', pool: { max: 4 } },
     headers: { markKeyFile: files.markKeyFile },
-    scan: { chain: ['rules'] },
+    ...(files.ptSandbox === undefined
+      ? { scan: { chain: ['rules'] } }
+      : {
+          scan: { chain: ['rules', 'pt-sandbox'] },
+          scanners: {
+            ptSandbox: {
+              url: files.ptSandbox.url,
+              tokenFile: files.ptSandbox.tokenFile,
+              polling: { firstDelay: '20ms', interval: '50ms', slowInterval: '200ms' },
+              retries: { attempts: 2, backoff: '50ms' },
+            },
+          },
+        }),
   };
 }
 
@@ -307,15 +341,30 @@ export async function readyz(port: number): Promise<number> {
   }
 }
 
-/** Polls `check` every 25 ms until it holds; throws naming `what` after `ms`. */
+/** Polls `check` every 25 ms until it holds; throws naming `what` (and `detail()`) after `ms`. */
 export async function until(
   what: string,
   check: () => boolean | Promise<boolean>,
   ms = 30_000,
+  detail: () => string = () => '',
 ): Promise<void> {
   const giveUp = Date.now() + ms;
   while (!(await check())) {
-    if (Date.now() > giveUp) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > giveUp) throw new Error(`timed out waiting for ${what} ${detail()}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/** Polls /readyz of every port until each answers `status`; names the last answers on a timeout. */
+export async function untilReady(ports: readonly number[], status: 200 | 503, ms = 30_000): Promise<void> {
+  let last: number[] = [];
+  await until(
+    `/readyz ${status} on ${ports.join(', ')}`,
+    async () => {
+      last = await Promise.all(ports.map(readyz));
+      return last.every((s) => s === status);
+    },
+    ms,
+    () => `(last: ${last.join(', ')})`,
+  );
 }
