@@ -417,25 +417,6 @@ describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
     }
     const count = (what: string): number => fates[what]?.length ?? 0;
     const summary = Object.fromEntries(Object.entries(fates).map(([k, v]) => [k, v.length]));
-    console.log(
-      'DEBUG',
-      JSON.stringify(summary),
-      JSON.stringify(
-        Object.fromEntries(
-          (['before', 'down', 'after', 'check'] as const).map((p) => {
-            const l = [...sent.values()].filter((x) => x.phase === p);
-            return [
-              p,
-              {
-                n: l.length,
-                ms: Math.max(...l.map((x) => x.endedAt ?? 0)) - Math.min(...l.map((x) => x.startedAt)),
-                tf: l.filter((x) => (fates.tempfailed ?? []).includes(x.n)).length,
-              },
-            ];
-          }),
-        ),
-      ),
-    );
     expect(problems, JSON.stringify(summary)).toEqual([]);
     expect(count('delivered') + count('quarantined') + count('tempfailed')).toBe(sent.size);
 
