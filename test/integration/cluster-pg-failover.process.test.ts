@@ -319,7 +319,11 @@ describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
       stoppedAt = Date.now();
       await pgServer.stopServer('immediate');
       phase = 'down';
-      await untilReady(readyPorts, 503);
+      await untilReady(
+        readyPorts,
+        503,
+        alive(() => true),
+      );
       await until(
         'mail answered while PostgreSQL is down',
         alive(() => answered('down') >= 60),
@@ -328,7 +332,11 @@ describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
       phase = 'starting';
       await pgServer.startServer();
       phase = 'after';
-      await untilReady(readyPorts, 200);
+      await untilReady(
+        readyPorts,
+        200,
+        alive(() => true),
+      );
       await until(
         'mail answered after the restart',
         alive(() => answered('after') >= 60),
@@ -348,9 +356,15 @@ describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
     );
 
     // The accounting: the fate of every message sent.
-    const quarantined = new Map<string, number>();
-    for (const r of await db.query<{ sender: string }>('SELECT sender FROM quarantine')) {
-      quarantined.set(r.sender, (quarantined.get(r.sender) ?? 0) + 1);
+    // Each sender's quarantine items, described for the failure message.
+    const quarantined = new Map<string, string[]>();
+    const rows = await db.query<{ sender: string; action: string; reason: string; outcomes: string }>(
+      'SELECT sender, action, reason, outcomes FROM quarantine',
+    );
+    for (const r of rows) {
+      const list = quarantined.get(r.sender) ?? [];
+      list.push(`${r.action}/${r.reason} ${r.outcomes}`);
+      quarantined.set(r.sender, list);
     }
     const delivered = new Map<string, Array<{ sink: string; bytes: Buffer }>>();
     for (const [name, s] of [
@@ -383,10 +397,7 @@ describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
         if (/^\d+ ADDHEADER "X-Sandgate-Verdict: clean[^"]*" OK$/.test(r) && !bad) fate(s, 'delivered');
         else if (r === `${s.n} DISCARD` && bad && inQuarantine) fate(s, 'quarantined');
         else if (/^\d+ REJECTED ".*will retry"$/.test(r)) fate(s, 'tempfailed');
-        else
-          problems.push(
-            `${tag}: reply ${r}${inQuarantine ? ' (in the quarantine)' : ' (not in the quarantine)'}`,
-          );
+        else problems.push(`${tag}: reply ${r}; quarantine: ${JSON.stringify(quarantined.get(id) ?? [])}`);
         continue;
       }
       const code = s.code ?? 0;
@@ -396,7 +407,7 @@ describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
       else if (code >= 400 && code < 500 && copies.length === 0) fate(s, 'tempfailed');
       else
         problems.push(
-          `${tag}: ${s.reply ?? ''}; ${copies.length} delivered, ${inQuarantine ? '' : 'not '}in the quarantine`,
+          `${tag}: ${s.reply ?? ''}; ${copies.length} delivered; quarantine: ${JSON.stringify(quarantined.get(id) ?? [])}`,
         );
     }
     // Nothing reaches a mailbox unscanned: every delivered copy carries a clean verdict and belongs to a message sent.

@@ -355,12 +355,21 @@ export async function until(
   }
 }
 
-/** Polls /readyz of every port until each answers `status`; names the last answers on a timeout. */
-export async function untilReady(ports: readonly number[], status: 200 | 503, ms = 30_000): Promise<void> {
+/**
+ * Polls /readyz of every port until each answers `status`; names the last answers on a timeout.
+ * `guard` runs before each poll and may throw (a node that died).
+ */
+export async function untilReady(
+  ports: readonly number[],
+  status: 200 | 503,
+  guard: () => void = () => undefined,
+  ms = 30_000,
+): Promise<void> {
   let last: number[] = [];
   await until(
     `/readyz ${status} on ${ports.join(', ')}`,
     async () => {
+      guard();
       last = await Promise.all(ports.map(readyz));
       return last.every((s) => s === status);
     },
