@@ -20,6 +20,17 @@ export class LimitReached extends Error {
 /** Thrown inside the walk when onPart returned 'stop'. */
 export class StopWalk extends Error {}
 
+/**
+ * Thrown inside the walk when the caller's onPart threw: its error (a state lookup that failed, a
+ * scanner's own failure) is the caller's, not a sign of unparseable MIME, and walkMessage rethrows
+ * it as it was thrown.
+ */
+export class PartHandlerFailed extends Error {
+  constructor(readonly error: unknown) {
+    super('the part handler failed', { cause: error });
+  }
+}
+
 export interface PartMeta {
   readonly path: string;
   readonly depth: number;
@@ -41,9 +52,18 @@ export class WalkState {
   readonly threshold: number;
   constructor(
     readonly options: WalkOptions,
-    readonly onPart: OnPart,
+    private readonly handler: OnPart,
   ) {
     this.threshold = options.memoryThreshold ?? DEFAULT_MEMORY_THRESHOLD;
+  }
+
+  /** Hands a part to the caller's onPart; what it throws comes out as PartHandlerFailed. */
+  async onPart(part: Parameters<OnPart>[0]): Promise<Awaited<ReturnType<OnPart>>> {
+    try {
+      return await this.handler(part);
+    } catch (err) {
+      throw new PartHandlerFailed(err);
+    }
   }
 
   checkAborted(): void {

@@ -4,7 +4,7 @@ import { readChunks, type MessageSource } from '../core/message.js';
 import { walkSplit } from './multipart.js';
 import { singleLeafRoot, walkSingleLeaf } from './single-part.js';
 import type { OnPart, WalkOptions, WalkSummary } from './types.js';
-import { LimitReached, StopWalk, WalkState } from './walk-state.js';
+import { LimitReached, PartHandlerFailed, StopWalk, WalkState } from './walk-state.js';
 
 export type {
   AnomalyKind,
@@ -23,7 +23,8 @@ export type {
  * and SHA-256 known, reopenable) and handed to onPart one at a time; its bytes are released when
  * onPart settles. Reads the message as a stream; never holds a whole message or part in memory
  * above options.memoryThreshold. A limit ends the walk early and is reported in the summary.
- * Unparseable MIME rejects with ERR_MESSAGE_MALFORMED; an abort with ERR_ABORTED.
+ * Unparseable MIME rejects with ERR_MESSAGE_MALFORMED; an abort with ERR_ABORTED; whatever onPart
+ * throws, as it threw it.
  */
 export async function walkMessage(
   message: MessageSource,
@@ -36,12 +37,17 @@ export async function walkMessage(
   try {
     state.checkAborted();
     await walkMime(state, readChunks(message), '', 0, options.onRaw);
-  } catch (err) {
+  } catch (caught) {
+    // The caller's own failure is never read as malformed MIME: rethrown as onPart threw it.
+    const fromHandler = caught instanceof PartHandlerFailed;
+    const err = caught instanceof PartHandlerFailed ? caught.error : caught;
     if (err instanceof LimitReached) limit = { kind: err.kind, at: err.at };
     else if (err instanceof StopWalk) stopped = true;
     else if (isSandgateError(err)) throw err;
     else if (options.signal?.aborted) {
       throw new SandgateError('ERR_ABORTED', 'the MIME walk was aborted', { cause: err });
+    } else if (fromHandler) {
+      throw err;
     } else {
       throw new SandgateError('ERR_MESSAGE_MALFORMED', 'the message could not be parsed as MIME', {
         cause: err,

@@ -120,7 +120,7 @@ export async function withAttachment<T>(
     try {
       result = { value: await fn(part) };
     } catch (error) {
-      // Kept aside: the walker would turn a foreign error into ERR_MESSAGE_MALFORMED.
+      // Kept aside and rethrown once the walk has ended (and released the part's bytes).
       result = { error };
     }
     return 'stop';

@@ -27,10 +27,21 @@ import type {
 import { HISTORY_KEEP_MS } from '../pt-tasks.js';
 import { toTask, type PtTaskRow as TaskRow } from '../pt-task-row.js';
 
-/** Runs `fn` in one transaction on one pool connection (released, or destroyed after an error). */
+/**
+ * Runs `fn` in one transaction on one pool connection (released, or destroyed after an error).
+ * While we hold the connection the pool does not listen for its 'error' event, and node-postgres
+ * emits one when the server goes away (a restart, pg_terminate_backend), even between queries:
+ * unhandled, it would end the process (and write to stderr, fatal for the helper). So we listen
+ * while we hold it; the queries of the transaction fail on their own, and the connection is
+ * destroyed on release.
+ */
 export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
+  const lost = (err: Error): void => {
+    broken ??= err;
+  };
+  client.on('error', lost);
   try {
     await client.query('BEGIN');
     const result = await fn(client);
@@ -42,6 +53,7 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => 
     });
     throw err;
   } finally {
+    client.off('error', lost);
     client.release(broken);
   }
 }

@@ -1,5 +1,6 @@
 /** The PostgreSQL state beyond the contracts: migrations, a 25 MB item, a dropped connection, a stopped server, import. */
 import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../../src/core/logger.js';
 import type { Decision } from '../../../src/core/policy.js';
@@ -122,6 +123,86 @@ describe('PostgreSQL state', () => {
       expect(log.lines.some((l) => l.event === 'state.pool_error')).toBe(true);
       expect(await state.ping()).toBe(true);
       expect(unhandled).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onUnhandled);
+      await state.close();
+    }
+  });
+
+  it('a connection lost while a quarantine write holds it fails that write, not the process', async () => {
+    const schema = await freshSchema(server);
+    const state = await openPostgresState(testConnection(server, schema), {
+      log: silentLogger,
+      relayQueue: noQueue,
+    });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown): void => void unhandled.push(e);
+    process.on('uncaughtException', onUnhandled);
+    try {
+      // The message's bytes arrive in two parts; between them the write's transaction waits, idle.
+      let go!: () => void;
+      const gate = new Promise<void>((r) => (go = r));
+      const envelope = { sender: 's@x.test', recipients: ['r@x.test'], frontEnd: 'test' };
+      const write = state.quarantine
+        .put({
+          message: {
+            msgId: 'lost1',
+            envelope,
+            size: 22,
+            open: () =>
+              Readable.from(
+                (async function* () {
+                  yield Buffer.from('Subject: lost\r\n\r\n');
+                  await gate;
+                  yield Buffer.from('hi\r\n');
+                })(),
+              ),
+          },
+          contentKey: 'l'.repeat(64),
+          decision,
+          outcomes: [],
+        })
+        .then(
+          () => undefined,
+          (e: unknown) => e as { code?: string },
+        );
+      const admin = await server.admin();
+      try {
+        const giveUp = Date.now() + 5000;
+        for (;;) {
+          const r = await admin.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sandgate' AND state = 'idle in transaction'",
+          );
+          if ((r.rowCount ?? 0) > 0) break;
+          if (Date.now() > giveUp) throw new Error('the write never held a connection in a transaction');
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        // The server has closed the connection once its backend is gone.
+        while (
+          (
+            await admin.query(
+              "SELECT 1 FROM pg_stat_activity WHERE application_name = 'sandgate' AND state = 'idle in transaction'",
+            )
+          ).rowCount !== 0
+        ) {
+          if (Date.now() > giveUp) throw new Error('the backend did not end');
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      } finally {
+        await admin.end();
+      }
+      go();
+      expect((await write)?.code).toBe('ERR_QUARANTINE_WRITE');
+      expect(unhandled).toEqual([]);
+      // The connection was dropped from the pool: the next write works.
+      const id = await state.quarantine.put({
+        message: new BufferMessage('after1', envelope, Buffer.from('Subject: after\r\n\r\nhi\r\n')),
+        contentKey: 'm'.repeat(64),
+        decision,
+        outcomes: [],
+      });
+      expect((await state.quarantine.get(id)).msgId).toBe('after1');
+      expect(await state.quarantine.list()).toHaveLength(1);
     } finally {
       process.off('uncaughtException', onUnhandled);
       await state.close();

@@ -302,3 +302,34 @@ describe('walkMessage: archives', () => {
     expect(summary.unreadableArchives).toBe(1);
   });
 });
+
+describe('a failure of the caller', () => {
+  it('is rethrown as onPart threw it, never read as malformed MIME (also from an attached message or zip member)', async () => {
+    const inner = buildMessage({
+      subject: 'inner',
+      attachments: [{ filename: 'x.bin', content: Buffer.from('x') }],
+    });
+    const messages = [
+      buildMessage({ attachments: [{ filename: 'a.txt', content: Buffer.from('hello\r\n') }] }),
+      buildMessage({ attachments: [{ filename: 'fwd.eml', contentType: 'message/rfc822', content: inner }] }),
+      buildMessage({
+        attachments: [{ filename: 'a.zip', content: zip({ 'in.txt': Buffer.from('member') }) }],
+      }),
+    ];
+    for (const [i, bytes] of messages.entries()) {
+      // A state lookup that failed (node-postgres errors carry a SQLSTATE in `code`).
+      const failure = Object.assign(new Error('the database system is not yet accepting connections'), {
+        code: '57P03',
+      });
+      let parts = 0;
+      const walked = walkMessage(messageSource(bytes), { limits: LIMITS, spoolDir }, async (part) => {
+        parts++;
+        if (part.depth > 0 || (i === 0 && part.filename === 'a.txt')) throw failure;
+        return Promise.resolve();
+      });
+      await expect(walked, `message ${i}`).rejects.toBe(failure);
+      expect(parts).toBeGreaterThan(0);
+      expect(readdirSync(spoolDir)).toEqual([]);
+    }
+  });
+});

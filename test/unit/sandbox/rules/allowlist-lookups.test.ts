@@ -133,3 +133,19 @@ describe('RulesScanner allowlist lookups', () => {
     },
   );
 });
+
+describe('an allowlist that cannot be asked (the state backend down)', () => {
+  it('fails the scan (the policy tempfails it), never a malformed-MIME verdict', async () => {
+    // A node-postgres error: its SQLSTATE in `code`, as the walker's parse errors carry theirs.
+    const down = Object.assign(new Error('the database system is not yet accepting connections'), {
+      code: '57P03',
+    });
+    const list = {
+      has: () => Promise.reject(down),
+      revision: () => Promise.resolve('1'),
+    };
+    const infected = buildMessage({ attachments: [{ filename: 'eicar.com', content: EICAR }] });
+    const scanner = new RulesScanner(rulesSchema.parse({}), { spoolDir, allowList: list });
+    await expect(scanner.scan(messageSource(infected), ctx())).rejects.toBe(down);
+  });
+});
