@@ -5,7 +5,7 @@ import { describeError, isSandgateError } from '../../core/errors.js';
 import { startAdminServer } from '../compose/admin.js';
 import { adminTokenFile } from '../admin-token.js';
 import { createQuarantineService } from '../compose/quarantine.js';
-import { stateReady } from '../compose/state.js';
+import { stateCheck } from '../compose/state.js';
 import { MilterServer } from '../../milter/server.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
@@ -86,7 +86,8 @@ export async function run(argv: string[], io: CliIo, options: MilterRunOptions =
           config,
           registry: runtime.metrics.registry,
           log,
-          ready: async () => !stopping && (await stateReady(runtime.state)()),
+          ready: () => !stopping,
+          checks: [stateCheck(runtime.state)],
           quarantine: () => createQuarantineService(runtime),
           ...(tokenFile !== undefined ? { tokenFile: resolve(io.cwd, tokenFile.path) } : {}),
         })

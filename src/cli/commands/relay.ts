@@ -13,7 +13,7 @@ import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
 import { stopSignal } from '../signals.js';
 import { createRuntime } from '../runtime.js';
-import { stateReady } from '../compose/state.js';
+import { stateCheck } from '../compose/state.js';
 
 const HELP = `usage: sandgate relay [--config FILE] [--set KEY=VALUE]
 
@@ -88,7 +88,8 @@ export async function run(argv: string[], io: CliIo, options: RelayRunOptions = 
         config,
         registry: runtime.metrics.registry,
         log,
-        ready: async () => !stopping && (await stateReady(runtime.state)()),
+        ready: () => !stopping,
+        checks: [stateCheck(runtime.state)],
         quarantine: () => createQuarantineService(runtime),
         ...(tokenFile !== undefined ? { tokenFile: resolve(io.cwd, tokenFile.path) } : {}),
       });

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { ReadyCheck } from '../../admin/server.js';
 import type { Config } from '../../config/schema.js';
 import { SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
@@ -112,13 +113,13 @@ export async function openState(config: Config, options: OpenStateOptions = {}):
   });
 }
 
-/** /readyz: true when the state answers (PostgreSQL: one query within the timeout; SQLite: always). */
-export function stateReady(state: StatePorts): () => Promise<boolean> {
-  const pgState =
-    (state as Partial<PostgresStatePorts>).backend === 'postgresql'
-      ? (state as PostgresStatePorts)
-      : undefined;
-  return async () => (pgState === undefined ? true : pgState.ping());
+/**
+ * The /readyz check named `state`: passes when the state answers (PostgreSQL: one `SELECT 1`
+ * within state.queryTimeout; SQLite: always, it is a local file).
+ */
+export function stateCheck(state: StatePorts): ReadyCheck {
+  const pgState = asPostgres(state);
+  return { name: 'state', check: async () => (pgState === undefined ? true : pgState.ping()) };
 }
 
 /** The PostgreSQL ports, when the state is PostgreSQL. */
