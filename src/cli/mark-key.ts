@@ -27,6 +27,11 @@ export function loadOrCreateMarkKey(path: string): Buffer {
   } finally {
     rmSync(tmp, { force: true });
   }
+  return readMarkKey(path);
+}
+
+/** Reads the mark key without creating it (`sandgate state status`); ERR_SECRET_FILE when unreadable. */
+export function readMarkKey(path: string): Buffer {
   let text: string;
   try {
     text = readFileSync(path, 'utf8').trim();

@@ -1,12 +1,12 @@
 import { resolve } from 'node:path';
 import { describeError, SandgateError } from '../../core/errors.js';
 import { openStateDb, schemaVersion } from '../../store/db.js';
-import { MIGRATIONS } from '../../store/migrations.js';
 import { migratePg, PG_SCHEMA_VERSION } from '../../store/pg/db.js';
 import { importSqliteState } from '../../store/pg/import.js';
 import { openPostgresState } from '../../store/pg-state.js';
 import { CONFIG_OPTIONS, loadConfigFromArgs, parseCommandArgs } from '../args.js';
 import { createLogger } from '../logger.js';
+import { formatStatus, stateStatus } from '../state-status.js';
 import { pgConnection, stateBackend } from '../compose/state.js';
 import { EXIT, writeLine, type CliIo } from '../io.js';
 
@@ -15,7 +15,9 @@ const HELP = `usage: sandgate state <subcommand> [--config FILE] [--set KEY=VALU
 The shared state: SQLite in stateDir, or PostgreSQL when state.url is set (docs/cluster.md).
 
   migrate            apply the schema migrations now (every node also does at start, under a lock)
-  status [--json]    backend, schema version, rows per table, age of the oldest in-flight lease
+  status [--json]    backend, schema version, rows per table, age of the oldest in-flight lease,
+                     and the fingerprints (never the secrets) of the X-Sandgate-Mark key and the
+                     PT Sandbox token: the ones the state holds, this configuration's, whether they match
   import --from DIR [--quarantine-dir DIR]
                      copy a single host's SQLite state (stateDir DIR: verdict cache, first failures,
                      scanner versions, PT Sandbox tasks, allow list, quarantine with its messages)
@@ -31,19 +33,6 @@ const OPTIONS = {
   'quarantine-dir': { type: 'string' },
 } as const;
 const SUBCOMMANDS = ['migrate', 'status', 'import'];
-
-const SQLITE_TABLES = [
-  'verdict_cache',
-  'inflight_scan',
-  'first_failure',
-  'scanner_version',
-  'pt_task',
-  'pt_task_history',
-  'pt_process',
-  'allow_hash',
-  'quarantine',
-  'relay_queue',
-];
 
 export async function run(argv: string[], io: CliIo): Promise<number> {
   try {
@@ -77,7 +66,7 @@ async function state(argv: string[], io: CliIo): Promise<number> {
       writeLine(io.stdout, `sqlite ${config.stateDir}: schema version ${version}`);
       return EXIT.ok;
     }
-    const connection = pgConnection(config);
+    const connection = pgConnection(config, io.env);
     const applied = await migratePg(connection, log);
     writeLine(
       io.stdout,
@@ -87,65 +76,8 @@ async function state(argv: string[], io: CliIo): Promise<number> {
     return EXIT.ok;
   }
   if (sub === 'status') {
-    const now = Date.now();
-    let report: Record<string, unknown>;
-    if (backend === 'sqlite') {
-      const db = openStateDb(config.stateDir);
-      try {
-        const rows: Record<string, number> = {};
-        for (const t of SQLITE_TABLES)
-          rows[t] = (db.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n;
-        const oldest = (
-          db.prepare('SELECT min(started_at) AS o FROM inflight_scan').get() as { o: number | null }
-        ).o;
-        report = {
-          backend,
-          location: config.stateDir,
-          schemaVersion: schemaVersion(db),
-          knownVersion: Math.max(...MIGRATIONS.map((m) => m.version)),
-          rows,
-          oldestLeaseMs: oldest === null ? null : Math.max(0, now - oldest),
-        };
-      } finally {
-        db.close();
-      }
-    } else {
-      const connection = pgConnection(config);
-      const pgState = await openPostgresState(connection, {
-        log,
-        migrate: false,
-        relayQueue: () => {
-          throw new SandgateError('ERR_STATE_DB', 'the relay queue is not part of the PostgreSQL state');
-        },
-      });
-      try {
-        const s = await pgState.status(now);
-        report = {
-          backend,
-          location: s.url,
-          schemaVersion: s.schemaVersion,
-          knownVersion: s.knownVersion,
-          rows: s.rows,
-          oldestLeaseMs: s.oldestLeaseMs ?? null,
-        };
-      } finally {
-        await pgState.close();
-      }
-    }
-    if (values.json) writeLine(io.stdout, JSON.stringify(report, null, 2));
-    else {
-      const rows = report.rows as Record<string, number>;
-      writeLine(
-        io.stdout,
-        [
-          `backend         ${String(report.backend)} (${String(report.location)})`,
-          `schema version  ${String(report.schemaVersion)} (this build: ${String(report.knownVersion)})`,
-          `oldest lease    ${report.oldestLeaseMs === null ? '-' : `${Number(report.oldestLeaseMs)} ms`}`,
-          'rows:',
-          ...Object.entries(rows).map(([t, n]) => `  ${t.padEnd(20)}${n}`),
-        ].join('\n'),
-      );
-    }
+    const report = await stateStatus(config, { env: io.env, log, now: Date.now() });
+    writeLine(io.stdout, values.json ? JSON.stringify(report, null, 2) : formatStatus(report));
     return EXIT.ok;
   }
   // import
@@ -163,7 +95,7 @@ async function state(argv: string[], io: CliIo): Promise<number> {
   }
   const from = resolve(io.cwd, values.from);
   const fromQuarantine = resolve(io.cwd, values['quarantine-dir'] ?? resolve(from, 'quarantine'));
-  const pgState = await openPostgresState(pgConnection(config), {
+  const pgState = await openPostgresState(pgConnection(config, io.env), {
     log,
     relayQueue: () => {
       throw new SandgateError('ERR_STATE_DB', 'the relay queue is not part of the PostgreSQL state');

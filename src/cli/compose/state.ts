@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { ReadyCheck } from '../../admin/server.js';
 import type { Config } from '../../config/schema.js';
@@ -60,7 +61,11 @@ export function pgConnection(
         : {
             rejectUnauthorized: true,
             ...(ca !== undefined ? { ca } : {}),
-            servername: s.servername ?? s.url.host,
+            // SNI never carries an IP address (RFC 6066): for one, node-postgres checks the
+            // certificate against the host (its IP SANs) and sends no server name.
+            ...(s.servername !== undefined || isIP(s.url.host) === 0
+              ? { servername: s.servername ?? s.url.host }
+              : {}),
           };
   return {
     host: s.url.host,
