@@ -7,7 +7,7 @@ import type { Logger } from '../core/logger.js';
 import { openStateDb, schemaVersion } from '../store/db.js';
 import { sqliteFingerprints, type StoredFingerprints } from '../store/fingerprints.js';
 import { MIGRATIONS } from '../store/migrations.js';
-import { connectionError } from '../store/pg/db.js';
+import { connectClient, connectionError } from '../store/pg/db.js';
 import { readToken } from './compose/pt-token.js';
 import { pgConnection, stateBackend } from './compose/state.js';
 import { readMarkKey } from './mark-key.js';
@@ -97,6 +97,12 @@ export async function stateStatus(
   } else {
     const connection = pgConnection(config, deps.env);
     const { openPostgresState } = await import('../store/pg-state.js');
+    // One connection first, closed whatever happens: a refused password or certificate is named
+    // (ERR_STATE_AUTH, ERR_STATE_TLS) and leaves no half-open socket behind.
+    const probe = await connectClient(connection, deps.log).catch((cause: unknown) => {
+      throw connectionError(connection, cause);
+    });
+    await probe.end();
     const pgState = await openPostgresState(connection, {
       log: deps.log,
       migrate: false,

@@ -80,7 +80,14 @@ export async function connectClient(c: PgConnection, log: Logger): Promise<pg.Cl
   client.on('error', (err) => {
     log.warn({ event: 'state.pool_error', err, url: c.display }, 'a PostgreSQL connection failed');
   });
-  await client.connect();
+  try {
+    await client.connect();
+  } catch (err) {
+    // A failure on our side of the handshake (no password for SCRAM) leaves the socket open, and
+    // the server waits for us up to its authentication_timeout: close it, or the process hangs.
+    await client.end().catch(() => undefined);
+    throw err;
+  }
   return client;
 }
 
@@ -103,9 +110,11 @@ export function connectionError(c: PgConnection, cause: unknown): SandgateError 
   const details = { url: c.display, user: c.user, ...(code !== '' ? { reason: code } : {}) };
   // 28P01 invalid_password, 28000 invalid_authorization_specification (pg_hba.conf refused us).
   if (code === '28P01' || code === '28000' || /^SASL: .*password/.test(reason)) {
+    const why =
+      c.password === undefined && code === '' ? 'the server asks for a password and none is set' : reason;
     return new SandgateError(
       'ERR_STATE_AUTH',
-      `the state database ${c.display} refused user ${c.user}: ${reason} (password from state.passwordFile, SANDGATE_STATE_PASSWORD or PGPASSWORD)`,
+      `the state database ${c.display} refused user ${c.user}: ${why} (password from state.passwordFile, SANDGATE_STATE_PASSWORD or PGPASSWORD)`,
       { cause, details },
     );
   }
