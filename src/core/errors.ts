@@ -16,6 +16,8 @@ export const ErrorCodes = {
   ERR_SCANNER_ENCRYPTED: 'content is encrypted and could not be inspected',
   ERR_SCANNER_INTERNAL: 'a scanner failed in an unexpected way',
   ERR_STATE_DB: 'the state database could not be opened or migrated',
+  ERR_STATE_ARCHIVE: 'a state export file is not a complete, intact sandgate state export',
+  ERR_STATE_ARCHIVE_VERSION: 'a state export file has a format version this build does not read',
   ERR_STATE_AUTH: 'the PostgreSQL state database refused our user or password',
   ERR_STATE_TLS: "the PostgreSQL state database's TLS certificate did not verify, or it does not speak TLS",
   ERR_QUARANTINE_WRITE: 'a message could not be written to the quarantine',
