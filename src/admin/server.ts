@@ -31,6 +31,14 @@ export interface AdminServerOptions {
   readonly log: Logger;
   /** false makes /readyz answer 503 (starting, shutting down, next hop unknown). */
   readonly ready: () => boolean | Promise<boolean>;
+  /** Dependencies /readyz checks as well (the state backend): a failing one is named in the 503 body. */
+  readonly checks?: readonly ReadyCheck[];
+}
+
+/** A dependency /readyz checks: `name` is what the 503 body says (`not ready: state`). */
+export interface ReadyCheck {
+  readonly name: string;
+  check(): Promise<boolean>;
 }
 
 const text = (status: number, body: string): AdminResponse => ({
@@ -52,7 +60,7 @@ export class AdminServer {
     this.route({
       method: 'GET',
       path: '/readyz',
-      handler: async () => ((await options.ready()) ? text(200, 'ready\n') : text(503, 'not ready\n')),
+      handler: () => this.readyz(),
     });
     this.route({
       method: 'GET',
@@ -93,6 +101,15 @@ export class AdminServer {
       this.server.close(() => resolve());
       this.server.closeIdleConnections();
     });
+  }
+
+  /** 200 when the process is ready and every check passes; else 503 naming the failing checks. */
+  private async readyz(): Promise<AdminResponse> {
+    if (!(await this.options.ready())) return text(503, 'not ready\n');
+    const checks = this.options.checks ?? [];
+    const passed = await Promise.all(checks.map((c) => c.check().catch(() => false)));
+    const failed = checks.filter((_, i) => passed[i] !== true).map((c) => c.name);
+    return failed.length === 0 ? text(200, 'ready\n') : text(503, `not ready: ${failed.join(', ')}\n`);
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

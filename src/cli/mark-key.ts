@@ -18,7 +18,11 @@ export function loadOrCreateMarkKey(path: string): Buffer {
     createKey(path);
     text = readKey(path);
   }
-  if (text === undefined || !/^[0-9a-f]{64,}$/i.test(text)) {
+  return parseKey(path, text ?? '');
+}
+
+function parseKey(path: string, text: string): Buffer {
+  if (!/^[0-9a-f]{64,}$/i.test(text)) {
     throw new SandgateError('ERR_SECRET_FILE', `the mark key ${path} is not at least 32 bytes of hex`, {
       details: { path },
     });
@@ -57,4 +61,15 @@ function createKey(path: string): void {
   } finally {
     rmSync(tmp, { force: true });
   }
+}
+
+/** Reads the mark key without creating it (`sandgate state status`); ERR_SECRET_FILE when unreadable. */
+export function readMarkKey(path: string): Buffer {
+  const text = readKey(path);
+  if (text === undefined) {
+    throw new SandgateError('ERR_SECRET_FILE', `cannot read the mark key ${path}: no such file`, {
+      details: { path },
+    });
+  }
+  return parseKey(path, text);
 }

@@ -14,6 +14,8 @@ import type {
 } from '../core/ports.js';
 import type { Logger } from '../core/logger.js';
 import { SandgateError } from '../core/errors.js';
+import { MARK_KEY_FINGERPRINT } from '../core/cluster.js';
+import type { StoredFingerprints } from './fingerprints.js';
 import { migratePg, openPool, pgSchemaVersion, PG_SCHEMA_VERSION, type PgConnection } from './pg/db.js';
 import { PG_TABLES } from './pg/migrations.js';
 import { PgQuarantineStore } from './pg/quarantine.js';
@@ -59,6 +61,7 @@ export interface PgStateStatus {
   readonly rows: Record<string, number>;
   /** Age (ms) of the oldest in-flight lease, if any. */
   readonly oldestLeaseMs: number | undefined;
+  readonly fingerprints: StoredFingerprints;
 }
 
 /**
@@ -137,7 +140,20 @@ export async function openPostgresState(
         'SELECT min(started_at) AS oldest FROM inflight_scan',
       );
       const oldest = lease.rows[0]?.oldest ?? null;
+      const mark = await pool.query<{ value: string }>(
+        'SELECT value FROM cluster_fingerprint WHERE name = $1',
+        [MARK_KEY_FINGERPRINT],
+      );
+      const tokens = await pool.query<{ token_fp: string; n: number; leased: number }>(
+        `SELECT token_fp, count(*) AS n, count(*) FILTER (WHERE lease_until > $1) AS leased FROM pt_task
+         WHERE scan_id IS NOT NULL AND token_fp IS NOT NULL GROUP BY token_fp ORDER BY token_fp COLLATE "C"`,
+        [now],
+      );
       return {
+        fingerprints: {
+          markKey: mark.rows[0]?.value,
+          ptTokens: tokens.rows.map((r) => ({ fingerprint: r.token_fp, tasks: r.n, leased: r.leased })),
+        },
         url: connection.display,
         schemaVersion: await pgSchemaVersion(pool),
         knownVersion: PG_SCHEMA_VERSION,

@@ -8,7 +8,16 @@ it('serves /healthz, /readyz, /metrics and added routes on a loopback port', asy
   const registry = new Registry();
   new Counter({ name: 'sandgate_test_total', help: 'test', registers: [registry] }).inc(3);
   let ready = false;
-  const admin = new AdminServer({ registry, log: silentLogger, ready: () => ready });
+  let stateUp = true;
+  const admin = new AdminServer({
+    registry,
+    log: silentLogger,
+    ready: () => ready,
+    checks: [
+      { name: 'state', check: () => Promise.resolve(stateUp) },
+      { name: 'thrower', check: () => (stateUp ? Promise.resolve(true) : Promise.reject(new Error('x'))) },
+    ],
+  });
   admin.route({
     method: 'POST',
     path: '/quarantine/release',
@@ -23,6 +32,11 @@ it('serves /healthz, /readyz, /metrics and added routes on a loopback port', asy
     expect(await get('/healthz')).toMatchObject({ status: 200, body: 'ok\n' });
     expect((await get('/readyz')).status).toBe(503);
     ready = true;
+    expect(await get('/readyz')).toMatchObject({ status: 200, body: 'ready\n' });
+    stateUp = false;
+    // Each failing check is named; one that throws counts as failing.
+    expect(await get('/readyz')).toMatchObject({ status: 503, body: 'not ready: state, thrower\n' });
+    stateUp = true;
     expect((await get('/readyz')).status).toBe(200);
     const m = await get('/metrics');
     expect(m.status).toBe(200);

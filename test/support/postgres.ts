@@ -1,10 +1,12 @@
 /**
  * A real PostgreSQL server for the tests: initdb into a temporary directory, started with pg_ctl
  * on a free loopback port as the unprivileged `postgres` user (CI runs as root, and PostgreSQL
- * refuses to run as root), trust authentication on loopback only, removed by stop().
+ * refuses to run as root), trust authentication on loopback only, removed by stop(). Options:
+ * scram-sha-256 password authentication on loopback, and TLS (ssl=on) with a server certificate
+ * signed by a throw-away CA that openssl makes in the server's temporary directory.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -32,6 +34,67 @@ export interface TestPostgres {
   startServer(): Promise<void>;
   /** Stops the server and removes its directory. */
   stop(): Promise<void>;
+  /** The superuser's password, when started with `password` (scram-sha-256 on loopback). */
+  readonly password?: string;
+  /** With `tls`: the PEM file of the CA that signed the server certificate (and of another CA, for failures). */
+  readonly tls?: { readonly caFile: string; readonly otherCaFile: string; readonly names: readonly string[] };
+  /** A new, empty database (a state of its own for a test that runs sandgate as a process). */
+  createDatabase(): Promise<string>;
+}
+
+export interface StartPostgresOptions {
+  /** Password authentication (scram-sha-256) for loopback TCP; the superuser `sandgate` gets this password. */
+  readonly password?: string;
+  /**
+   * ssl=on with a certificate for 127.0.0.1 and these DNS names (default ['db.test']) signed by a
+   * throw-away CA; clients may still connect without TLS.
+   */
+  readonly tls?: boolean | { readonly names?: readonly string[] };
+}
+
+/** A CA and a server certificate (IP 127.0.0.1 and `names`), and a second CA that signed nothing we serve. */
+function makeServerCerts(dir: string, names: readonly string[]): { caFile: string; otherCaFile: string } {
+  mkdirSync(dir, { recursive: true });
+  const o = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  for (const ca of ['ca', 'other-ca']) {
+    o([
+      'req',
+      '-x509',
+      ...ec,
+      '-keyout',
+      `${ca}.key`,
+      '-out',
+      `${ca}.crt`,
+      '-days',
+      '2',
+      '-subj',
+      `/CN=sandgate test ${ca}`,
+    ]);
+  }
+  o(['req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', `/CN=${names[0] ?? '127.0.0.1'}`]);
+  writeFileSync(
+    join(dir, 'ext.cnf'),
+    `subjectAltName=IP:127.0.0.1,${names.map((n) => `DNS:${n}`).join(',')}\n`,
+  );
+  o([
+    'x509',
+    '-req',
+    '-in',
+    'server.csr',
+    '-CA',
+    'ca.crt',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-out',
+    'server.crt',
+    '-days',
+    '2',
+    '-extfile',
+    'ext.cnf',
+  ]);
+  return { caFile: join(dir, 'ca.crt'), otherCaFile: join(dir, 'other-ca.crt') };
 }
 
 /** Runs a PostgreSQL binary as the unprivileged user when we are root. */
@@ -42,17 +105,43 @@ async function asPostgres(bin: string, args: string[]): Promise<void> {
   else await run(file, args, { timeout: 60_000 });
 }
 
-export async function startPostgres(): Promise<TestPostgres> {
+export async function startPostgres(options: StartPostgresOptions = {}): Promise<TestPostgres> {
   const dir = mkdtempSync(join(tmpdir(), 'sg-pg-'));
   const root = userInfo().uid === 0;
-  if (root) {
-    const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
-    chownSync(dir, id('-u'), id('-g'));
-  }
+  const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
+  const own = (path: string) => {
+    if (root) chownSync(path, id('-u'), id('-g'));
+  };
+  own(dir);
   const data = join(dir, 'data');
   const user = 'sandgate';
   const database = 'sandgate';
-  await asPostgres('initdb', ['-D', data, '-U', user, '--auth=trust', '--locale=C', '--encoding=UTF8', '-N']);
+  const { password } = options;
+  const auth = ['--auth=trust'];
+  if (password !== undefined) {
+    const pwfile = join(dir, 'pwfile');
+    writeFileSync(pwfile, `${password}\n`, { mode: 0o600 });
+    own(pwfile);
+    auth.splice(0, 1, '--auth-local=trust', '--auth-host=scram-sha-256', `--pwfile=${pwfile}`);
+  }
+  await asPostgres('initdb', ['-D', data, '-U', user, ...auth, '--locale=C', '--encoding=UTF8', '-N']);
+  const tlsNames =
+    options.tls === undefined || options.tls === false
+      ? undefined
+      : ((options.tls === true ? undefined : options.tls.names) ?? ['db.test']);
+  let tls: TestPostgres['tls'];
+  let sslArgs = '';
+  if (tlsNames !== undefined) {
+    const certs = makeServerCerts(join(dir, 'tls'), tlsNames);
+    // The server reads its key from the data directory: owned by it, mode 0600.
+    for (const f of ['server.crt', 'server.key']) {
+      copyFileSync(join(dir, 'tls', f), join(data, f));
+      own(join(data, f));
+    }
+    execFileSync('chmod', ['0600', join(data, 'server.key')]);
+    sslArgs = ' -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key';
+    tls = { ...certs, names: tlsNames };
+  }
   let port = 0;
   const start = async (): Promise<void> => {
     await asPostgres('pg_ctl', [
@@ -64,7 +153,7 @@ export async function startPostgres(): Promise<TestPostgres> {
       '-t',
       '60',
       '-o',
-      `-p ${port} -h 127.0.0.1 -k ${dir} -c fsync=off -c full_page_writes=off -c max_connections=200`,
+      `-p ${port} -h 127.0.0.1 -k ${dir} -c fsync=off -c full_page_writes=off -c max_connections=200${sslArgs}`,
       'start',
     ]);
   };
@@ -79,7 +168,14 @@ export async function startPostgres(): Promise<TestPostgres> {
   }
   const host = '127.0.0.1';
   const connect = async (db: string): Promise<pg.Client> => {
-    const c = new pg.Client({ host, port, user, database: db, connectionTimeoutMillis: 10_000 });
+    const c = new pg.Client({
+      host,
+      port,
+      user,
+      database: db,
+      connectionTimeoutMillis: 10_000,
+      ...(password !== undefined ? { password } : {}),
+    });
     c.on('error', () => undefined);
     await c.connect();
     return c;
@@ -91,12 +187,25 @@ export async function startPostgres(): Promise<TestPostgres> {
     await c.end();
   }
   let stopped = false;
+  let databases = 0;
   return {
     host,
     port,
     user,
     database,
+    ...(password !== undefined ? { password } : {}),
+    ...(tls !== undefined ? { tls } : {}),
     admin: () => connect(database),
+    async createDatabase() {
+      const name = `${database}_${process.pid}_${++databases}`;
+      const a = await connect(database);
+      try {
+        await a.query(`CREATE DATABASE ${name}`);
+      } finally {
+        await a.end();
+      }
+      return name;
+    },
     stopServer: (mode = 'fast') => asPostgres('pg_ctl', ['-D', data, '-m', mode, '-w', 'stop']),
     startServer: start,
     async stop() {

@@ -10,7 +10,7 @@ import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
 import { stopSignal } from '../signals.js';
 import { openQuarantine } from './quarantine.js';
-import { stateReady } from '../compose/state.js';
+import { stateCheck } from '../compose/state.js';
 
 const HELP = `usage: sandgate admin [--config FILE] [--set KEY=VALUE]
 
@@ -59,7 +59,8 @@ export async function run(argv: string[], io: CliIo, options: AdminRunOptions = 
       config,
       registry: metrics.registry,
       log,
-      ready: async () => !stopping && (await stateReady(quarantine.state)()),
+      ready: () => !stopping,
+      checks: [stateCheck(quarantine.state)],
       quarantine: () => quarantine.service,
       tokenFile: tokenPath,
     });

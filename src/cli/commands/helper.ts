@@ -15,7 +15,7 @@ import { EXIT, writeLine, type CliIo } from '../io.js';
 import { createLogger } from '../logger.js';
 import type { Runtime } from '../runtime.js';
 import { exitOnSignals } from '../signals.js';
-import { stateReady } from '../compose/state.js';
+import { stateCheck } from '../compose/state.js';
 
 const HELP = `usage: sandgate helper [--config FILE] [--set KEY=VALUE]
 
@@ -209,7 +209,8 @@ async function startAdmin(
       config,
       registry: runtime.metrics.registry,
       log,
-      ready: stateReady(runtime.state),
+      ready: () => true,
+      checks: [stateCheck(runtime.state)],
     });
     log.info({ event: 'helper.admin_listening', ...at }, 'admin port listening');
     session.notice(`admin port listening on ${at.host}:${at.port} (/healthz, /metrics)`);

@@ -1,6 +1,6 @@
 import type { Registry } from 'prom-client';
 import { registerQuarantineRoutes } from '../../admin/quarantine-routes.js';
-import { AdminServer } from '../../admin/server.js';
+import { AdminServer, type ReadyCheck } from '../../admin/server.js';
 import type { Config } from '../../config/schema.js';
 import { SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
@@ -29,6 +29,8 @@ export interface AdminBuild {
   readonly log: Logger;
   /** false makes /readyz answer 503 (starting, shutting down). */
   readonly ready: () => boolean | Promise<boolean>;
+  /** Dependencies /readyz checks too, each named in its 503 body when it fails (the state backend). */
+  readonly checks?: readonly ReadyCheck[];
   /**
    * The quarantine API and page, served when admin.tokenFile is set (the token is read here). A
    * function, so the service is built only when it is served.
@@ -46,7 +48,12 @@ export interface AdminBuild {
 export async function startAdminServer(
   b: AdminBuild,
 ): Promise<{ server: AdminServer; host: string; port: number }> {
-  const server = new AdminServer({ registry: b.registry, log: b.log, ready: b.ready });
+  const server = new AdminServer({
+    registry: b.registry,
+    log: b.log,
+    ready: b.ready,
+    ...(b.checks !== undefined ? { checks: b.checks } : {}),
+  });
   if (b.quarantine !== undefined && b.tokenFile !== undefined) {
     registerQuarantineRoutes(server, {
       service: b.quarantine(),

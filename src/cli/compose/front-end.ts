@@ -18,7 +18,7 @@ import { createRuntime, type Runtime } from '../runtime.js';
 import { stopSignal } from '../signals.js';
 import { startAdminServer } from './admin.js';
 import { createQuarantineService } from './quarantine.js';
-import { stateReady } from './state.js';
+import { stateCheck } from './state.js';
 
 /** A front end built on the runtime, not yet listening. */
 export interface FrontEnd {
@@ -125,7 +125,8 @@ async function startAdmin(
     config,
     registry: runtime.metrics.registry,
     log,
-    ready: async () => !stopping() && (await stateReady(runtime.state)()),
+    ready: () => !stopping(),
+    checks: [stateCheck(runtime.state)],
     quarantine: () => createQuarantineService(runtime),
     ...(tokenFile !== undefined ? { tokenFile: resolve(io.cwd, tokenFile.path) } : {}),
   });

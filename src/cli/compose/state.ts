@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
+import type { ReadyCheck } from '../../admin/server.js';
 import type { Config } from '../../config/schema.js';
 import { SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
@@ -59,7 +61,11 @@ export function pgConnection(
         : {
             rejectUnauthorized: true,
             ...(ca !== undefined ? { ca } : {}),
-            servername: s.servername ?? s.url.host,
+            // SNI never carries an IP address (RFC 6066): for one, node-postgres checks the
+            // certificate against the host (its IP SANs) and sends no server name.
+            ...(s.servername !== undefined || isIP(s.url.host) === 0
+              ? { servername: s.servername ?? s.url.host }
+              : {}),
           };
   return {
     host: s.url.host,
@@ -112,13 +118,13 @@ export async function openState(config: Config, options: OpenStateOptions = {}):
   });
 }
 
-/** /readyz: true when the state answers (PostgreSQL: one query within the timeout; SQLite: always). */
-export function stateReady(state: StatePorts): () => Promise<boolean> {
-  const pgState =
-    (state as Partial<PostgresStatePorts>).backend === 'postgresql'
-      ? (state as PostgresStatePorts)
-      : undefined;
-  return async () => (pgState === undefined ? true : pgState.ping());
+/**
+ * The /readyz check named `state`: passes when the state answers (PostgreSQL: one `SELECT 1`
+ * within state.queryTimeout; SQLite: always, it is a local file).
+ */
+export function stateCheck(state: StatePorts): ReadyCheck {
+  const pgState = asPostgres(state);
+  return { name: 'state', check: async () => (pgState === undefined ? true : pgState.ping()) };
 }
 
 /** The PostgreSQL ports, when the state is PostgreSQL. */

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { SandgateError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
+import { printable } from '../../core/text.js';
 import type { Migration } from '../migrations.js';
 import { PG_MIGRATIONS } from './migrations.js';
 
@@ -79,8 +80,55 @@ export async function connectClient(c: PgConnection, log: Logger): Promise<pg.Cl
   client.on('error', (err) => {
     log.warn({ event: 'state.pool_error', err, url: c.display }, 'a PostgreSQL connection failed');
   });
-  await client.connect();
+  try {
+    await client.connect();
+  } catch (err) {
+    // A failure on our side of the handshake (no password for SCRAM) leaves the socket open, and
+    // the server waits for us up to its authentication_timeout: close it, or the process hangs.
+    await client.end().catch(() => undefined);
+    throw err;
+  }
   return client;
+}
+
+/** Node's codes for a TLS handshake whose certificate does not verify. */
+const TLS_CODES =
+  /^(?:ERR_TLS_|ERR_SSL_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_(?:VERIFY|GET_ISSUER)|HOSTNAME_MISMATCH)/;
+
+/**
+ * A failure to connect to the state database, named for the operator: ERR_STATE_AUTH (the server
+ * refused the user or password, or wants a password we do not have), ERR_STATE_TLS (the server's
+ * certificate does not verify against state.caFile / the system CAs, its name is not
+ * state.servername, or the server does not speak TLS), else ERR_STATE_DB. The message carries the
+ * URL (never a password) and the driver's reason, which never holds the password either.
+ */
+export function connectionError(c: PgConnection, cause: unknown): SandgateError {
+  if (cause instanceof SandgateError) return cause;
+  const err = cause as { code?: unknown; message?: unknown };
+  const code = typeof err.code === 'string' ? err.code : '';
+  const reason = printable(typeof err.message === 'string' ? err.message : String(cause), { max: 300 });
+  const details = { url: c.display, user: c.user, ...(code !== '' ? { reason: code } : {}) };
+  // 28P01 invalid_password, 28000 invalid_authorization_specification (pg_hba.conf refused us).
+  if (code === '28P01' || code === '28000' || /^SASL: .*password/.test(reason)) {
+    const why =
+      c.password === undefined && code === '' ? 'the server asks for a password and none is set' : reason;
+    return new SandgateError(
+      'ERR_STATE_AUTH',
+      `the state database ${c.display} refused user ${c.user}: ${why} (password from state.passwordFile, SANDGATE_STATE_PASSWORD or PGPASSWORD)`,
+      { cause, details },
+    );
+  }
+  if (TLS_CODES.test(code) || /does not support SSL|establishing an SSL connection/.test(reason)) {
+    return new SandgateError(
+      'ERR_STATE_TLS',
+      `the state database ${c.display}: TLS failed: ${reason} (state.tls, state.caFile, state.servername)`,
+      { cause, details },
+    );
+  }
+  return new SandgateError('ERR_STATE_DB', `cannot connect to the state database ${c.display}: ${reason}`, {
+    cause,
+    details,
+  });
 }
 
 /** The advisory lock key the migrations hold ('sgmigrat'). */
@@ -108,10 +156,7 @@ export async function migratePg(
   try {
     client = await connectClient({ ...c, queryTimeoutMs: Math.max(c.queryTimeoutMs, 120_000) }, log);
   } catch (cause) {
-    throw new SandgateError('ERR_STATE_DB', `cannot connect to the state database ${c.display}`, {
-      cause,
-      details: { url: c.display },
-    });
+    throw connectionError(c, cause);
   }
   const applied: number[] = [];
   try {
