@@ -1,20 +1,8 @@
 import type { PtLoadStore } from '../core/ports.js';
 import type { PtLoadSnapshot, PtLoadWindows, PtProcessLoad } from '../core/state-records.js';
 import { HISTORY_KEEP_MS } from './pt-tasks.js';
+import { loadWindows, ptLoadSnapshot, type PtProcessRow } from './pt-load-row.js';
 import type { StateDb } from './db.js';
-
-interface ProcessRow {
-  owner: string;
-  front_end: string;
-  inflight: number;
-  waiting: number;
-  window_limit: number;
-  window_max: number;
-  submitted_total: number;
-  refused_total: number;
-  started_at: number;
-  updated_at: number;
-}
 
 /**
  * pt_process: each process's window and queue (written by the PT Sandbox scanner about once a
@@ -38,7 +26,7 @@ export class SqlitePtLoadStore implements PtLoadStore {
       ),
       remove: db.prepare('DELETE FROM pt_process WHERE owner = ?'),
       pruneProcesses: db.prepare('DELETE FROM pt_process WHERE updated_at < ?'),
-      processes: db.prepare<[number], ProcessRow>(
+      processes: db.prepare<[number], PtProcessRow>(
         'SELECT * FROM pt_process WHERE updated_at >= ? ORDER BY started_at',
       ),
       inFlight: db.prepare<[], { tasks: number; claims: number; oldest: number | null }>(
@@ -70,37 +58,18 @@ export class SqlitePtLoadStore implements PtLoadStore {
 
   /** The load now: processes that reported within `aliveMs`, rates over `rateWindowMs`, ages over `ageWindowMs`. */
   async snapshot(now: number, options: PtLoadWindows = {}): Promise<PtLoadSnapshot> {
-    const aliveMs = options.aliveMs ?? 30_000;
-    const rateWindowMs = options.rateWindowMs ?? 60_000;
-    const ageWindowMs = Math.min(options.ageWindowMs ?? HISTORY_KEEP_MS, HISTORY_KEEP_MS);
+    const w = loadWindows(options);
     // Rows of processes gone for longer than the history are of no use to anyone.
     this.stmt.pruneProcesses.run(now - HISTORY_KEEP_MS);
-    const flight = this.stmt.inFlight.get() ?? { tasks: 0, claims: 0, oldest: null };
-    const since = now - rateWindowMs;
-    return {
-      at: now,
-      processes: this.stmt.processes.all(now - aliveMs).map((r) => ({
-        owner: r.owner,
-        frontEnd: r.front_end,
-        inflight: r.inflight,
-        waiting: r.waiting,
-        windowLimit: r.window_limit,
-        windowMax: r.window_max,
-        submittedTotal: r.submitted_total,
-        refusedTotal: r.refused_total,
-        startedAt: r.started_at,
-        updatedAt: r.updated_at,
-      })),
-      tasksInFlight: flight.tasks,
-      claims: flight.claims,
-      oldestInFlightMs: flight.oldest === null ? undefined : Math.max(0, now - flight.oldest),
+    const since = now - w.rateWindowMs;
+    return ptLoadSnapshot(now, w, {
+      processes: this.stmt.processes.all(now - w.aliveMs),
+      flight: this.stmt.inFlight.get(),
       submittedRecent:
         (this.stmt.submittedInFlight.get(since)?.n ?? 0) + (this.stmt.submittedFinished.get(since)?.n ?? 0),
       finishedRecent: this.stmt.finished.get(since)?.n ?? 0,
-      finishedAges: this.stmt.ages.all(now - ageWindowMs).map((r) => r.age),
+      finishedAges: this.stmt.ages.all(now - w.ageWindowMs).map((r) => r.age),
       recentAges: this.stmt.ages.all(since).map((r) => r.age),
-      rateWindowMs,
-      ageWindowMs,
-    };
+    });
   }
 }

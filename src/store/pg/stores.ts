@@ -26,6 +26,7 @@ import type {
 } from '../../core/state-records.js';
 import { HISTORY_KEEP_MS } from '../pt-tasks.js';
 import { toTask, type PtTaskRow as TaskRow } from '../pt-task-row.js';
+import { loadWindows, ptLoadSnapshot, type PtProcessRow } from '../pt-load-row.js';
 
 /**
  * Runs `fn` in one transaction on one pool connection (released, or destroyed after an error).
@@ -457,19 +458,6 @@ export class PgPtTaskStore implements PtTaskStore {
   }
 }
 
-interface ProcessRow {
-  owner: string;
-  front_end: string;
-  inflight: number;
-  waiting: number;
-  window_limit: number;
-  window_max: number;
-  submitted_total: number;
-  refused_total: number;
-  started_at: number;
-  updated_at: number;
-}
-
 export class PgPtLoadStore implements PtLoadStore {
   constructor(private readonly pool: pg.Pool) {}
 
@@ -502,14 +490,12 @@ export class PgPtLoadStore implements PtLoadStore {
   }
 
   async snapshot(now: number, options: PtLoadWindows = {}): Promise<PtLoadSnapshot> {
-    const aliveMs = options.aliveMs ?? 30_000;
-    const rateWindowMs = options.rateWindowMs ?? 60_000;
-    const ageWindowMs = Math.min(options.ageWindowMs ?? HISTORY_KEEP_MS, HISTORY_KEEP_MS);
+    const w = loadWindows(options);
     await this.pool.query('DELETE FROM pt_process WHERE updated_at < $1', [now - HISTORY_KEEP_MS]);
-    const since = now - rateWindowMs;
+    const since = now - w.rateWindowMs;
     const [processes, flight, subFlight, subDone, done, ages, recent] = await Promise.all([
-      this.pool.query<ProcessRow>('SELECT * FROM pt_process WHERE updated_at >= $1 ORDER BY started_at', [
-        now - aliveMs,
+      this.pool.query<PtProcessRow>('SELECT * FROM pt_process WHERE updated_at >= $1 ORDER BY started_at', [
+        now - w.aliveMs,
       ]),
       this.pool.query<{ tasks: number; claims: number; oldest: number | null }>(
         `SELECT count(scan_id) AS tasks, count(*) - count(scan_id) AS claims,
@@ -525,34 +511,17 @@ export class PgPtLoadStore implements PtLoadStore {
       this.pool.query<{ n: number }>('SELECT count(*) AS n FROM pt_task_history WHERE finished_at >= $1', [
         since,
       ]),
-      this.agesSince(now - ageWindowMs),
+      this.agesSince(now - w.ageWindowMs),
       this.agesSince(since),
     ]);
-    const f = flight.rows[0] ?? { tasks: 0, claims: 0, oldest: null };
-    return {
-      at: now,
-      processes: processes.rows.map((r) => ({
-        owner: r.owner,
-        frontEnd: r.front_end,
-        inflight: r.inflight,
-        waiting: r.waiting,
-        windowLimit: r.window_limit,
-        windowMax: r.window_max,
-        submittedTotal: r.submitted_total,
-        refusedTotal: r.refused_total,
-        startedAt: r.started_at,
-        updatedAt: r.updated_at,
-      })),
-      tasksInFlight: f.tasks,
-      claims: f.claims,
-      oldestInFlightMs: f.oldest === null ? undefined : Math.max(0, now - f.oldest),
+    return ptLoadSnapshot(now, w, {
+      processes: processes.rows,
+      flight: flight.rows[0],
       submittedRecent: (subFlight.rows[0]?.n ?? 0) + (subDone.rows[0]?.n ?? 0),
       finishedRecent: done.rows[0]?.n ?? 0,
       finishedAges: ages,
       recentAges: recent,
-      rateWindowMs,
-      ageWindowMs,
-    };
+    });
   }
 
   private async agesSince(since: number): Promise<number[]> {
