@@ -6,6 +6,7 @@
 //   --only-postfix: rows (c) and (d) only. --node-defaults: both filters without NODE_FLAGS.
 //   --pf-rounds=N: rounds of each path in row (c) (default 10; fewer for a quick check).
 //   --pf-paths=alone,pmilter,milter,proxy,relay: the paths of row (c) (default all five).
+//   --pf-reuse: row (c) with 10 reused connections (smtp-source -d) instead of one per message.
 // Rows: (a) 20 KB, concurrency 10, reused connections: msg/s (median of 5 interleaved runs, and
 // the relay/proxy ratio of each round), filter CPU per message, and added p50/p99 latency (a Node
 // client, 10 reused connections, medians of 5 rounds of 1,000); (b) a new connection per message,
@@ -37,6 +38,11 @@ const RUNS = 5;
 const PF_PAIRS = Number(
   /^--pf-rounds=(\d+)$/.exec(args.find((a) => a.startsWith('--pf-rounds=')) ?? '')?.[1] ?? 10,
 );
+/**
+ * --pf-reuse: the measured rounds of row (c) send every message of a session over one connection
+ * (smtp-source -d), so Postfix opens one milter connection per session, not per message.
+ */
+const PF_REUSE = args.includes('--pf-reuse');
 /** Messages each filter of the Postfix rows gets straight before it is measured (JIT warm-up). */
 const PF_WARMUP = 3000;
 /**
@@ -466,7 +472,7 @@ try {
       await sink.waitFor(have + straight + viaPostfix, 180_000);
     }
     say(
-      `## (c) Postfix end to end (-> smtp-sink), ${nPf} x 20 KB a round, smtp-source -s ${CONC} (new connections to Postfix; ${PF_PAIRS} rounds of each path, in forward and backward order by turns)`,
+      `## (c) Postfix end to end (-> smtp-sink), ${nPf} x 20 KB a round, smtp-source -s ${CONC} (${PF_REUSE ? 'reused connections (-d)' : 'new connections'} to Postfix; ${PF_PAIRS} rounds of each path, in forward and backward order by turns)`,
     );
     say();
     say('| path | e2e msg/s: median (rounds) | vs Postfix alone | filter CPU ms/msg | machine CPU ms/msg |');
@@ -484,7 +490,7 @@ try {
         const cpu0 = pid === undefined ? 0 : procStats(pid).cpuS;
         const machine0 = machineCpuS();
         const t0 = process.hrtime.bigint();
-        await source(inPort[kind], { n: nPf, conc: CONC, size: SIZE, reuse: false });
+        await source(inPort[kind], { n: nPf, conc: CONC, size: SIZE, reuse: PF_REUSE });
         await sink.waitFor(have + nPf, 120_000);
         const secs = Number(process.hrtime.bigint() - t0) / 1e9;
         seconds[kind] += secs;
