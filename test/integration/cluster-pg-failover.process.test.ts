@@ -307,39 +307,32 @@ describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
         while (loading && down().length === 0) await sendOne(fe, k++ % CONTENTS);
       }),
     );
-    try {
-      await until(
-        'mail flowing before the outage',
-        alive(() => answered('before') >= 60),
+    // 60 answers in `p`, every node alive throughout.
+    const answers = (p: Phase, what: string) =>
+      until(
+        what,
+        alive(() => answered(p) >= 60),
         60_000,
       );
+    const ready = (status: 200 | 503) =>
+      untilReady(
+        readyPorts,
+        status,
+        alive(() => true),
+      );
+    try {
+      await answers('before', 'mail flowing before the outage');
       phase = 'stopping';
       stoppedAt = Date.now();
       await pgServer.stopServer('immediate');
       phase = 'down';
-      await untilReady(
-        readyPorts,
-        503,
-        alive(() => true),
-      );
-      await until(
-        'mail answered while PostgreSQL is down',
-        alive(() => answered('down') >= 60),
-        60_000,
-      );
+      await ready(503);
+      await answers('down', 'mail answered while PostgreSQL is down');
       phase = 'starting';
       await pgServer.startServer();
       phase = 'after';
-      await untilReady(
-        readyPorts,
-        200,
-        alive(() => true),
-      );
-      await until(
-        'mail answered after the restart',
-        alive(() => answered('after') >= 60),
-        60_000,
-      );
+      await ready(200);
+      await answers('after', 'mail answered after the restart');
     } finally {
       loading = false;
       await Promise.all(workers);

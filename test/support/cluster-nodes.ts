@@ -22,7 +22,7 @@ import pg from 'pg';
 import { CgpBase, CgpHelper } from './cgp.js';
 import { startRelayProcess, type RelayProcess } from './relay-process.js';
 import { SmtpTalk, type TalkReply } from './smtp-talk.js';
-import type { TestPostgres } from './postgres.js';
+import { adminQuery, type TestPostgres } from './postgres.js';
 
 export type ConfigObject = Record<string, unknown>;
 
@@ -58,12 +58,7 @@ let databases = 0;
 /** A fresh, empty database on `server` for one test: its own pg_stat_activity rows, its own schema. */
 export async function createClusterDatabase(server: TestPostgres): Promise<ClusterDatabase> {
   const name = `sg_cluster_${process.pid}_${++databases}`;
-  const admin = await server.admin();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
+  await adminQuery(server, `CREATE DATABASE ${name}`);
   const connect = async (): Promise<pg.Client> => {
     const c = new pg.Client({
       host: server.host,
@@ -88,14 +83,7 @@ export async function createClusterDatabase(server: TestPostgres): Promise<Clust
         await c.end();
       }
     },
-    async drop() {
-      const c = await server.admin();
-      try {
-        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      } finally {
-        await c.end();
-      }
-    },
+    drop: () => adminQuery(server, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`),
   };
 }
 
