@@ -9,25 +9,20 @@
  *   recover without a restart (/readyz, mail passes normally again), the helper's stderr stays empty.
  */
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
 import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
 import { FAKE_PT_TOKEN, startFakePtSandbox } from '../fakes/fake-pt-sandbox.js';
 import { startSmtpSink, type SmtpSink } from '../fakes/smtp-sink.js';
 import {
-  adminApi,
-  clusterFiles,
-  freshDatabase,
-  nodeBase,
+  adminPort,
+  Cluster,
+  createClusterDatabase,
   readyz,
-  relayNodeConfig,
   smtpSend,
-  startRelayNode,
   type ClusterDatabase,
-  type RelayNode,
+  type ConfigObject,
   until,
   untilReady,
-} from '../support/cluster-failover.js';
-import { CgpBase, CgpHelper } from '../support/cgp.js';
+} from '../support/cluster-nodes.js';
 import { runSandgate } from '../support/cli.js';
 import { postgresAvailable, startPostgres, type TestPostgres } from '../support/postgres.js';
 import { buildMessage, EICAR } from '../support/specimens.js';
@@ -59,16 +54,38 @@ async function sink(): Promise<SmtpSink> {
 
 async function database(): Promise<ClusterDatabase> {
   if (server === undefined) throw new Error('PostgreSQL not started');
-  const db = await freshDatabase(server);
+  const db = await createClusterDatabase(server);
   // Pushed first, so it runs after every node has stopped.
   cleanups.push(() => db.drop());
   return db;
 }
 
-async function relayNode(name: string, config: string): Promise<RelayNode> {
-  const node = await startRelayNode(name, config);
-  cleanups.push(() => node.stop());
-  return node;
+/**
+ * The nodes of one test on `db`, stopped after it: the admin API on, short state timeouts (a node
+ * must notice a database that went away quickly and tempfail), a 20 s relay deadline.
+ */
+function cluster(db: ClusterDatabase, ptSandbox?: { readonly url: string; readonly token: string }): Cluster {
+  const config: ConfigObject = {
+    log: { level: 'info' },
+    state: { queryTimeout: '2s', connectTimeout: '1s', pool: { max: 4 } },
+    relay: { deadline: '20s' },
+    ...(ptSandbox !== undefined
+      ? {
+          scanners: {
+            ptSandbox: { polling: { firstDelay: '20ms', interval: '50ms', slowInterval: '200ms' } },
+          },
+        }
+      : {}),
+  };
+  const c = new Cluster({
+    dir: tempDir('sg-clpg-'),
+    stateUrl: db.url,
+    adminToken: TOKEN,
+    ...(ptSandbox !== undefined ? { ptSandbox } : {}),
+    config,
+  });
+  cleanups.push(() => c.stop());
+  return c;
 }
 
 const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
@@ -89,13 +106,12 @@ interface Summary {
 
 describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
   it('an item quarantined through relay A is listed, shown, released and deleted through relay B', async () => {
-    const dir = tempDir('sg-clpg-');
     const db = await database();
     const sinkA = await sink();
     const sinkB = await sink();
-    const files = clusterFiles(dir, db.url, TOKEN);
-    const a = await relayNode('a', relayNodeConfig(files, 'a', sinkA.port));
-    const b = await relayNode('b', relayNodeConfig(files, 'b', sinkB.port));
+    const nodes = cluster(db);
+    const a = await nodes.startRelay('a', { nextHopPort: sinkA.port });
+    const b = await nodes.startRelay('b', { nextHopPort: sinkB.port });
 
     const infected = (subject: string, from: string): { from: string; bytes: Buffer } => ({
       from,
@@ -115,7 +131,7 @@ describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
     expect(sinkA.messages).toHaveLength(0);
 
     // Node B lists what node A quarantined.
-    const listB = await adminApi(b.adminPort, TOKEN, '/api/quarantine');
+    const listB = await nodes.admin(b, '/api/quarantine');
     expect(listB.status).toBe(200);
     const items = (listB.body as { items: Summary[] }).items;
     expect(items.map((i) => i.subject).sort()).toEqual(['delete-me', 'release-me']);
@@ -125,7 +141,7 @@ describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
     expect(two).toMatchObject({ sender: 'second@sender.test', verdict: 'malicious', frontEnd: 'relay' });
 
     // Shown through B: the metadata, the header fields as written, the attachment by its hash.
-    const shown = await adminApi(b.adminPort, TOKEN, `/api/quarantine/item?id=${encodeURIComponent(one.id)}`);
+    const shown = await nodes.admin(b, `/api/quarantine/item?id=${encodeURIComponent(one.id)}`);
     expect(shown.status).toBe(200);
     const details = shown.body as {
       item: { id: string; size: number; verdict: string; threats: string[]; envelope: { sender: string } };
@@ -147,7 +163,7 @@ describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
     expect(sha256(exported.stdout)).toBe(sha256(first.bytes));
 
     // Released through B: out through B's next hop, the original bytes plus a fresh mark.
-    const released = await adminApi(b.adminPort, TOKEN, '/api/quarantine/release', {
+    const released = await nodes.admin(b, '/api/quarantine/release', {
       method: 'POST',
       body: { id: one.id },
     });
@@ -160,24 +176,17 @@ describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
     expect(out!.bytes.toString('latin1')).toMatch(/^X-Sandgate-Mark: v=1; k=released; [^\r\n]+\r\n/m);
     expect(sha256(withoutMark(out!.bytes))).toBe(sha256(first.bytes));
     // A sees the release.
-    const listA = (await adminApi(a.adminPort, TOKEN, '/api/quarantine')).body as { items: Summary[] };
+    const listA = (await nodes.admin(a, '/api/quarantine')).body as { items: Summary[] };
     expect(listA.items.find((i) => i.id === one.id)?.releasedAt).toBeDefined();
 
     // Deleted through B: gone for A too, with its stored message.
-    const deleted = await adminApi(
-      b.adminPort,
-      TOKEN,
-      `/api/quarantine/item?id=${encodeURIComponent(two.id)}`,
-      {
-        method: 'DELETE',
-      },
-    );
+    const deleted = await nodes.admin(b, `/api/quarantine/item?id=${encodeURIComponent(two.id)}`, {
+      method: 'DELETE',
+    });
     expect(deleted).toMatchObject({ status: 200, body: { deleted: two.id } });
-    const afterA = (await adminApi(a.adminPort, TOKEN, '/api/quarantine')).body as { items: Summary[] };
+    const afterA = (await nodes.admin(a, '/api/quarantine')).body as { items: Summary[] };
     expect(afterA.items.map((i) => i.id)).toEqual([one.id]);
-    expect(
-      (await adminApi(a.adminPort, TOKEN, `/api/quarantine/item?id=${encodeURIComponent(two.id)}`)).status,
-    ).toBe(404);
+    expect((await nodes.admin(a, `/api/quarantine/item?id=${encodeURIComponent(two.id)}`)).status).toBe(404);
     expect(await db.query('SELECT 1 FROM quarantine_chunk WHERE id = $1', [two.id])).toHaveLength(0);
 
     for (const n of [a, b]) {
@@ -189,32 +198,21 @@ describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
   it('PostgreSQL stopped and started mid-load: every message accounted for, none unscanned, nodes recover, helper stderr empty', async () => {
     if (server === undefined) throw new Error('PostgreSQL not started');
     const pgServer = server;
-    const dir = tempDir('sg-clpg-');
     const db = await database();
     const sinkA = await sink();
     const sinkB = await sink();
     const sandbox = await startFakePtSandbox({ taskDurationMs: 100 });
     cleanups.push(() => sandbox.close());
-    const files = clusterFiles(dir, db.url, TOKEN, { url: sandbox.url, token: FAKE_PT_TOKEN });
-    const a = await relayNode('a', relayNodeConfig(files, 'a', sinkA.port));
-    const b = await relayNode('b', relayNodeConfig(files, 'b', sinkB.port));
-    const base = new CgpBase('sg-clpg-cgp-');
-    cleanups.push(() => base.remove());
-    const helper = CgpHelper.start({
-      base,
-      config: {
-        ...nodeBase(files, 'h'),
-        log: { file: join(dir, 'helper.log'), level: 'info' },
-        helper: { deadline: '20s' },
-        admin: { enabled: true, listen: '127.0.0.1:0' },
-      },
-    });
-    cleanups.push(() => helper.kill());
+    const nodes = cluster(db, { url: sandbox.url, token: FAKE_PT_TOKEN });
+    const a = await nodes.startRelay('a', { nextHopPort: sinkA.port });
+    const b = await nodes.startRelay('b', { nextHopPort: sinkB.port });
+    const h = nodes.startHelper('h', { config: { helper: { deadline: '20s' } } });
+    const { cgp: helper, base } = h;
     expect(await helper.request('0', 'INTF 4')).toBe('0 INTF 4');
     const helperAdmin = Number(
       /listening on 127\.0\.0\.1:(\d+)/.exec(await helper.waitForInfo(/admin port listening/))?.[1],
     );
-    const readyPorts = [a.adminPort, b.adminPort, helperAdmin];
+    const readyPorts = [adminPort(a), adminPort(b), helperAdmin];
 
     // 24 contents: EICAR (the rules scanner's verdict), a PT Sandbox DANGEROUS verdict (the fake's,
     // through the shared cache, leases and tasks), or clean (PT Sandbox's verdict too). The message
@@ -295,7 +293,7 @@ describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
     // A node that died ends the load and the test at once (the accounting below says what it cost).
     const down = (): string[] => [
       ...[a, b].filter((n) => !n.alive()).map((n) => `relay ${n.name}`),
-      ...(helper.child.exitCode !== null || helper.child.signalCode !== null ? ['the helper'] : []),
+      ...(h.alive() ? [] : ['the helper']),
     ];
     const alive =
       (check: () => boolean): (() => boolean) =>
@@ -309,39 +307,32 @@ describe.skipIf(!available)('a cluster on PostgreSQL (process tests)', () => {
         while (loading && down().length === 0) await sendOne(fe, k++ % CONTENTS);
       }),
     );
-    try {
-      await until(
-        'mail flowing before the outage',
-        alive(() => answered('before') >= 60),
+    // 60 answers in `p`, every node alive throughout.
+    const answers = (p: Phase, what: string) =>
+      until(
+        what,
+        alive(() => answered(p) >= 60),
         60_000,
       );
+    const ready = (status: 200 | 503) =>
+      untilReady(
+        readyPorts,
+        status,
+        alive(() => true),
+      );
+    try {
+      await answers('before', 'mail flowing before the outage');
       phase = 'stopping';
       stoppedAt = Date.now();
       await pgServer.stopServer('immediate');
       phase = 'down';
-      await untilReady(
-        readyPorts,
-        503,
-        alive(() => true),
-      );
-      await until(
-        'mail answered while PostgreSQL is down',
-        alive(() => answered('down') >= 60),
-        60_000,
-      );
+      await ready(503);
+      await answers('down', 'mail answered while PostgreSQL is down');
       phase = 'starting';
       await pgServer.startServer();
       phase = 'after';
-      await untilReady(
-        readyPorts,
-        200,
-        alive(() => true),
-      );
-      await until(
-        'mail answered after the restart',
-        alive(() => answered('after') >= 60),
-        60_000,
-      );
+      await ready(200);
+      await answers('after', 'mail answered after the restart');
     } finally {
       loading = false;
       await Promise.all(workers);

@@ -16,6 +16,7 @@ import {
   Cluster,
   createClusterDatabase,
   smtpSession,
+  until,
   type ClusterDatabase,
   type HelperNode,
   type OutgoingMessage,
@@ -57,13 +58,11 @@ const envelope = (raw: string): OutgoingMessage => ({
   raw,
 });
 
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-  const giveUp = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > giveUp) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+/**
+ * One SMTP session to `port`. No client-side reply timeout short of the tests' own (120 s): a
+ * node's answer is bounded by its deadline, which the assertions check.
+ */
+const session = (port: number, raws: readonly string[]) => smtpSession(port, raws.map(envelope), 120_000);
 
 interface Setup {
   readonly db: ClusterDatabase;
@@ -96,26 +95,16 @@ async function setUp(
 
 /** The LISTEN connections (backend pids) on the database: a waiting node's wake-up connection. */
 async function listenBackends(db: ClusterDatabase): Promise<number[]> {
-  const c = await db.connect();
-  try {
-    const r = await c.query<{ pid: number }>(
-      "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sandgate' AND query LIKE 'LISTEN %'",
-      [db.name],
-    );
-    return r.rows.map((x) => x.pid);
-  } finally {
-    await c.end();
-  }
+  const rows = await db.query<{ pid: number }>(
+    "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sandgate' AND query LIKE 'LISTEN %'",
+    [db.name],
+  );
+  return rows.map((x) => x.pid);
 }
 
 async function count(db: ClusterDatabase, table: string): Promise<number> {
-  const c = await db.connect();
-  try {
-    const r = await c.query<{ n: string }>(`SELECT count(*) AS n FROM ${table}`);
-    return Number(r.rows[0]?.n);
-  } finally {
-    await c.end();
-  }
+  const rows = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${table}`);
+  return Number(rows[0]?.n);
 }
 
 /** The relay's summary line of its `n`th message (0 first). */
@@ -179,9 +168,9 @@ describe.skipIf(skip)(
         items.forEach((item, i) => sessions[i % 10]!.push(item));
         const replies = await Promise.all(
           sessions.map((s) =>
-            smtpSession(
+            session(
               node.relayPort,
-              s.map((m) => envelope(m.raw)),
+              s.map((m) => m.raw),
             ),
           ),
         );
@@ -281,7 +270,7 @@ describe.skipIf(skip)(
       const h = cluster.startHelper('h');
       expect(await h.cgp.request('1', 'INTF 4')).toBe('1 INTF 4');
 
-      const first = smtpSession(a.relayPort, [envelope(mail(1, false, 'try-1'))]);
+      const first = session(a.relayPort, [mail(1, false, 'try-1')]);
       await until('the task on the fake', () => sandbox.tasksCreated() === 1);
       await until('node A recorded its submission', () =>
         a.records.some((r) => r.event === 'pt.task_submitted'),
@@ -292,7 +281,7 @@ describe.skipIf(skip)(
       expect(sink.messages).toHaveLength(0);
 
       // The MTA retries through node B: B takes the scan over once A's leases ran out and adopts the task.
-      const retry = smtpSession(b.relayPort, [envelope(mail(1, false, 'try-2'))]);
+      const retry = session(b.relayPort, [mail(1, false, 'try-2')]);
       await until('node B adopted the task', () => b.records.some((r) => r.event === 'pt.task_adopted'));
       sandbox.finishAll();
       expect((await retry)[0]?.code).toBe(250);
@@ -309,7 +298,7 @@ describe.skipIf(skip)(
 
       // Later retries, through the same node or the helper: from the cache, nothing asked of the appliance.
       const polls = sandbox.counters['analysis/checkTask'];
-      expect((await smtpSession(b.relayPort, [envelope(mail(1, false, 'try-3'))]))[0]?.code).toBe(250);
+      expect((await session(b.relayPort, [mail(1, false, 'try-3')]))[0]?.code).toBe(250);
       await until('node B logged the cached answer', () => relayMessage(b, 1) !== undefined, 5_000);
       const file = h.base.queueFile('Queue/1.msg', { body: mail(1, false, 'try-4') });
       expect(await h.cgp.request('2', `FILE ${file}`, 20_000)).toMatch(
@@ -342,22 +331,17 @@ describe.skipIf(skip)(
       );
       const [a, b] = await Promise.all([cluster.startRelay('a'), cluster.startRelay('b')]);
       const raw = mail(7, true, 'on-a');
-      const onA = smtpSession(a.relayPort, [envelope(raw)]);
+      const onA = session(a.relayPort, [raw]);
       await until('node A submitted the task', () => a.records.some((r) => r.event === 'pt.task_submitted'));
       expect(await listenBackends(db)).toEqual([]);
 
       // Node B gets the same content and waits for A's lease; its wake-up connection appears.
-      const onB = smtpSession(b.relayPort, [envelope(mail(7, true, 'on-b'))]);
+      const onB = session(b.relayPort, [mail(7, true, 'on-b')]);
       let listening: number[] = [];
       await until('node B listening', async () => (listening = await listenBackends(db)).length === 1);
       const killed = listening[0]!;
-      const admin = await db.connect();
-      try {
-        const r = await admin.query<{ ok: boolean }>('SELECT pg_terminate_backend($1) AS ok', [killed]);
-        expect(r.rows[0]?.ok).toBe(true);
-      } finally {
-        await admin.end();
-      }
+      const terminated = await db.query<{ ok: boolean }>('SELECT pg_terminate_backend($1) AS ok', [killed]);
+      expect(terminated[0]?.ok).toBe(true);
       // It re-checks and listens again on a new connection, without a message ending the wait.
       await until('node B listening again', async () => {
         const now = await listenBackends(db);

@@ -17,6 +17,7 @@ import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { openSqliteState } from '../../src/store/sqlite-state.js';
 import { startFakePtSandbox, type FakePtSandbox } from '../fakes/fake-pt-sandbox.js';
 import { CgpBase, CgpHelper } from '../support/cgp.js';
+import { readLog, until } from '../support/cluster-nodes.js';
 import { runSandgate, SANDGATE_BIN, type CliResult } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 
@@ -79,18 +80,7 @@ function scanArgs(n: Node, file: string): string[] {
   return ['scan', '--config', n.config, '--json', file];
 }
 
-function events(n: Node): Array<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = readFileSync(n.logFile, 'utf8');
-  } catch {
-    return [];
-  }
-  return text
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
-}
+const events = (n: Node): Array<Record<string, unknown>> => readLog(n.logFile);
 
 function outcome(r: CliResult): Record<string, unknown> {
   const report = JSON.parse(r.stdout) as { outcomes: Array<Record<string, unknown>> };
@@ -105,14 +95,6 @@ function startScan(args: string[]): ChildProcess {
   });
   children.push(child);
   return child;
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-  const giveUp = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > giveUp) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 async function kill9(child: ChildProcess): Promise<void> {

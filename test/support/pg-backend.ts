@@ -5,7 +5,7 @@ import type { StatePorts } from '../../src/core/ports.js';
 import { openPostgresState, type PgConnection } from '../../src/store/pg-state.js';
 import { openSqliteState } from '../../src/store/sqlite-state.js';
 import type { BackendOptions, StateBackend } from '../contract/backend.js';
-import type { TestPostgres } from './postgres.js';
+import { adminQuery, type TestPostgres } from './postgres.js';
 import { tempDir } from './tmp.js';
 
 let schemas = 0;
@@ -34,12 +34,7 @@ export function testConnection(
 /** A fresh schema on the server, for one test. */
 export async function freshSchema(server: TestPostgres): Promise<string> {
   const schema = `t${process.pid}_${++schemas}`;
-  const admin = await server.admin();
-  try {
-    await admin.query(`CREATE SCHEMA ${schema}`);
-  } finally {
-    await admin.end();
-  }
+  await adminQuery(server, `CREATE SCHEMA ${schema}`);
   return schema;
 }
 

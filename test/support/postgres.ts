@@ -97,6 +97,16 @@ function makeServerCerts(dir: string, names: readonly string[]): { caFile: strin
   return { caFile: join(dir, 'ca.crt'), otherCaFile: join(dir, 'other-ca.crt') };
 }
 
+/** One statement as the superuser on a connection of its own (CREATE DATABASE, CREATE SCHEMA, DROP). */
+export async function adminQuery(server: TestPostgres, sql: string): Promise<void> {
+  const admin = await server.admin();
+  try {
+    await admin.query(sql);
+  } finally {
+    await admin.end();
+  }
+}
+
 /** Runs a PostgreSQL binary as the unprivileged user when we are root. */
 async function asPostgres(bin: string, args: string[]): Promise<void> {
   const file = join(PG_BIN, bin);

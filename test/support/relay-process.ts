@@ -11,6 +11,8 @@ export interface RelayProcess {
   readonly records: Array<Record<string, unknown>>;
   /** Resolves with the first log record (already written or still to come) that matches. */
   waitForRecord(match: (r: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
+  /** What it wrote to stderr so far ('' unless started with `captureStderr`). */
+  stderr(): string;
   /** SIGTERM, then waits for the exit. */
   stop(): Promise<void>;
 }
@@ -18,19 +20,26 @@ export interface RelayProcess {
 /**
  * Starts the built `sandgate relay --config FILE` and resolves once it listens (and its admin port
  * too, when `withAdmin`), with the ports it logged: the config can ask for port 0. `env` adds to
- * (or overrides) this process's environment for the child only.
+ * (or overrides) this process's environment for the child only; `captureStderr` keeps its stderr
+ * for stderr() instead of passing it through.
  */
 export async function startRelayProcess(
   configFile: string,
   withAdmin = false,
-  options: { readonly cwd?: string; readonly env?: Readonly<Record<string, string>> } = {},
+  options: {
+    readonly cwd?: string;
+    readonly env?: Readonly<Record<string, string>>;
+    readonly captureStderr?: boolean;
+  } = {},
 ): Promise<RelayProcess> {
   const child = spawn(process.execPath, [SANDGATE_BIN, 'relay', '--config', configFile], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['ignore', 'pipe', options.captureStderr === true ? 'pipe' : 'inherit'],
     ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
     ...(options.env !== undefined ? { env: { ...process.env, ...options.env } } : {}),
   });
   const records: Array<Record<string, unknown>> = [];
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
   const watchers: Array<() => void> = [];
   const stop = () =>
     new Promise<void>((resolve) => {
@@ -41,8 +50,8 @@ export async function startRelayProcess(
   const ports: { relay?: number; admin?: number } = {};
   try {
     await new Promise<void>((resolve, reject) => {
-      child.once('exit', (code) => reject(new Error(`relay exited with ${code} before listening`)));
-      createInterface({ input: child.stdout }).on('line', (line) => {
+      child.once('exit', (code) => reject(new Error(`relay exited with ${code} before listening ${stderr}`)));
+      createInterface({ input: child.stdout! }).on('line', (line) => {
         const rec = JSON.parse(line) as Record<string, unknown>;
         records.push(rec);
         for (const w of watchers.splice(0)) w();
@@ -60,6 +69,7 @@ export async function startRelayProcess(
     relayPort: ports.relay!,
     ...(ports.admin !== undefined ? { adminPort: ports.admin } : {}),
     records,
+    stderr: () => stderr,
     waitForRecord: async (match) => {
       // Log lines are written asynchronously: the line about a reply can follow the reply itself.
       for (;;) {
