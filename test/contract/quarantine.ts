@@ -4,19 +4,11 @@ import { isSandgateError } from '../../src/core/errors.js';
 import type { Envelope } from '../../src/core/message.js';
 import type { QuarantineStore } from '../../src/core/ports.js';
 import type { Decision } from '../../src/core/policy.js';
+import { SUSPICIOUS_DECISION as decision } from '../support/quarantine-items.js';
 import { BufferMessage } from '../../src/mime/spool.js';
 import type { StateBackend } from './backend.js';
 
 const DAY = 86_400_000;
-
-const decision: Decision = {
-  action: 'quarantine',
-  keepCopy: true,
-  verdict: 'suspicious',
-  reason: 'suspicious',
-  threats: ['X'],
-  failOpen: false,
-};
 
 const ENVELOPE: Envelope = { sender: 's@x.test', recipients: ['r@x.test'], frontEnd: 'test' };
 

@@ -11,7 +11,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/core/logger.js';
-import type { Decision } from '../../src/core/policy.js';
+import { SUSPICIOUS_DECISION as decision, readAll as collect } from '../support/quarantine-items.js';
 import { BufferMessage } from '../../src/mime/spool.js';
 import { openPostgresState } from '../../src/store/pg-state.js';
 import { openSqliteState } from '../../src/store/sqlite-state.js';
@@ -27,21 +27,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await server?.stop();
 });
-
-const decision: Decision = {
-  action: 'quarantine',
-  keepCopy: true,
-  verdict: 'suspicious',
-  reason: 'suspicious',
-  threats: ['X'],
-  failOpen: false,
-};
-
-async function collect(stream: AsyncIterable<unknown>): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of stream) parts.push(c as Buffer);
-  return Buffer.concat(parts);
-}
 
 function writeConfig(dir: string, name: string, content: object): string {
   const file = join(dir, `${name}.yaml`);

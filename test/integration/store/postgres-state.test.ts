@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../../src/core/logger.js';
-import type { Decision } from '../../../src/core/policy.js';
+import { SUSPICIOUS_DECISION as decision, readAll as collect } from '../../support/quarantine-items.js';
 import { BufferMessage } from '../../../src/mime/spool.js';
 import { migratePg } from '../../../src/store/pg/db.js';
 import { importSqliteState } from '../../../src/store/pg/import.js';
@@ -27,21 +27,6 @@ afterAll(async () => {
 const noQueue = () => {
   throw new Error('no relay queue in this test');
 };
-
-const decision: Decision = {
-  action: 'quarantine',
-  keepCopy: true,
-  verdict: 'suspicious',
-  reason: 'suspicious',
-  threats: ['X'],
-  failOpen: false,
-};
-
-async function collect(stream: AsyncIterable<unknown>): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of stream) parts.push(c as Buffer);
-  return Buffer.concat(parts);
-}
 
 describe('PostgreSQL state', () => {
   it('two migrators at once apply each migration once', async () => {

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { silentLogger } from '../../../src/core/logger.js';
-import type { Decision } from '../../../src/core/policy.js';
+import { SUSPICIOUS_DECISION as decision } from '../../support/quarantine-items.js';
 import { BufferMessage } from '../../../src/mime/spool.js';
 import { RetentionJob } from '../../../src/quarantine/retention.js';
 import type { QuarantineStore, StatePorts } from '../../../src/core/ports.js';
@@ -10,14 +10,6 @@ import { openSqliteState } from '../../../src/store/sqlite-state.js';
 import { tempDir } from '../../support/tmp.js';
 import { LogCapture } from '../../support/pt-sandbox.js';
 
-const decision: Decision = {
-  action: 'quarantine',
-  keepCopy: true,
-  verdict: 'suspicious',
-  reason: 'suspicious',
-  threats: ['X'],
-  failOpen: false,
-};
 const DAY = 86_400_000;
 
 let state: StatePorts | undefined;
