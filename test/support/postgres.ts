@@ -6,12 +6,13 @@
  * signed by a throw-away CA that openssl makes in the server's temporary directory.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { freePort } from './free-port.js';
+import { makeTestCa, type TestCa } from './test-ca.js';
 
 const run = promisify(execFile);
 
@@ -50,51 +51,6 @@ export interface StartPostgresOptions {
    * throw-away CA; clients may still connect without TLS.
    */
   readonly tls?: boolean | { readonly names?: readonly string[] };
-}
-
-/** A CA and a server certificate (IP 127.0.0.1 and `names`), and a second CA that signed nothing we serve. */
-function makeServerCerts(dir: string, names: readonly string[]): { caFile: string; otherCaFile: string } {
-  mkdirSync(dir, { recursive: true });
-  const o = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  for (const ca of ['ca', 'other-ca']) {
-    o([
-      'req',
-      '-x509',
-      ...ec,
-      '-keyout',
-      `${ca}.key`,
-      '-out',
-      `${ca}.crt`,
-      '-days',
-      '2',
-      '-subj',
-      `/CN=sandgate test ${ca}`,
-    ]);
-  }
-  o(['req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', `/CN=${names[0] ?? '127.0.0.1'}`]);
-  writeFileSync(
-    join(dir, 'ext.cnf'),
-    `subjectAltName=IP:127.0.0.1,${names.map((n) => `DNS:${n}`).join(',')}\n`,
-  );
-  o([
-    'x509',
-    '-req',
-    '-in',
-    'server.csr',
-    '-CA',
-    'ca.crt',
-    '-CAkey',
-    'ca.key',
-    '-CAcreateserial',
-    '-out',
-    'server.crt',
-    '-days',
-    '2',
-    '-extfile',
-    'ext.cnf',
-  ]);
-  return { caFile: join(dir, 'ca.crt'), otherCaFile: join(dir, 'other-ca.crt') };
 }
 
 /** One statement as the superuser on a connection of its own (CREATE DATABASE, CREATE SCHEMA, DROP). */
@@ -140,17 +96,24 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
       ? undefined
       : ((options.tls === true ? undefined : options.tls.names) ?? ['db.test']);
   let tls: TestPostgres['tls'];
+  const cas: TestCa[] = [];
   let sslArgs = '';
   if (tlsNames !== undefined) {
-    const certs = makeServerCerts(join(dir, 'tls'), tlsNames);
+    // A CA with the server's certificate, and a second CA that signed nothing we serve.
+    const ca = makeTestCa(tlsNames, ['127.0.0.1']);
+    const other = makeTestCa(['other.test']);
+    cas.push(ca, other);
     // The server reads its key from the data directory: owned by it, mode 0600.
-    for (const f of ['server.crt', 'server.key']) {
-      copyFileSync(join(dir, 'tls', f), join(data, f));
-      own(join(data, f));
+    for (const [from, to] of [
+      [ca.certFile, 'server.crt'],
+      [ca.keyFile, 'server.key'],
+    ] as const) {
+      copyFileSync(from, join(data, to));
+      own(join(data, to));
     }
     execFileSync('chmod', ['0600', join(data, 'server.key')]);
     sslArgs = ' -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key';
-    tls = { ...certs, names: tlsNames };
+    tls = { caFile: ca.caFile, otherCaFile: other.caFile, names: tlsNames };
   }
   let port = 0;
   const start = async (): Promise<void> => {
@@ -223,6 +186,7 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
       stopped = true;
       await asPostgres('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
+      for (const ca of cas) ca.remove();
     },
   };
 }

@@ -15,10 +15,13 @@ export interface TestCa {
 }
 
 /**
- * A throw-away CA (openssl) and one server certificate for `names` (the first is its CN), valid two
- * days: verified TLS between our processes and test peers on loopback.
+ * A throw-away CA (openssl) and one server certificate for `names` (the first is its CN) and the
+ * IP addresses `ips`, valid two days: verified TLS between our processes and test peers on loopback.
  */
-export function makeTestCa(names: readonly string[] = ['sink.test.local', 'relay.test.local']): TestCa {
+export function makeTestCa(
+  names: readonly string[] = ['sink.test.local', 'relay.test.local'],
+  ips: readonly string[] = [],
+): TestCa {
   const dir = mkdtempSync(join(tmpdir(), 'sg-tls-'));
   const o = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
@@ -36,7 +39,8 @@ export function makeTestCa(names: readonly string[] = ['sink.test.local', 'relay
     '/CN=sandgate test CA',
   ]);
   o(['req', ...ec, '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', `/CN=${names[0] ?? 'localhost'}`]);
-  writeFileSync(join(dir, 'ext.cnf'), `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}\n`);
+  const sans = [...ips.map((ip) => `IP:${ip}`), ...names.map((n) => `DNS:${n}`)];
+  writeFileSync(join(dir, 'ext.cnf'), `subjectAltName=${sans.join(',')}\n`);
   o([
     'x509',
     '-req',
