@@ -1,7 +1,7 @@
 import type { PtTaskStore } from '../core/ports.js';
 import type { PtClaimResult, PtTask, PtTaskClaim } from '../core/state-records.js';
 import type { StateDb } from './db.js';
-import { toTask, type PtTaskRow as Row } from './pt-task-row.js';
+import { claimReplaces, toTask, type PtTaskRow as Row } from './pt-task-row.js';
 
 /** How long pt_task_history keeps finished tasks (ms), and how often a finish prunes it. */
 export const HISTORY_KEEP_MS = 15 * 60_000;
@@ -101,12 +101,7 @@ export class SqlitePtTaskStore implements PtTaskStore {
       if (inserted.changes === 1) return { claimed: true as const };
       const existing = this.getNow(contentKey, fingerprint);
       if (existing === undefined) return { claimed: true as const };
-      const age = claim.now - existing.submittedAt;
-      const stale =
-        existing.mode !== claim.mode ||
-        (existing.tokenFingerprint !== undefined && existing.tokenFingerprint !== claim.tokenFingerprint) ||
-        (existing.scanId === undefined ? age > claim.claimTimeoutMs : age > claim.maxTaskAgeMs);
-      if (!stale) return { claimed: false as const, task: existing };
+      if (!claimReplaces(existing, claim)) return { claimed: false as const, task: existing };
       this.stmt.replace.run(
         claim.mode,
         claim.owner,

@@ -25,7 +25,7 @@ import type {
   PtTaskClaim,
 } from '../../core/state-records.js';
 import { HISTORY_KEEP_MS } from '../pt-tasks.js';
-import { toTask, type PtTaskRow as TaskRow } from '../pt-task-row.js';
+import { claimReplaces, toTask, type PtTaskRow as TaskRow } from '../pt-task-row.js';
 import { loadWindows, ptLoadSnapshot, type PtProcessRow } from '../pt-load-row.js';
 
 /**
@@ -294,29 +294,10 @@ export class PgPtTaskStore implements PtTaskStore {
 
   async claim(contentKey: string, fingerprint: string, claim: PtTaskClaim): Promise<PtClaimResult> {
     return inTransaction(this.pool, async (c) => {
-      const inserted = await c.query(
-        `INSERT INTO pt_task (content_key, fingerprint, scan_id, mode, owner, submitted_at, token_fp, lease_until)
-         VALUES ($1, $2, NULL, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
-        [
-          contentKey,
-          fingerprint,
-          claim.mode,
-          claim.owner,
-          claim.now,
-          claim.tokenFingerprint,
-          claim.leaseUntil,
-        ],
-      );
-      if (inserted.rowCount === 1) return { claimed: true as const };
-      const r = await c.query<TaskRow>(
-        'SELECT * FROM pt_task WHERE content_key = $1 AND fingerprint = $2 FOR UPDATE',
-        [contentKey, fingerprint],
-      );
-      const row = r.rows[0];
-      if (row === undefined) {
-        await c.query(
+      for (;;) {
+        const inserted = await c.query(
           `INSERT INTO pt_task (content_key, fingerprint, scan_id, mode, owner, submitted_at, token_fp, lease_until)
-           VALUES ($1, $2, NULL, $3, $4, $5, $6, $7)`,
+           VALUES ($1, $2, NULL, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
           [
             contentKey,
             fingerprint,
@@ -327,15 +308,18 @@ export class PgPtTaskStore implements PtTaskStore {
             claim.leaseUntil,
           ],
         );
-        return { claimed: true as const };
+        if (inserted.rowCount === 1) return { claimed: true as const };
+        const r = await c.query<TaskRow>(
+          'SELECT * FROM pt_task WHERE content_key = $1 AND fingerprint = $2 FOR UPDATE',
+          [contentKey, fingerprint],
+        );
+        const row = r.rows[0];
+        // Finished (deleted) between the two statements: insert again.
+        if (row === undefined) continue;
+        const existing = toTask(row);
+        if (!claimReplaces(existing, claim)) return { claimed: false as const, task: existing };
+        break;
       }
-      const existing = toTask(row);
-      const age = claim.now - existing.submittedAt;
-      const stale =
-        existing.mode !== claim.mode ||
-        (existing.tokenFingerprint !== undefined && existing.tokenFingerprint !== claim.tokenFingerprint) ||
-        (existing.scanId === undefined ? age > claim.claimTimeoutMs : age > claim.maxTaskAgeMs);
-      if (!stale) return { claimed: false as const, task: existing };
       await c.query(
         `UPDATE pt_task SET scan_id = NULL, mode = $1, owner = $2, submitted_at = $3, last_polled_at = NULL,
            token_fp = $6, lease_until = $7
