@@ -1,4 +1,5 @@
-import type { QuarantineItem } from '../core/state-records.js';
+import type { QuarantineEntry } from '../core/ports.js';
+import type { QuarantineItem, QuarantineRecord } from '../core/state-records.js';
 
 /** A quarantine index row as both backends store it (SQLite and PostgreSQL use the same columns). */
 export interface QuarantineRow {
@@ -58,4 +59,27 @@ export function fromRow(r: QuarantineRow): QuarantineItem {
 /** Escapes LIKE's wildcards (the pattern is used with ESCAPE '\\'). */
 export function likeEscape(s: string): string {
   return s.replace(/[\\%_]/g, (c) => `\\${c}`);
+}
+
+/** The index record of a message put in quarantine (its stored size and where its bytes are). */
+export function quarantineRecord(
+  entry: QuarantineEntry,
+  at: { readonly id: string; readonly createdAt: number; readonly storedSize: number; readonly file: string },
+): QuarantineRecord {
+  return {
+    id: at.id,
+    msgId: entry.message.msgId,
+    createdAt: at.createdAt,
+    envelope: entry.message.envelope,
+    ...(entry.subject !== undefined ? { subject: entry.subject } : {}),
+    verdict: entry.decision.verdict,
+    action: entry.decision.action,
+    reason: entry.decision.reason,
+    threats: entry.decision.threats,
+    outcomes: entry.outcomes,
+    contentKey: entry.contentKey,
+    size: entry.message.size,
+    storedSize: at.storedSize,
+    file: at.file,
+  };
 }

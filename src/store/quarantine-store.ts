@@ -11,7 +11,7 @@ import type { QuarantineFilter, QuarantineItem, QuarantineRecord } from '../core
 import type { StateDb } from './db.js';
 import { fsyncDir, PARTIAL, writeDurably } from './durable-file.js';
 import { recoverQuarantine } from './quarantine-recovery.js';
-import { fromRow, likeEscape, type QuarantineRow } from './quarantine-row.js';
+import { fromRow, likeEscape, quarantineRecord, type QuarantineRow } from './quarantine-row.js';
 
 export type { QuarantineFilter, QuarantineItem, QuarantineRecord } from '../core/state-records.js';
 
@@ -54,22 +54,7 @@ export class SqliteQuarantineStore implements QuarantineStore {
       const storedSize = await writeDurably(emlPath, (out) =>
         pipeline(entry.message.open(), createGzip(), out),
       );
-      const record: QuarantineRecord = {
-        id,
-        msgId: entry.message.msgId,
-        createdAt,
-        envelope: entry.message.envelope,
-        ...(entry.subject !== undefined ? { subject: entry.subject } : {}),
-        verdict: entry.decision.verdict,
-        action: entry.decision.action,
-        reason: entry.decision.reason,
-        threats: entry.decision.threats,
-        outcomes: entry.outcomes,
-        contentKey: entry.contentKey,
-        size: entry.message.size,
-        storedSize,
-        file,
-      };
+      const record = quarantineRecord(entry, { id, createdAt, storedSize, file });
       await writeDurably(jsonPath, (out) => pipeline(Readable.from([JSON.stringify(record, null, 2)]), out));
       await fsyncDir(dayDir);
       this.index(record);

@@ -6,7 +6,7 @@ import type pg from 'pg';
 import { SandgateError } from '../../core/errors.js';
 import type { QuarantineEntry, QuarantineStore } from '../../core/ports.js';
 import type { QuarantineFilter, QuarantineItem, QuarantineRecord } from '../../core/state-records.js';
-import { fromRow, likeEscape, type QuarantineRow } from '../quarantine-row.js';
+import { fromRow, likeEscape, quarantineRecord, type QuarantineRow } from '../quarantine-row.js';
 import { inTransaction } from './stores.js';
 
 /** Compressed bytes per quarantine_chunk row. */
@@ -59,22 +59,7 @@ export class PgQuarantineStore implements QuarantineStore {
     const createdAt = this.now();
     try {
       await inTransaction(this.pool, async (c) => {
-        const record: QuarantineRecord = {
-          id,
-          msgId: entry.message.msgId,
-          createdAt,
-          envelope: entry.message.envelope,
-          ...(entry.subject !== undefined ? { subject: entry.subject } : {}),
-          verdict: entry.decision.verdict,
-          action: entry.decision.action,
-          reason: entry.decision.reason,
-          threats: entry.decision.threats,
-          outcomes: entry.outcomes,
-          contentKey: entry.contentKey,
-          size: entry.message.size,
-          storedSize: 0,
-          file: `pg:${id}`,
-        };
+        const record = quarantineRecord(entry, { id, createdAt, storedSize: 0, file: `pg:${id}` });
         await c.query(INSERT_ROW, rowValues(record));
         const storedSize = await this.writeChunks(
           c,
