@@ -24,8 +24,8 @@ import {
 import nodemailer from 'nodemailer';
 import { SMTPServer } from 'smtp-server';
 import { run as runMilter } from '../src/cli/commands/milter.js';
-import { decodeCommand, encodeReply, PacketReader, SMFIP } from '../src/milter/codec.js';
-import { WANTED_ACTIONS, WANTED_PROTOCOL } from '../src/milter/session.js';
+import { decodeCommand, encodeReply, PacketReader } from '../src/milter/codec.js';
+import { NO_REPLY, WANTED_ACTIONS, WANTED_PROTOCOL } from '../src/milter/session.js';
 import { run as runRelay } from '../src/cli/commands/relay.js';
 import { freePort, waitListening } from '../test/support/free-port.js';
 
@@ -188,17 +188,7 @@ async function startProtocolMilter(): Promise<{ port: number; close(): Promise<v
         } else if (cmd.kind === 'eom') socket.write(edits);
         else if (cmd.kind === 'quit') socket.end();
         else if (cmd.kind !== 'macro' && cmd.kind !== 'abort' && cmd.kind !== 'quitNc') {
-          const nr = {
-            connect: SMFIP.NR_CONN,
-            helo: SMFIP.NR_HELO,
-            mail: SMFIP.NR_MAIL,
-            rcpt: SMFIP.NR_RCPT,
-            data: SMFIP.NR_DATA,
-            header: SMFIP.NR_HDR,
-            eoh: SMFIP.NR_EOH,
-            body: SMFIP.NR_BODY,
-            unknown: SMFIP.NR_UNKN,
-          }[cmd.kind];
+          const nr = NO_REPLY[cmd.kind] ?? 0;
           if ((protocol & nr) === 0) socket.write(encodeReply({ kind: 'continue' }));
         }
       }

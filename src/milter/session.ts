@@ -56,7 +56,7 @@ export const WANTED_PROTOCOL =
   SMFIP.HDR_LEADSPC;
 
 /** Which no-reply flag silences which command. */
-const NO_REPLY: Readonly<Partial<Record<MilterCommand['kind'], number>>> = {
+export const NO_REPLY: Readonly<Partial<Record<MilterCommand['kind'], number>>> = {
   connect: SMFIP.NR_CONN,
   helo: SMFIP.NR_HELO,
   mail: SMFIP.NR_MAIL,
